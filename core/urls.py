@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from core import health
+from tenants import api as tenant_api
+
+api_patterns = [
+    path("identities/", tenant_api.IdentityListApi.as_view(), name="identity-list"),
+    path(
+        "channels/<int:channel_id>/", tenant_api.ChannelDetailApi.as_view(), name="channel-detail"
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
+    path("api/v1/", include((api_patterns, "api"))),
+    path("staff/admin/", admin.site.urls),
+    path("", include("console.urls")),
+]

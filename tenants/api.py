@@ -1,0 +1,91 @@
+"""The tenant's identities, connections and channels, as client systems see them."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants import selectors
+from tenants.authentication import HasScope
+from tenants.models import ApiScope
+
+
+class IdentityListApi(APIView):
+    """The tenant's DIP identities with their connections and channels."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.READ
+
+    class ChannelOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        interface_id = serializers.CharField()
+        direction = serializers.CharField()
+        status = serializers.CharField()
+
+    class ConnectionOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        environment = serializers.CharField()
+        dip_base_url = serializers.CharField()
+        dcp_id = serializers.CharField()
+        channels = serializers.ListField(child=serializers.DictField())
+
+    class IdentityOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        mpid = serializers.CharField()
+        role_code = serializers.CharField()
+        dip_id = serializers.CharField()
+        connections = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(responses=IdentityOutput(many=True), operation_id="identities_list")
+    def get(self, request: Request) -> Response:
+        channels_by_connection: dict[int, list[dict]] = {}
+        for channel in selectors.list_channels():
+            channels_by_connection.setdefault(channel.connection_id, []).append(
+                self.ChannelOutput(channel).data
+            )
+        connections_by_identity: dict[int, list[dict]] = {}
+        for connection in selectors.list_connections():
+            data = dict(
+                self.ConnectionOutput(
+                    {
+                        **connection.__dict__,
+                        "channels": channels_by_connection.get(connection.id, []),
+                    }
+                ).data
+            )
+            connections_by_identity.setdefault(connection.identity_id, []).append(data)
+        identities = [
+            {
+                **self.IdentityOutput(
+                    {
+                        **identity.__dict__,
+                        "connections": connections_by_identity.get(identity.id, []),
+                    }
+                ).data
+            }
+            for identity in selectors.list_identities()
+        ]
+        return Response(identities)
+
+
+class ChannelDetailApi(APIView):
+    """One channel of the tenant; another tenant's channel is a 404 like a missing one."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.READ
+
+    class Output(serializers.Serializer):
+        id = serializers.IntegerField()
+        interface_id = serializers.CharField()
+        direction = serializers.CharField()
+        status = serializers.CharField()
+        environment = serializers.CharField(source="connection.environment")
+        dip_id = serializers.CharField(source="connection.identity.dip_id")
+        expected_cadence = serializers.DurationField(allow_null=True)
+
+    @extend_schema(responses=Output, operation_id="channel_retrieve")
+    def get(self, request: Request, channel_id: int) -> Response:
+        return Response(self.Output(selectors.get_channel(channel_id=channel_id)).data)

@@ -1,0 +1,57 @@
+"""Enter the tenant context once per request, for console users and API clients alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from core.tenancy import tenant_context, user_context
+from tenants.authentication import ApiKeyError, read_api_key, resolve_api_key
+from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
+
+
+class TenantMiddleware:
+    """Act for one tenant for the whole request.
+
+    An API key names its tenant. A signed-in user acts for the tenant chosen in the session (or
+    their only one); the user context first lets RLS show them their own memberships. A session
+    naming a tenant the user no longer belongs to is ignored. No tenant: queries see nothing.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.tenant = None  # type: ignore[attr-defined]
+        request.membership = None  # type: ignore[attr-defined]
+        request.memberships = []  # type: ignore[attr-defined]
+        key = read_api_key(request)
+        if key is not None:
+            return self._as_api_client(request, key)
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return self.get_response(request)
+        with user_context(user.pk):
+            memberships = list_memberships_for_user(user=user)
+            request.memberships = memberships  # type: ignore[attr-defined]
+            chosen = request.session.get(SESSION_TENANT_KEY)
+            membership = next((m for m in memberships if str(m.tenant_id) == chosen), None)
+            if membership is None and len(memberships) == 1:
+                membership = memberships[0]
+            if membership is None:
+                return self.get_response(request)
+            request.membership = membership  # type: ignore[attr-defined]
+            request.tenant = membership.tenant  # type: ignore[attr-defined]
+            with tenant_context(membership.tenant_id):
+                return self.get_response(request)
+
+    def _as_api_client(self, request: HttpRequest, key: str) -> HttpResponse:
+        try:
+            client = resolve_api_key(key)
+        except ApiKeyError as exc:
+            request.api_key_error = str(exc)  # type: ignore[attr-defined]
+            return self.get_response(request)
+        request.api_client = client  # type: ignore[attr-defined]
+        with tenant_context(client.tenant_id):
+            return self.get_response(request)

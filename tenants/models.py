@@ -1,0 +1,284 @@
+"""Tenants and everything a tenant owns to reach the DIP: identities, connections, channels, keys.
+
+Every tenant-owned table has ``tenant_id`` leading its keys and is under RLS (see the migrations);
+the tenant column defaults to the current tenant context, so a write outside one fails loudly.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import RegexValidator
+from django.db import models
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from core.tenancy import current_tenant_id
+
+
+class Environment(models.TextChoices):
+    """DIP environments (S1.environmentTag, DT-013). Onboarding runs in UIT, then PRD."""
+
+    DEV = "DEV", "Development"
+    UIT = "UIT", "User integration testing"
+    SIT = "SIT", "System integration testing"
+    SITB = "SITB", "System integration testing B"
+    PRD = "PRD", "Production"
+
+
+class Role(models.TextChoices):
+    """Roles within a tenant, split as the DIP splits user, certificate and message admins."""
+
+    TENANT_ADMIN = "tenant_admin", "Tenant admin"
+    CERTIFICATE_ADMIN = "certificate_admin", "Certificate admin"
+    MESSAGE_OPERATOR = "message_operator", "Message operator"
+    APPROVER = "approver", "Approver"
+    VIEWER = "viewer", "Viewer"
+    AUDITOR = "auditor", "Auditor"
+
+
+class StaffRole(models.TextChoices):
+    """Busbar's own people; held as Django groups of these names, not as tenant memberships."""
+
+    PROVIDER_SUPPORT = "provider_support", "Provider support"
+    PROVIDER_ADMIN = "provider_admin", "Provider admin"
+
+
+class Tenant(models.Model):
+    """A licensed market participant served by Busbar. Its own row is under RLS on ``id``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TenantOwned(models.Model):
+    """Base for tenant-owned rows: the tenant comes from the context, never from user input."""
+
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.PROTECT,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Membership(TenantOwned):
+    """A user's roles in one tenant. A user may belong to several tenants."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    roles = ArrayField(models.CharField(max_length=30, choices=Role.choices), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_tenant_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant_id}: {', '.join(self.roles)}"
+
+
+mpid_validator = RegexValidator(r"^[A-Z]{4}$", "An MPID is four capital letters (DT-027).")
+role_code_validator = RegexValidator(
+    r"^[A-Z]{3,5}$", "A DIP role code is 3 to 5 capitals (DT-009)."
+)
+dip_id_validator = RegexValidator(
+    r"^[0-9A-Fa-f]{10}$", "A DIP ID is 10 hexadecimal characters (DT-006), e.g. 1009012345."
+)
+
+
+class DipIdentity(TenantOwned):
+    """One DIP ID: the tenant acting as one market role under one MPID."""
+
+    id = models.BigAutoField(primary_key=True)
+    mpid = models.CharField("MPID", max_length=4, validators=[mpid_validator])
+    role_code = models.CharField(max_length=5, validators=[role_code_validator])
+    dip_id = models.CharField("DIP ID", max_length=10, validators=[dip_id_validator])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "DIP identity"
+        verbose_name_plural = "DIP identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "mpid", "role_code"], name="identity_mpid_role"
+            ),
+            models.UniqueConstraint(fields=["tenant", "dip_id"], name="identity_dip_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mpid}/{self.role_code} ({self.dip_id})"
+
+
+class Connection(TenantOwned):
+    """How one identity reaches one DIP environment. Its credentials never serve another."""
+
+    id = models.BigAutoField(primary_key=True)
+    identity = models.ForeignKey(DipIdentity, on_delete=models.PROTECT, related_name="connections")
+    environment = models.CharField(max_length=4, choices=Environment.choices)
+    dip_base_url = models.URLField("DIP base URL", max_length=300)
+    dcp_id = models.CharField(
+        "DCP ID",
+        max_length=10,
+        blank=True,
+        validators=[dip_id_validator],
+        help_text="Busbar's DIP Connection Provider id for this role (S1.DIPConnectionProviderID).",
+    )
+    # Envelope-encrypted (core.crypto), bound to the tenant and this column; never shown again.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_hint = models.CharField(max_length=8, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "identity", "environment"], name="connection_identity_env"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identity} {self.environment}"
+
+
+class Direction(models.TextChoices):
+    INBOUND = "inbound", "Inbound (DIP to tenant)"
+    OUTBOUND = "outbound", "Outbound (tenant to DIP)"
+
+
+class ChannelStatus(models.TextChoices):
+    TEST = "test", "Test"
+    LIVE = "live", "Live"
+    DEPRECATED = "deprecated", "Deprecated"
+    DISABLED = "disabled", "Disabled"
+
+
+interface_validator = RegexValidator(
+    r"^(IF-\d{3}|REP-\d{3}[A-Z]?)$", "An interface id looks like IF-021 or REP-002A."
+)
+
+
+def new_webhook_token() -> str:
+    """An unguessable path segment for a channel's inbound webhook URL."""
+    return secrets.token_urlsafe(24)
+
+
+class Channel(TenantOwned):
+    """One DIP message channel (an IF or REP) on one connection, in one direction."""
+
+    id = models.BigAutoField(primary_key=True)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="channels")
+    interface_id = models.CharField(max_length=8, validators=[interface_validator])
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    status = models.CharField(
+        max_length=10, choices=ChannelStatus.choices, default=ChannelStatus.TEST
+    )
+    webhook_token = models.CharField(max_length=64, default=new_webhook_token, editable=False)
+    expected_cadence = models.DurationField(
+        null=True, blank=True, help_text="Alert when nothing has arrived for this long."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "connection", "interface_id", "direction"],
+                name="channel_connection_interface",
+            ),
+            # Global: the webhook route resolves a token to its tenant before any tenant is known.
+            models.UniqueConstraint(fields=["webhook_token"], name="channel_webhook_token"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.interface_id} {self.direction} on {self.connection_id}"
+
+
+class ApiScope(models.TextChoices):
+    READ = "read", "Read identities, channels and events"
+    SUBMIT = "submit", "Submit outbound messages"
+
+
+class ApiCredential(TenantOwned):
+    """An API key for one of the tenant's client systems. The secret is shown once; only its hash
+    is stored. The public ``prefix`` finds the row before the tenant is known."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = ArrayField(models.CharField(max_length=20, choices=ApiScope.choices), default=list)
+    environment = models.CharField(max_length=4, choices=Environment.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prefix"], name="api_credential_prefix"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class ChannelUserObjectPermission(UserObjectPermissionBase):
+    """django-guardian per-channel grants, kept in a tenant table (not guardian's generic one)."""
+
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+    )
+    content_object = models.ForeignKey(Channel, on_delete=models.CASCADE)
+
+
+class ChannelGroupObjectPermission(GroupObjectPermissionBase):
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+    )
+    content_object = models.ForeignKey(Channel, on_delete=models.CASCADE)
+
+
+class ConnectionUserObjectPermission(UserObjectPermissionBase):
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+    )
+    content_object = models.ForeignKey(Connection, on_delete=models.CASCADE)
+
+
+class ConnectionGroupObjectPermission(GroupObjectPermissionBase):
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+    )
+    content_object = models.ForeignKey(Connection, on_delete=models.CASCADE)

@@ -1,0 +1,78 @@
+"""Reads of tenant data. Every query runs under RLS; these add the per-user access checks."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
+from django.http import Http404
+
+from tenants.models import ApiCredential, Channel, Connection, DipIdentity, Membership, Role
+
+SESSION_TENANT_KEY = "busbar_tenant_id"
+
+
+def list_memberships_for_user(*, user: AbstractBaseUser) -> list[Membership]:
+    """The user's memberships in every tenant (readable through the ``app.user_id`` policy)."""
+    return list(
+        Membership.objects.filter(user=user, tenant__is_active=True)
+        .select_related("tenant")
+        .order_by("tenant__name")
+    )
+
+
+def user_has_role(membership: Membership | None, *roles: Role | str) -> bool:
+    return membership is not None and any(role in membership.roles for role in roles)
+
+
+def list_identities() -> list[DipIdentity]:
+    return list(DipIdentity.objects.order_by("mpid", "role_code"))
+
+
+def list_connections() -> list[Connection]:
+    return list(
+        Connection.objects.select_related("identity").order_by("identity__mpid", "environment")
+    )
+
+
+def list_channels(*, connection_id: int | None = None) -> list[Channel]:
+    channels = Channel.objects.select_related("connection__identity")
+    if connection_id is not None:
+        channels = channels.filter(connection_id=connection_id)
+    return list(channels.order_by("connection_id", "interface_id", "direction"))
+
+
+def get_channel(*, channel_id: int) -> Channel:
+    """The channel in the current tenant; another tenant's channel and a missing one are both 404."""
+    try:
+        return Channel.objects.select_related("connection__identity").get(id=channel_id)
+    except Channel.DoesNotExist as exc:
+        raise Http404("No such channel") from exc
+
+
+def list_api_credentials() -> list[ApiCredential]:
+    return list(ApiCredential.objects.order_by("-created_at"))
+
+
+def find_api_credential(*, prefix: str) -> tuple[str, int, str, list[str], bool] | None:
+    """Look an API key's prefix up before any tenant is known.
+
+    Runs the ``busbar_find_api_credential`` SECURITY DEFINER function, which returns only the
+    matching row's tenant, id, hash, scopes and revoked flag: the runtime role cannot list keys.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tenant_id, id, secret_hash, scopes, revoked FROM busbar_find_api_credential(%s)",
+            [prefix],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return str(row[0]), row[1], row[2], list(row[3]), row[4]
+
+
+def resolve_webhook_token(*, token: str) -> tuple[str, int] | None:
+    """The (tenant id, channel id) that owns an inbound webhook token, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tenant_id, channel_id FROM busbar_resolve_webhook(%s)", [token])
+        row = cursor.fetchone()
+    return (str(row[0]), row[1]) if row else None

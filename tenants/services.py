@@ -1,0 +1,274 @@
+"""Writes of tenant data: onboarding, identities, connections, channels, API credentials.
+
+Each service is keyword-only and atomic, runs inside the caller's tenant context (except
+``create_tenant``, which makes its own), and records what it did in the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from core import crypto
+from core.audit import record_event
+from core.tenancy import current_tenant_id, tenant_context
+from tenants.models import (
+    ApiCredential,
+    ApiScope,
+    Channel,
+    ChannelStatus,
+    Connection,
+    DipIdentity,
+    Direction,
+    Environment,
+    Membership,
+    Role,
+    Tenant,
+)
+
+API_KEY_PREFIX = "bb"
+
+
+def _validated(instance: object, *, exclude: list[str] | None = None) -> None:
+    instance.full_clean(exclude=exclude)  # type: ignore[attr-defined]
+
+
+@transaction.atomic
+def create_tenant(*, slug: str, name: str, actor: str = "system") -> Tenant:
+    """Create a tenant and enter nothing else; returns it. Raises ValidationError on bad input."""
+    tenant = Tenant(id=uuid.uuid4(), slug=slug, name=name)
+    _validated(tenant)
+    with tenant_context(tenant.id):
+        tenant.save(force_insert=True)
+        record_event(
+            action="tenant.created", actor=actor, object_type="tenant", object_id=tenant.id
+        )
+    return tenant
+
+
+@transaction.atomic
+def add_member(*, user: AbstractBaseUser, roles: list[str], actor: str = "system") -> Membership:
+    """Give ``user`` these roles in the current tenant (replacing any roles they had)."""
+    unknown = sorted(set(roles) - set(Role.values))
+    if unknown:
+        raise ValidationError({"roles": f"unknown role(s): {', '.join(unknown)}"})
+    membership, _ = Membership.objects.update_or_create(
+        user=user, defaults={"roles": sorted(roles)}
+    )
+    record_event(
+        action="membership.roles_set",
+        actor=actor,
+        object_type="user",
+        object_id=user.pk,
+        detail={"username": user.get_username(), "roles": sorted(roles)},
+    )
+    return membership
+
+
+@transaction.atomic
+def create_user(
+    *, username: str, email: str, password: str, roles: list[str], actor: str = "system"
+) -> AbstractBaseUser:
+    """Create a user (password checked against the configured rules) and add them to the tenant."""
+    from django.contrib.auth.password_validation import validate_password
+
+    user_model = get_user_model()
+    user = user_model(username=username, email=email)
+    validate_password(password, user)
+    user.set_password(password)
+    _validated(user, exclude=["password"])
+    user.save()
+    add_member(user=user, roles=roles, actor=actor)
+    return user
+
+
+@transaction.atomic
+def create_identity(
+    *, mpid: str, role_code: str, dip_id: str, actor: str = "system"
+) -> DipIdentity:
+    identity = DipIdentity(mpid=mpid, role_code=role_code, dip_id=dip_id)
+    _validated(identity, exclude=["tenant"])
+    _unique(DipIdentity, "identity", mpid=mpid, role_code=role_code)
+    _unique(DipIdentity, "identity", dip_id=dip_id)
+    identity.save()
+    record_event(
+        action="identity.created",
+        actor=actor,
+        object_type="identity",
+        object_id=identity.pk,
+        detail={"mpid": mpid, "role_code": role_code, "dip_id": dip_id},
+    )
+    return identity
+
+
+def _unique(model: type, noun: str, **fields: object) -> None:
+    """Name a duplicate clearly instead of letting the database raise IntegrityError."""
+    if model.objects.filter(**fields).exists():  # type: ignore[attr-defined]
+        described = ", ".join(f"{k}={v}" for k, v in fields.items())
+        raise ValidationError(f"this tenant already has a {noun} with {described}")
+
+
+def api_key_context(tenant_id: uuid.UUID) -> str:
+    """Associated data binding an encrypted DIP API key to its tenant and column."""
+    return f"tenant:{tenant_id}:connection.api_key"
+
+
+@transaction.atomic
+def create_connection(
+    *,
+    identity: DipIdentity,
+    environment: str,
+    dip_base_url: str,
+    dcp_id: str = "",
+    api_key: str = "",
+    actor: str = "system",
+) -> Connection:
+    """Connect an identity to a DIP environment; the DIP API key is stored encrypted."""
+    connection = Connection(
+        identity=identity, environment=environment, dip_base_url=dip_base_url, dcp_id=dcp_id
+    )
+    _validated(connection, exclude=["tenant"])
+    _unique(Connection, "connection", identity=identity, environment=environment)
+    if api_key:
+        connection.api_key_encrypted = crypto.encrypt(
+            api_key.encode(), context=api_key_context(current_tenant_id())
+        )
+        connection.api_key_hint = api_key[-4:]
+    connection.save()
+    record_event(
+        action="connection.created",
+        actor=actor,
+        object_type="connection",
+        object_id=connection.pk,
+        detail={
+            "identity": str(identity),
+            "environment": environment,
+            "dip_base_url": dip_base_url,
+        },
+    )
+    return connection
+
+
+def get_connection_api_key(*, connection: Connection) -> str:
+    """Decrypt a connection's DIP API key for the worker that calls the DIP; never for display."""
+    if not connection.api_key_encrypted:
+        return ""
+    return crypto.decrypt(
+        connection.api_key_encrypted, context=api_key_context(connection.tenant_id)
+    ).decode()
+
+
+@transaction.atomic
+def create_channel(
+    *,
+    connection: Connection,
+    interface_id: str,
+    direction: str,
+    status: str = ChannelStatus.TEST,
+    expected_cadence: timedelta | None = None,
+    actor: str = "system",
+) -> Channel:
+    channel = Channel(
+        connection=connection,
+        interface_id=interface_id,
+        direction=direction,
+        status=status,
+        expected_cadence=expected_cadence,
+    )
+    _validated(channel, exclude=["tenant"])
+    _unique(
+        Channel, "channel", connection=connection, interface_id=interface_id, direction=direction
+    )
+    channel.save()
+    record_event(
+        action="channel.created",
+        actor=actor,
+        object_type="channel",
+        object_id=channel.pk,
+        detail={"interface_id": interface_id, "direction": direction, "status": status},
+    )
+    return channel
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    credential: ApiCredential
+    key: str  # shown once to whoever created it, then gone
+
+
+def hash_api_secret(secret: str) -> str:
+    # The secret is 32 random bytes, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def issue_api_credential(
+    *,
+    name: str,
+    scopes: list[str],
+    environment: str,
+    created_by: AbstractBaseUser | None = None,
+    actor: str = "system",
+) -> IssuedApiKey:
+    """Issue an API key for a client system: ``bb_<prefix>_<secret>``, returned once."""
+    unknown = sorted(set(scopes) - set(ApiScope.values))
+    if unknown or not scopes:
+        raise ValidationError({"scopes": f"choose scopes from {', '.join(ApiScope.values)}"})
+    if environment not in Environment.values:
+        raise ValidationError({"environment": f"unknown environment {environment!r}"})
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    credential = ApiCredential.objects.create(
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_api_secret(secret),
+        scopes=sorted(scopes),
+        environment=environment,
+        created_by=created_by,
+    )
+    record_event(
+        action="api_credential.issued",
+        actor=actor,
+        object_type="api_credential",
+        object_id=credential.pk,
+        detail={"name": name, "prefix": prefix, "scopes": sorted(scopes)},
+    )
+    return IssuedApiKey(credential=credential, key=f"{API_KEY_PREFIX}_{prefix}_{secret}")
+
+
+@transaction.atomic
+def revoke_api_credential(*, credential: ApiCredential, actor: str) -> ApiCredential:
+    credential.revoked_at = timezone.now()
+    credential.save(update_fields=["revoked_at"])
+    record_event(
+        action="api_credential.revoked",
+        actor=actor,
+        object_type="api_credential",
+        object_id=credential.pk,
+        detail={"prefix": credential.prefix},
+    )
+    return credential
+
+
+__all__ = [
+    "Direction",
+    "IssuedApiKey",
+    "add_member",
+    "create_channel",
+    "create_connection",
+    "create_identity",
+    "create_tenant",
+    "create_user",
+    "get_connection_api_key",
+    "issue_api_credential",
+    "revoke_api_credential",
+]
