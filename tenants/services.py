@@ -43,9 +43,11 @@ def _validated(instance: object, *, exclude: list[str] | None = None) -> None:
 
 
 @transaction.atomic
-def create_tenant(*, slug: str, name: str, actor: str = "system") -> Tenant:
-    """Create a tenant and enter nothing else; returns it. Raises ValidationError on bad input."""
-    tenant = Tenant(id=uuid.uuid4(), slug=slug, name=name)
+def create_tenant(
+    *, slug: str, name: str, tenant_id: uuid.UUID | None = None, actor: str = "system"
+) -> Tenant:
+    """Create a tenant (with a given id, or a new one); raises ValidationError on bad input."""
+    tenant = Tenant(id=tenant_id or uuid.uuid4(), slug=slug, name=name)
     _validated(tenant)
     with tenant_context(tenant.id):
         tenant.save(force_insert=True)
