@@ -178,7 +178,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env("BUSBAR_STATIC_ROOT", str(BASE_DIR / "var" / "static")) or "")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -265,3 +264,6 @@ if SENTRY_DSN:
 # Serve static files straight from the source folders when collectstatic has not run (development
 # and tests); production runs collectstatic into STATIC_ROOT and whitenoise serves that.
 WHITENOISE_USE_FINDERS = envbool("BUSBAR_STATIC_FROM_SOURCE", True)
+STATIC_ROOT = (
+    None if WHITENOISE_USE_FINDERS else Path(env("BUSBAR_STATIC_ROOT", "/srv/busbar/static") or "")
+)

@@ -27,6 +27,7 @@ from django.db import connections, transaction
 _current_tenant: ContextVar[UUID | None] = ContextVar("busbar_tenant", default=None)
 _current_user: ContextVar[int | None] = ContextVar("busbar_user", default=None)
 
+
 class NoTenantError(RuntimeError):
     """Raised when tenant-owned data is written with no tenant context."""
 

@@ -47,7 +47,7 @@ def read_api_key(request: HttpRequest) -> str | None:
 
 def resolve_api_key(key: str) -> ApiClient:
     """Check a presented key against its stored hash; raises ApiKeyError naming the problem."""
-    parts = key.split("_")
+    parts = key.split("_", 2)  # the secret itself may contain underscores
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[1] or not parts[2]:
         raise ApiKeyError("malformed API key: expected bb_<prefix>_<secret>")
     found = find_api_credential(prefix=parts[1])

@@ -83,7 +83,9 @@ def committed_db(django_db_setup: None, django_db_blocker: pytest.FixtureRequest
 
 def truncate_all_tables() -> None:
     keep = {"django_migrations", "django_content_type", "auth_permission"}
-    with psycopg.connect(admin_conninfo(settings.DATABASES["default"]["NAME"]), autocommit=True) as c:
+    with psycopg.connect(
+        admin_conninfo(settings.DATABASES["default"]["NAME"]), autocommit=True
+    ) as c:
         tables = [
             row[0]
             for row in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
@@ -120,27 +122,37 @@ def build_world() -> World:
     globex = services.create_tenant(slug="globex", name="Globex Smart Data")
     with tenant_context(acme.id):
         alice = services.create_user(
-            username="alice", email="alice@acme.example", password=PASSWORD,
+            username="alice",
+            email="alice@acme.example",
+            password=PASSWORD,
             roles=[Role.TENANT_ADMIN, Role.CERTIFICATE_ADMIN],
         )
         bob = services.create_user(
-            username="bob", email="bob@acme.example", password=PASSWORD,
+            username="bob",
+            email="bob@acme.example",
+            password=PASSWORD,
             roles=[Role.MESSAGE_OPERATOR],
         )
         identity = services.create_identity(mpid="ACME", role_code="SUP", dip_id="1000000001")
         connection = services.create_connection(
-            identity=identity, environment="UIT", dip_base_url="https://dip.example",
+            identity=identity,
+            environment="UIT",
+            dip_base_url="https://dip.example",
             api_key="acme-dip-api-key-123",
         )
         services.create_channel(connection=connection, interface_id="IF-021", direction="inbound")
     with tenant_context(globex.id):
         charlie = services.create_user(
-            username="charlie", email="charlie@globex.example", password=PASSWORD,
+            username="charlie",
+            email="charlie@globex.example",
+            password=PASSWORD,
             roles=[Role.TENANT_ADMIN],
         )
         identity = services.create_identity(mpid="GLBX", role_code="SDS", dip_id="1000000002")
         connection = services.create_connection(
-            identity=identity, environment="UIT", dip_base_url="https://dip.example",
+            identity=identity,
+            environment="UIT",
+            dip_base_url="https://dip.example",
             api_key="globex-dip-api-key-456",
         )
         services.create_channel(connection=connection, interface_id="IF-021", direction="outbound")

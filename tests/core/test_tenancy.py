@@ -7,7 +7,13 @@ import uuid
 import pytest
 from django.db import IntegrityError, ProgrammingError, connection, transaction
 
-from core.tenancy import NoTenantError, current_tenant_id, get_current_tenant_id, tenant_context, tenant_task
+from core.tenancy import (
+    NoTenantError,
+    current_tenant_id,
+    get_current_tenant_id,
+    tenant_context,
+    tenant_task,
+)
 from tenants.models import Channel, DipIdentity, Tenant
 
 
@@ -48,7 +54,9 @@ def test_raw_sql_sees_only_the_current_tenant(world):
     with tenant_context(world.globex.id), connection.cursor() as cursor:
         cursor.execute("SELECT tenant_id, mpid FROM tenants_dipidentity")
         rows = cursor.fetchall()
-        cursor.execute("SELECT count(*) FROM tenants_connection WHERE tenant_id = %s", [world.acme.id])
+        cursor.execute(
+            "SELECT count(*) FROM tenants_connection WHERE tenant_id = %s", [world.acme.id]
+        )
         acme_connections = cursor.fetchone()[0]
     assert rows == [(world.globex.id, "GLBX")]
     assert acme_connections == 0

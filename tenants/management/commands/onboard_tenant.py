@@ -34,19 +34,29 @@ class Command(BaseCommand):
         actor = "manage.py onboard_tenant"
         try:
             with transaction.atomic():
-                tenant = services.create_tenant(slug=options["slug"], name=options["name"], actor=actor)
+                tenant = services.create_tenant(
+                    slug=options["slug"], name=options["name"], actor=actor
+                )
                 with tenant_context(tenant.id):
                     identity = services.create_identity(
-                        mpid=options["mpid"], role_code=options["role_code"],
-                        dip_id=options["dip_id"], actor=actor,
+                        mpid=options["mpid"],
+                        role_code=options["role_code"],
+                        dip_id=options["dip_id"],
+                        actor=actor,
                     )
                     services.create_connection(
-                        identity=identity, environment=options["environment"],
-                        dip_base_url=options["dip_base_url"], dcp_id=options["dcp_id"], actor=actor,
+                        identity=identity,
+                        environment=options["environment"],
+                        dip_base_url=options["dip_base_url"],
+                        dcp_id=options["dcp_id"],
+                        actor=actor,
                     )
                     services.create_user(
-                        username=options["admin_username"], email=options["admin_email"],
-                        password=options["admin_password"], roles=[Role.TENANT_ADMIN], actor=actor,
+                        username=options["admin_username"],
+                        email=options["admin_email"],
+                        password=options["admin_password"],
+                        roles=[Role.TENANT_ADMIN],
+                        actor=actor,
                     )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -72,22 +72,31 @@ class Command(BaseCommand):
                         mpid=mpid, role_code=role_code, dip_id=dip_id, actor="seed"
                     )
                     connection = services.create_connection(
-                        identity=identity, environment=Environment.UIT, dip_base_url=DIP_BASE_URL,
-                        dcp_id="10000000DC", api_key=f"dipsim-{mpid.lower()}-key", actor="seed",
+                        identity=identity,
+                        environment=Environment.UIT,
+                        dip_base_url=DIP_BASE_URL,
+                        dcp_id="10000000DC",
+                        api_key=f"dipsim-{mpid.lower()}-key",
+                        actor="seed",
                     )
                     for direction in (Direction.INBOUND, Direction.OUTBOUND):
                         for interface_id in spec[direction]:
                             services.create_channel(
-                                connection=connection, interface_id=interface_id,
-                                direction=direction, expected_cadence=timedelta(hours=1),
+                                connection=connection,
+                                interface_id=interface_id,
+                                direction=direction,
+                                expected_cadence=timedelta(hours=1),
                                 actor="seed",
                             )
                 for username, roles in spec["users"]:
                     user = user_model.objects.filter(username=username).first()
                     if user is None:
                         services.create_user(
-                            username=username, email=f"{username}@{spec['slug']}.example",
-                            password=DEMO_PASSWORD, roles=roles, actor="seed",
+                            username=username,
+                            email=f"{username}@{spec['slug']}.example",
+                            password=DEMO_PASSWORD,
+                            roles=roles,
+                            actor="seed",
                         )
                     else:
                         services.add_member(user=user, roles=roles, actor="seed")
