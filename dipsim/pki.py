@@ -90,7 +90,9 @@ def load_key(path: Path) -> rsa.RSAPrivateKey:
     return key
 
 
-def make_ca(common_name: str = "dipsim test CA", days: int = 3650) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+def make_ca(
+    common_name: str = "dipsim test CA", days: int = 3650
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     """Return a new self-signed CA certificate and its key."""
     key = new_key()
     name = x509.Name(
@@ -214,7 +216,9 @@ def write_pair(cert: x509.Certificate, key: rsa.RSAPrivateKey, prefix: Path) -> 
     return cert_path, key_path
 
 
-def init_ca(directory: str | Path, *, dip_id: str = DEFAULT_DIP_ID, extra_sans: Iterable[str] = ()) -> CaPaths:
+def init_ca(
+    directory: str | Path, *, dip_id: str = DEFAULT_DIP_ID, extra_sans: Iterable[str] = ()
+) -> CaPaths:
     """Create the CA folder if needed; existing files are kept, missing ones are made.
 
     Idempotent: running it twice changes nothing, so a demo can call it on every start.
@@ -229,7 +233,12 @@ def init_ca(directory: str | Path, *, dip_id: str = DEFAULT_DIP_ID, extra_sans: 
     dns = ["localhost", *[s for s in extra_sans if not _is_ip(s)]]
     ips = ["127.0.0.1", *[s for s in extra_sans if _is_ip(s)]]
     wanted = {
-        "server": {"kind": "server", "common_name": "localhost", "dns_names": dns, "ip_addresses": ips},
+        "server": {
+            "kind": "server",
+            "common_name": "localhost",
+            "dns_names": dns,
+            "ip_addresses": ips,
+        },
         "dip-signing": {"kind": "signing", "common_name": "DIP signing", "dip_ids": [dip_id]},
         "dip-mtls": {"kind": "mtls", "common_name": "DIP client", "dip_ids": [dip_id]},
     }

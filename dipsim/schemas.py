@@ -61,15 +61,13 @@ S1 = obj(
     }
 )
 RECIPIENT_LIST = {"type": "array", "items": nullable(DIP_ID)}
-A0 = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
+A0 = obj(
+    {
         "primaryRecipients": RECIPIENT_LIST,
         "secondaryRecipients": RECIPIENT_LIST,
         "always": RECIPIENT_LIST,
-    },
-}
+    }
+)
 D0 = obj(
     {
         "transactionID": {"type": "string", "maxLength": 65},
@@ -97,18 +95,31 @@ R0 = obj(
 APPOINTMENT_SCENARIO = enum("COS", "CSP", "USP", "SEG", "MCA", "MCS", "ALG")
 BLOCKS: dict[str, dict[str, Any]] = {
     "B002": obj(
-        {"incomingSupplierDIPID": DIP_ID, "incomingSupplierMPID": MPID, "supplierEffectiveFromDate": DATETIME}
+        {
+            "incomingSupplierDIPID": DIP_ID,
+            "incomingSupplierMPID": MPID,
+            "supplierEffectiveFromDate": DATETIME,
+        }
     ),
     "B003": obj(
-        {"outgoingSupplierDIPID": DIP_ID, "outgoingSupplierMPID": MPID, "supplierEffectiveToDate": DATETIME}
+        {
+            "outgoingSupplierDIPID": DIP_ID,
+            "outgoingSupplierMPID": MPID,
+            "supplierEffectiveToDate": DATETIME,
+        }
     ),
     "B004": obj(
-        {"domesticPremiseIndicator": {"type": "boolean"}, "domesticPremiseIndicatorEffectiveFromDate": DATETIME}
+        {
+            "domesticPremiseIndicator": {"type": "boolean"},
+            "domesticPremiseIndicatorEffectiveFromDate": DATETIME,
+        }
     ),
     "B007": obj(
         {
             "responseCode": enum("A", "R", "L", "W", "x"),
-            "proposedAppointmentResponseCode": nullable({"type": "string", "minLength": 1, "maxLength": 200}),
+            "proposedAppointmentResponseCode": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 200}
+            ),
         }
     ),
     "B012": obj(
@@ -123,7 +134,9 @@ BLOCKS: dict[str, dict[str, Any]] = {
             "incomingMeteringServiceDIPID": DIP_ID,
             "incomingMeteringServiceEffectiveFromDate": DATETIME,
             "incomingMeteringServiceMPID": MPID,
-            "contractReferenceMeteringService": nullable({"type": "string", "minLength": 1, "maxLength": 50}),
+            "contractReferenceMeteringService": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 50}
+            ),
             "appointmentScenario": APPOINTMENT_SCENARIO,
         }
     ),
@@ -132,7 +145,9 @@ BLOCKS: dict[str, dict[str, Any]] = {
             "incomingDataServiceMPID": MPID,
             "incomingDataServiceDIPID": DIP_ID,
             "incomingDataServiceEffectiveFromDate": DATETIME,
-            "contractReferenceDataService": nullable({"type": "string", "minLength": 1, "maxLength": 50}),
+            "contractReferenceDataService": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 50}
+            ),
             "appointmentScenario": APPOINTMENT_SCENARIO,
             "traditionalFallBackReadFrequency": nullable(enum("W", "F", "M", "Q", "S", "A", "x")),
         }
@@ -140,7 +155,10 @@ BLOCKS: dict[str, dict[str, Any]] = {
     "B022": obj(
         {
             "meteringPointPostcode": nullable({"type": "string", "minLength": 1, "maxLength": 10}),
-            **{f"addressLine{i}": nullable({"type": "string", "maxLength": 40}) for i in range(1, 10)},
+            **{
+                f"addressLine{i}": nullable({"type": "string", "maxLength": 40})
+                for i in range(1, 10)
+            },
         }
     ),
     "B023": obj(
@@ -151,20 +169,50 @@ BLOCKS: dict[str, dict[str, Any]] = {
             "meteredIndicator": {"type": "boolean"},
         }
     ),
-    "B024": obj({"DUOSTariffID": {"type": "string", "minLength": 1, "maxLength": 3}, "DUOSTariffIDEffectiveFromDate": DATETIME}),
-    "B025": obj({"energisationStatus": enum("D", "E", "U"), "energisationStatusEffectiveFromDate": DATETIME}),
+    "B024": obj(
+        {
+            "DUOSTariffID": {"type": "string", "minLength": 1, "maxLength": 3},
+            "DUOSTariffIDEffectiveFromDate": DATETIME,
+        }
+    ),
+    "B025": obj(
+        {"energisationStatus": enum("D", "E", "U"), "energisationStatusEffectiveFromDate": DATETIME}
+    ),
     "B026": obj(
-        {"marketSegmentIndicator": enum("U", "S", "A"), "marketSegmentIndicatorEffectiveFromDate": DATETIME}
+        {
+            "marketSegmentIndicator": enum("U", "S", "A"),
+            "marketSegmentIndicatorEffectiveFromDate": DATETIME,
+        }
     ),
     "B028": obj(
-        {"domesticPremiseIndicator": {"type": "boolean"}, "domesticPremiseIndicatorEffectiveFromDate": DATETIME}
+        {
+            "domesticPremiseIndicator": {"type": "boolean"},
+            "domesticPremiseIndicatorEffectiveFromDate": DATETIME,
+        }
+    ),
+    "B041": obj(
+        {
+            "disconnectionEffectiveFromDate": DATETIME,
+            "additionalInformation": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 2000}
+            ),
+        }
     ),
     "B044": obj({"issuingDataServiceDIPID": DIP_ID}),
     "B057": obj(
         {
             "supplierNotificationEffectiveFromDate": DATETIME,
             "supplierNotificationExpiryDate": nullable(DATETIME),
-            "additionalInformation": nullable({"type": "string", "minLength": 1, "maxLength": 2000}),
+            "additionalInformation": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 2000}
+            ),
+        }
+    ),
+    "B059": obj(
+        {
+            "annualConsumption": KWH,
+            "annualConsumptionEffectiveFromDate": DATETIME,
+            "annualConsumptionQualityIndicator": {"type": "string", "minLength": 1, "maxLength": 1},
         }
     ),
     "B064List": {
@@ -179,23 +227,31 @@ BLOCKS: dict[str, dict[str, Any]] = {
             }
         ),
     },
-    "B067": obj({"connectionTypeIndicator": enum("W", "L", "H", "E", "U"), "connectionTypeEffectiveFromDate": DATETIME}),
+    "B067": obj(
+        {
+            "connectionTypeIndicator": enum("W", "L", "H", "E", "U"),
+            "connectionTypeEffectiveFromDate": DATETIME,
+        }
+    ),
     "B070": obj(
         {
             "proposedMeteringServiceDIPID": DIP_ID,
             "proposedMeteringServiceMPID": MPID,
             "proposedMeteringServiceDIPEffectiveFromDate": DATETIME,
-            "contractReferenceMeteringService": nullable({"type": "string", "minLength": 1, "maxLength": 50}),
+            "contractReferenceMeteringService": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 50}
+            ),
             "appointmentScenario": APPOINTMENT_SCENARIO,
-        },
-        {"incumbentMeteringServiceDIPID": DIP_ID, "incumbentMeteringServiceMPID": MPID},
+        }
     ),
     "B071": obj(
         {
             "proposedDataServiceDIPID": DIP_ID,
             "proposedDataServiceMPID": MPID,
             "proposedDataServiceDIPEffectiveFromDate": DATETIME,
-            "contractReferenceDataService": nullable({"type": "string", "minLength": 1, "maxLength": 50}),
+            "contractReferenceDataService": nullable(
+                {"type": "string", "minLength": 1, "maxLength": 50}
+            ),
             "appointmentScenario": APPOINTMENT_SCENARIO,
             "supplierNominatedMDRDIPID": nullable(DIP_ID),
             "supplierNominatedMDRMPID": nullable(MPID),
@@ -243,23 +299,65 @@ BLOCKS: dict[str, dict[str, Any]] = {
 
 # (interface, event codes, required custom blocks, has R0)
 VARIANTS: list[tuple[str, list[str], list[str], bool]] = [
-    ("IF-001", ["[InitialRegistration]"], ["B013", "B002", "B004", "B022", "B023", "B024", "B025", "B026"], False),
-    ("IF-001", ["[ChangeOfSupplier]"], ["B013", "B002", "B003", "B004", "B022", "B023", "B024", "B025", "B026"], False),
+    (
+        "IF-001",
+        ["[InitialRegistration]"],
+        ["B013", "B002", "B004", "B022", "B023", "B024", "B025", "B026"],
+        False,
+    ),
+    (
+        "IF-001",
+        ["[ChangeOfSupplier]"],
+        ["B013", "B002", "B003", "B004", "B022", "B023", "B024", "B025", "B026"],
+        False,
+    ),
     ("IF-007", ["[EnergisationStatusChange]"], ["B025"], False),
+    ("IF-009", ["[MPANDisconnection]"], ["B041"], False),
     ("IF-021", ["[ActivePower]", "[ReactivePower]"], ["B044", "B067", "B900"], False),
     ("IF-024", ["[SN-Vacant]", "[SN-NoComms]"], ["B057"], False),
+    ("IF-040", ["[AnnualConsumption]"], ["B059"], False),
     ("IF-031", ["[MSApp]"], ["B070"], False),
     ("IF-031", ["[DSApp]"], ["B071"], False),
     ("IF-032", ["[MSAppInitialResp]"], ["B070"], True),
     ("IF-032", ["[DSAppInitialResp]"], ["B071"], True),
-    ("IF-033", ["[MSAppSPRequest]"], ["B012", "B070", "B022", "B023", "B024", "B025", "B026"], False),
-    ("IF-033", ["[DSAppSPRequest]"], ["B012", "B071", "B022", "B023", "B024", "B025", "B026"], False),
+    (
+        "IF-033",
+        ["[MSAppSPRequest]"],
+        ["B012", "B070", "B022", "B023", "B024", "B025", "B026"],
+        False,
+    ),
+    (
+        "IF-033",
+        ["[DSAppSPRequest]"],
+        ["B012", "B071", "B022", "B023", "B024", "B025", "B026"],
+        False,
+    ),
     ("IF-034", ["[MSAppSPResponse]"], ["B007", "B012", "B070"], False),
     ("IF-034", ["[DSAppSPResponse]"], ["B007", "B012", "B071"], False),
-    ("IF-035", ["[MSAppAccepted]", "[MSAppRejected]", "[MSAppLapsed]"], ["B007", "B012", "B070"], False),
-    ("IF-035", ["[DSAppAccepted]", "[DSAppRejected]", "[DSAppLapsed]"], ["B007", "B012", "B071"], False),
-    ("IF-036", ["[MSAppActive]"], ["B012", "B014", "B022", "B023", "B024", "B025", "B026", "B028"], False),
-    ("IF-036", ["[DSAppActive]"], ["B012", "B015", "B022", "B023", "B024", "B025", "B026", "B028"], False),
+    (
+        "IF-035",
+        ["[MSAppAccepted]", "[MSAppRejected]", "[MSAppLapsed]"],
+        ["B007", "B012", "B070"],
+        False,
+    ),
+    (
+        "IF-035",
+        ["[DSAppAccepted]", "[DSAppRejected]", "[DSAppLapsed]"],
+        ["B007", "B012", "B071"],
+        False,
+    ),
+    (
+        "IF-036",
+        ["[MSAppActive]"],
+        ["B012", "B014", "B022", "B023", "B024", "B025", "B026", "B028"],
+        False,
+    ),
+    (
+        "IF-036",
+        ["[DSAppActive]"],
+        ["B012", "B015", "B022", "B023", "B024", "B025", "B026", "B028"],
+        False,
+    ),
     (
         "IF-041",
         [
@@ -282,7 +380,9 @@ VARIANTS: list[tuple[str, list[str], list[str], bool]] = [
 SCHEMA_VERSION = "011"
 
 
-def variant_schema(interface_id: str, events: list[str], required_blocks: list[str], has_r0: bool) -> dict[str, Any]:
+def variant_schema(
+    interface_id: str, events: list[str], required_blocks: list[str], has_r0: bool
+) -> dict[str, Any]:
     common_required: dict[str, Any] = {
         "S0": obj(
             {

@@ -78,9 +78,11 @@ class Signer:
         key = serialization.load_pem_private_key(open(key_path, "rb").read(), password=None)  # noqa: SIM115
         if not isinstance(key, rsa.RSAPrivateKey):
             raise TypeError("signing key must be RSA")
-        return cls(key=key, cert_pem=open(cert_path, "rb").read())  # noqa: SIM115
+        return cls(key=key, cert_pem=open(cert_path, "rb").read())
 
-    def headers(self, method: str, url: str, body: bytes, now: dt.datetime | None = None) -> dict[str, str]:
+    def headers(
+        self, method: str, url: str, body: bytes, now: dt.datetime | None = None
+    ) -> dict[str, str]:
         date = signature_date(now)
         body_hash = content_hash(body)
         return {
@@ -117,7 +119,12 @@ class SignatureVerifier:
     a busy sender that reuses one certificate costs one RSA verification per request.
     """
 
-    def __init__(self, ca_certs: Iterable[x509.Certificate], skew_seconds: float = 300.0, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        ca_certs: Iterable[x509.Certificate],
+        skew_seconds: float = 300.0,
+        cache_size: int = 256,
+    ) -> None:
         self.ca_certs = list(ca_certs)
         self.skew = dt.timedelta(seconds=skew_seconds)
         self._cache: OrderedDict[str, x509.Certificate] = OrderedDict()

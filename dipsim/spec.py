@@ -20,7 +20,9 @@ from typing import Any
 import fastjsonschema
 import yaml
 
-_REF_RE = re.compile(r"^(?:https?://[^#]*/)?(?P<file>[^/#]*\.yaml)?#/components/schemas/(?P<name>.+)$")
+_REF_RE = re.compile(
+    r"^(?:https?://[^#]*/)?(?P<file>[^/#]*\.yaml)?#/components/schemas/(?P<name>.+)$"
+)
 
 Validator = Callable[[Any], Any]
 

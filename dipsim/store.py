@@ -159,7 +159,9 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "dipsim.sqlite3"
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
@@ -252,12 +254,25 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        return {"mpan": row["mpan"], "gsp": row["gsp"], "distributor": row["distributor"], "parties": json.loads(row["parties"])}
+        return {
+            "mpan": row["mpan"],
+            "gsp": row["gsp"],
+            "distributor": row["distributor"],
+            "parties": json.loads(row["parties"]),
+        }
 
     def mpans_for(self, role: str, dip_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = self.query("SELECT * FROM mpans WHERE json_extract(parties, ?) = ? LIMIT ?", (f"$.{role}", dip_id, limit))
+        rows = self.query(
+            "SELECT * FROM mpans WHERE json_extract(parties, ?) = ? LIMIT ?",
+            (f"$.{role}", dip_id, limit),
+        )
         return [
-            {"mpan": r["mpan"], "gsp": r["gsp"], "distributor": r["distributor"], "parties": json.loads(r["parties"])}
+            {
+                "mpan": r["mpan"],
+                "gsp": r["gsp"],
+                "distributor": r["distributor"],
+                "parties": json.loads(r["parties"]),
+            }
             for r in rows
         ]
 
@@ -268,7 +283,10 @@ class Store:
         self.write(
             [
                 ("DELETE FROM routes WHERE interface = ? AND kind = ?", (interface_id, kind)),
-                *[("INSERT INTO routes VALUES (?,?,?)", (interface_id, kind, value)) for value in values],
+                *[
+                    ("INSERT INTO routes VALUES (?,?,?)", (interface_id, kind, value))
+                    for value in values
+                ],
             ]
         )
         self.invalidate()
@@ -327,7 +345,9 @@ class Store:
 
     # ---- webhooks -------------------------------------------------------------------------------
 
-    def set_webhook(self, channel: str, recipient: str, url: str, max_count: int | None, max_kb: int | None) -> int:
+    def set_webhook(
+        self, channel: str, recipient: str, url: str, max_count: int | None, max_kb: int | None
+    ) -> int:
         """Register a webhook; deliveries that were waiting for one become due. Returns how many."""
         now = time.time()
         with self._lock:
@@ -349,10 +369,17 @@ class Store:
 
     def delete_webhook(self, channel: str, recipient: str) -> bool:
         with self._lock:
-            return self.db.execute("DELETE FROM webhooks WHERE channel=? AND recipient=?", (channel, recipient)).rowcount > 0
+            return (
+                self.db.execute(
+                    "DELETE FROM webhooks WHERE channel=? AND recipient=?", (channel, recipient)
+                ).rowcount
+                > 0
+            )
 
     def webhook(self, channel: str, recipient: str) -> sqlite3.Row | None:
-        rows = self.query("SELECT * FROM webhooks WHERE channel=? AND recipient=?", (channel, recipient))
+        rows = self.query(
+            "SELECT * FROM webhooks WHERE channel=? AND recipient=?", (channel, recipient)
+        )
         return rows[0] if rows else None
 
     def webhooks(self) -> list[sqlite3.Row]:
@@ -368,10 +395,14 @@ class Store:
         for start in range(0, len(surs), 500):
             chunk = surs[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.query(f"SELECT sur FROM messages WHERE sur IN ({marks})", chunk))
+            found.update(
+                r[0] for r in self.query(f"SELECT sur FROM messages WHERE sur IN ({marks})", chunk)
+            )
         return found
 
-    def insert_messages(self, rows: list[dict[str, Any]], delivery_state: dict[tuple[str, str], str]) -> None:
+    def insert_messages(
+        self, rows: list[dict[str, Any]], delivery_state: dict[tuple[str, str], str]
+    ) -> None:
         """Insert accepted messages and one delivery per recipient, in one transaction.
 
         Each row has ``txn, channel, event_code, schema_version, sender, sur, mpan, correlation,
@@ -406,7 +437,15 @@ class Store:
                         "INSERT INTO deliveries (kind, ref, recipient, channel, state, next_at, created_at, updated_at)"
                         " VALUES ('message', ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (seq, recipient, row["channel"], delivery_state[(recipient, row["channel"])], now, now, now)
+                            (
+                                seq,
+                                recipient,
+                                row["channel"],
+                                delivery_state[(recipient, row["channel"])],
+                                now,
+                                now,
+                                now,
+                            )
                             for recipient in row["recipients"]
                         ],
                     )
@@ -471,7 +510,9 @@ class Store:
             params.extend(txns)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         order = "DESC" if newest_first else "ASC"
-        return self.query(f"SELECT * FROM messages{where} ORDER BY seq {order} LIMIT ?", [*params, limit])
+        return self.query(
+            f"SELECT * FROM messages{where} ORDER BY seq {order} LIMIT ?", [*params, limit]
+        )
 
     def message_by_txn(self, txn: str) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM messages WHERE txn = ?", (txn,))
@@ -499,7 +540,9 @@ class Store:
         )
         return [(r["recipient"], r["channel"]) for r in rows]
 
-    def due_deliveries(self, recipient: str, channel: str, now: float, limit: int) -> list[sqlite3.Row]:
+    def due_deliveries(
+        self, recipient: str, channel: str, now: float, limit: int
+    ) -> list[sqlite3.Row]:
         return self.query(
             "SELECT * FROM deliveries WHERE recipient=? AND channel=? AND state='pending' AND next_at <= ?"
             " ORDER BY id LIMIT ?",
@@ -510,7 +553,9 @@ class Store:
         rows = self.query("SELECT MIN(next_at) AS due FROM deliveries WHERE state='pending'")
         return rows[0]["due"] if rows and rows[0]["due"] is not None else None
 
-    def update_deliveries(self, updates: list[tuple[str, int, float, int | None, str | None, int]]) -> None:
+    def update_deliveries(
+        self, updates: list[tuple[str, int, float, int | None, str | None, int]]
+    ) -> None:
         """Apply ``(state, attempts, next_at, last_status, last_error, id)`` to deliveries."""
         now = time.time()
         with self._lock:
@@ -527,9 +572,13 @@ class Store:
             self.db.execute("COMMIT")
 
     def deliveries_for(self, kind: str, ref: int) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM deliveries WHERE kind=? AND ref=? ORDER BY id", (kind, ref))
+        return self.query(
+            "SELECT * FROM deliveries WHERE kind=? AND ref=? ORDER BY id", (kind, ref)
+        )
 
-    def list_deliveries(self, state: str | None = None, recipient: str | None = None, limit: int = 200) -> list[sqlite3.Row]:
+    def list_deliveries(
+        self, state: str | None = None, recipient: str | None = None, limit: int = 200
+    ) -> list[sqlite3.Row]:
         clauses, params = [], []
         if state:
             clauses.append("state = ?")
@@ -538,10 +587,15 @@ class Store:
             clauses.append("recipient = ?")
             params.append(recipient)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        return self.query(f"SELECT * FROM deliveries{where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return self.query(
+            f"SELECT * FROM deliveries{where} ORDER BY id DESC LIMIT ?", [*params, limit]
+        )
 
     def delivery_counts(self) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self.query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")}
+        return {
+            r["state"]: r["n"]
+            for r in self.query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
+        }
 
     # ---- status messages ------------------------------------------------------------------------
 
@@ -566,16 +620,27 @@ class Store:
 
     def status_bodies(self, ids: Sequence[int]) -> dict[int, bytes]:
         marks = ",".join("?" * len(ids))
-        return {r["id"]: r["body"].encode() for r in self.query(f"SELECT id, body FROM status_messages WHERE id IN ({marks})", list(ids))}
+        return {
+            r["id"]: r["body"].encode()
+            for r in self.query(
+                f"SELECT id, body FROM status_messages WHERE id IN ({marks})", list(ids)
+            )
+        }
 
     # ---- faults, counters, events ---------------------------------------------------------------
 
     def faults(self) -> list[tuple[int, dict[str, Any]]]:
-        return [(r["id"], json.loads(r["spec"])) for r in self.query("SELECT id, spec FROM faults ORDER BY id")]
+        return [
+            (r["id"], json.loads(r["spec"]))
+            for r in self.query("SELECT id, spec FROM faults ORDER BY id")
+        ]
 
     def add_fault(self, spec: dict[str, Any]) -> int:
         with self._lock:
-            cursor = self.db.execute("INSERT INTO faults (spec, created_at) VALUES (?, ?)", (json.dumps(spec), time.time()))
+            cursor = self.db.execute(
+                "INSERT INTO faults (spec, created_at) VALUES (?, ?)",
+                (json.dumps(spec), time.time()),
+            )
             return int(cursor.lastrowid or 0)
 
     def update_fault(self, fault_id: int, spec: dict[str, Any]) -> None:
@@ -592,11 +657,16 @@ class Store:
         return {r["name"]: r["value"] for r in self.query("SELECT name, value FROM counters")}
 
     def save_counters(self, counters: dict[str, int]) -> None:
-        self.write(("INSERT OR REPLACE INTO counters VALUES (?, ?)", (k, v)) for k, v in counters.items())
+        self.write(
+            ("INSERT OR REPLACE INTO counters VALUES (?, ?)", (k, v)) for k, v in counters.items()
+        )
 
     def log_event(self, kind: str, detail: dict[str, Any]) -> None:
         with self._lock:
-            self.db.execute("INSERT INTO events (at, kind, detail) VALUES (?,?,?)", (time.time(), kind, json.dumps(detail)))
+            self.db.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?,?,?)",
+                (time.time(), kind, json.dumps(detail)),
+            )
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [
@@ -620,7 +690,9 @@ class Store:
                 for start in range(0, len(doomed), 500):
                     chunk = doomed[start : start + 500]
                     marks = ",".join("?" * len(chunk))
-                    self.db.execute(f"DELETE FROM deliveries WHERE kind='message' AND ref IN ({marks})", chunk)
+                    self.db.execute(
+                        f"DELETE FROM deliveries WHERE kind='message' AND ref IN ({marks})", chunk
+                    )
                     self.db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", chunk)
                 self.db.execute("DELETE FROM events WHERE at < ?", (older_than,))
             except BaseException:
