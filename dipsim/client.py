@@ -17,7 +17,9 @@ import httpx
 from dipsim.signing import Signer
 
 
-def client_context(ca_file: str | Path, cert: str | Path | None, key: str | Path | None) -> ssl.SSLContext:
+def client_context(
+    ca_file: str | Path, cert: str | Path | None, key: str | Path | None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
     if cert is not None and key is not None:
         context.load_cert_chain(str(cert), str(key))
@@ -52,7 +54,9 @@ class DipClient:
     def _http(self) -> httpx.Client:
         return httpx.Client(verify=self.ssl_context, timeout=self.timeout)
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None) -> httpx.Response:
+    def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+    ) -> httpx.Response:
         """Send ``body`` (JSON-encoded) or ``raw`` bytes, signed over the exact bytes sent."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         url = self.base_url + path
@@ -64,7 +68,9 @@ class DipClient:
     def send(self, channel: str, payloads: list[dict[str, Any]]) -> httpx.Response:
         return self.request("POST", f"/dip-channel/{channel}", [{"payload": p} for p in payloads])
 
-    def register_webhook(self, channel: str, recipient: str, url: str, max_count: int | None = None) -> httpx.Response:
+    def register_webhook(
+        self, channel: str, recipient: str, url: str, max_count: int | None = None
+    ) -> httpx.Response:
         body: dict[str, Any] = {"callbackURL": url}
         if max_count is not None:
             body["maxMessageCount"] = max_count

@@ -99,10 +99,13 @@ class Outcome:
 class Simulator:
     """One DIP instance: its settings, state, validators, faults, counters and delivery trigger."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store | None = None, validators: Validators | None = None
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings.data_dir)
-        self.validators = Validators(settings.spec_dir)
+        # Validators are shareable between instances (tests start many), compiled once each.
+        self.validators = validators or Validators(settings.spec_dir)
         self.faults = FaultSet(self.store)
         self.counters: Counter[str] = Counter(self.store.load_counters())
         self.started_at = time.time()

@@ -24,6 +24,7 @@ from dipsim.pki import CaPaths, load_cert, peercert_dip_ids
 from dipsim.push import Pusher
 from dipsim.signing import SignatureError, SignatureVerifier
 from dipsim.store import Participant
+from dipsim.validation import Validators
 
 logger = logging.getLogger("dipsim.server")
 
@@ -370,15 +371,26 @@ def build_api(sim: Simulator) -> web.Application:
         [load_cert(ca.ca_cert)], skew_seconds=sim.settings.skew_seconds
     )
     app[LIMITER_KEY] = RateLimiter(sim.settings.rate_limit_per_key)
-    app.router.add_post("/dip-channel/{id}", send_messages)
-    app.router.add_route("POST", "/dip-channel/{id}/pubconfig/{recipient}", pubconfig)
-    app.router.add_route("DELETE", "/dip-channel/{id}/pubconfig/{recipient}", pubconfig)
-    app.router.add_post("/dip-channel/{id}/replay/{recipient}", replay)
-    app.router.add_post("/dip-channel/{id}/requeue/{recipient}", requeue)
-    app.router.add_post("/statusmessage", status_message)
-    app.router.add_route("POST", "/statusmessage/config/{recipient}", status_config)
-    app.router.add_route("DELETE", "/statusmessage/config/{recipient}", status_config)
-    app.router.add_post("/validate/{id}/{event}", validate)
+
+    # The DIP does not enforce the case of URLs, so the fixed path segments match in any case.
+    def ci(word: str) -> str:
+        name = word.replace("-", "_")
+        return "{_" + name + ":(?i:" + word + ")}"
+
+    channel = f"/{ci('dip-channel')}/{{id}}"
+    app.router.add_post(channel, send_messages)
+    app.router.add_route("POST", f"{channel}/{ci('pubconfig')}/{{recipient}}", pubconfig)
+    app.router.add_route("DELETE", f"{channel}/{ci('pubconfig')}/{{recipient}}", pubconfig)
+    app.router.add_post(f"{channel}/{ci('replay')}/{{recipient}}", replay)
+    app.router.add_post(f"{channel}/{ci('requeue')}/{{recipient}}", requeue)
+    app.router.add_post(f"/{ci('statusmessage')}", status_message)
+    app.router.add_route(
+        "POST", f"/{ci('statusmessage')}/{ci('config')}/{{recipient}}", status_config
+    )
+    app.router.add_route(
+        "DELETE", f"/{ci('statusmessage')}/{ci('config')}/{{recipient}}", status_config
+    )
+    app.router.add_post(f"/{ci('validate')}/{{id}}/{{event}}", validate)
     return app
 
 
@@ -388,9 +400,9 @@ class Service:
     Usable from tests (``await Service(settings).start()`` inside a running loop) and from the CLI.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, validators: Validators | None = None) -> None:
         self.settings = settings
-        self.sim = Simulator(settings)
+        self.sim = Simulator(settings, validators=validators)
         self.pusher = Pusher(self.sim)
         self.runners: list[web.AppRunner] = []
         self.tasks: list[asyncio.Task[None]] = []
