@@ -289,6 +289,14 @@ def _redis_ping(url: str) -> bool:
         return False
 
 
+def with_redis_db(url: str, db: int) -> str:
+    """The same Redis server, another numbered database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 def find_redis(services_started: list) -> str:
     if os.environ.get("REDIS_URL"):
         if not _redis_ping(os.environ["REDIS_URL"]):
@@ -382,6 +390,7 @@ def manage(env: dict[str, str], *args: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Everything, in the foreground, until Ctrl-C."""
     services, env = prepare(dbname=args.database)
+    env["DJANGO_SETTINGS_MODULE"] = "core.settings"
     children: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all(*_: object) -> None:
@@ -400,7 +409,8 @@ def run(args: argparse.Namespace) -> int:
         full_env = {**os.environ, **env}
         manage(env, "migrate", "--database", "owner", "--noinput")
         manage(env, "seed_demo")
-        logs = VAR / "logs"
+        # Per database, so a test's run beside a developer's shares no logs or beat schedule.
+        logs = VAR / "run" / args.database
         logs.mkdir(parents=True, exist_ok=True)
 
         def start(name: str, command: list[str]) -> None:
@@ -523,6 +533,10 @@ def test(args: argparse.Namespace) -> int:
             " (apt-get install chromium, or set BUSBAR_REQUIRE_BROWSER=1 to fail instead)"
         )
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    # Its own Redis database, so the suite never shares queues or cache with a running demo.
+    env["REDIS_URL"] = with_redis_db(
+        env["REDIS_URL"], int(os.environ.get("BUSBAR_TEST_REDIS_DB", "1"))
+    )
     try:
         return subprocess.run(
             [PYTHON, "-m", "pytest", *args.pytest_args], env={**os.environ, **env}, cwd=ROOT
@@ -556,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     env_parser = sub.add_parser("env", help="print the environment as shell exports")
     env_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
     env_parser.set_defaults(func=print_env)
+    # Everything after "test" goes to pytest untouched (argparse would take "-x" as its own).
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:
+        return test(
+            argparse.Namespace(database=test_parser.get_default("database"), pytest_args=argv[1:])
+        )
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,144 @@
+"""The README's run command, started as a user would, then used through a real browser."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from core.devenv import with_redis_db
+from tests.browser import browser  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_PASSWORD = "busbar-demo-pass"
+RUN_DATABASE = "busbar_runtest"
+RUN_REDIS_DB = 3
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_busbar() -> Iterator[str]:
+    """``python -m core.devenv run`` (what ``make run`` calls) on its own database and port."""
+    port = free_port()
+    redis_url = with_redis_db(os.environ["REDIS_URL"], RUN_REDIS_DB)
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BUSBAR_", "DJANGO_", "PYTEST_"))
+    }
+    env.update(REDIS_URL=redis_url, DATABASE_URL=os.environ["BUSBAR_ADMIN_DATABASE_URL"])
+    log = (ROOT / "var" / "run-command-test.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.devenv",
+            "run",
+            "--port",
+            str(port),
+            "--database",
+            RUN_DATABASE,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"the run command exited with {process.returncode}; see {log.name}")
+            try:
+                if httpx.get(url + "readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"the run command never became ready; see {log.name}")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole group
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        log.close()
+
+
+def test_the_run_command_serves_readiness(running_busbar):
+    body = httpx.get(running_busbar + "readyz").json()
+    assert body == {
+        "status": "ok",
+        "checks": {"database": "ok", "migrations": "ok", "broker": "ok", "cache": "ok"},
+    }
+
+
+def test_beat_and_a_worker_run_over_redis(running_busbar):
+    """Beat's heartbeat goes through Redis to the maintenance worker, which stamps the cache."""
+    client = redis.Redis.from_url(with_redis_db(os.environ["REDIS_URL"], RUN_REDIS_DB))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if client.get("busbar:1:busbar:beat-heartbeat") is not None:
+            return
+        time.sleep(1)
+    pytest.fail("no heartbeat from beat through a worker within 90 s")
+
+
+def sign_in(page, url: str, username: str) -> None:
+    page.goto(url + "login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(url)
+
+
+def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser, tmp_path):  # noqa: F811
+    page = browser.new_page()
+    sign_in(page, running_busbar, "alice")
+    assert page.locator("[data-testid=tenant-name]").inner_text() == "Acme Energy Supply"
+    body = page.locator("main").inner_text()
+    assert "1000000001" in body
+    assert "Globex" not in page.content()
+    page.screenshot(path=ROOT / "var" / "alice-home.png", full_page=True)
+
+    # The settings table refreshes in place through htmx, without a page load.
+    page.click("text=Settings")
+    page.wait_for_url(running_busbar + "settings/")
+    page.evaluate("window.__marker = 'same page'")
+    with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true") as fragment:
+        page.click("#channel-table >> xpath=preceding::a[1]")
+    assert fragment.value.status == 200
+    assert page.evaluate("window.__marker") == "same page"
+    assert page.locator("#channel-table tbody tr").count() == 7  # acme's demo channels
+    page.close()
+
+
+def test_charlie_in_a_browser_sees_only_globex(running_busbar, browser):  # noqa: F811
+    page = browser.new_page()
+    sign_in(page, running_busbar, "charlie")
+    assert page.locator("[data-testid=tenant-name]").inner_text() == "Globex Smart Data"
+    assert "Acme" not in page.content()
+    assert "1000000001" not in page.content()
+    page.close()
