@@ -3,7 +3,8 @@ database, and run every Busbar process. ``make run`` and ``make test`` call this
 
     python -m core.devenv run    # web, workers, beat, dipsim, demo data; Ctrl-C stops it all
     python -m core.devenv test   # the whole test suite against real PostgreSQL and Redis
-    python -m core.devenv env    # print the environment the other two use
+    python -m core.devenv env    # print the environment the other two use (servers stay up)
+    python -m core.devenv stop   # stop the embedded servers that ``env`` left running
 
 Choice of servers (DESIGN section 1): ``DATABASE_URL`` (an administrative connection: a superuser,
 used only to create roles and databases) and ``REDIS_URL`` when set; otherwise servers already on
@@ -195,6 +196,8 @@ def find_postgres(services_started: list) -> str:
             sys.exit(f"busbar: DATABASE_URL does not work: {problem}")
         say("using PostgreSQL from DATABASE_URL")
         return conninfo
+    if os.environ.get("BUSBAR_SERVICES") == "embedded":
+        return start_embedded_postgres(services_started)
     if _port_open("127.0.0.1", 5432):
         problem = _can_connect(LOCAL_POSTGRES)
         if problem is None:
@@ -303,7 +306,7 @@ def find_redis(services_started: list) -> str:
             sys.exit("busbar: REDIS_URL does not answer PING")
         say("using Redis from REDIS_URL")
         return os.environ["REDIS_URL"]
-    if _redis_ping(LOCAL_REDIS):
+    if os.environ.get("BUSBAR_SERVICES") != "embedded" and _redis_ping(LOCAL_REDIS):
         say("using Redis already running on 127.0.0.1:6379")
         return LOCAL_REDIS
     url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
@@ -552,6 +555,33 @@ def print_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop_embedded(args: argparse.Namespace) -> int:
+    """Stop the embedded PostgreSQL and Redis under var/, if they are running."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    data = VAR / "postgres"
+    if (data / "postmaster.pid").exists():
+        run_as: dict = {}
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam(EMBEDDED_PG_USER)
+            run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
+        say("stopping embedded PostgreSQL")
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+            **run_as,
+        )
+    pidfile = VAR / "redis" / "redis.pid"
+    if pidfile.exists():
+        say("stopping embedded Redis")
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m core.devenv", description=__doc__.split("\n")[0]
@@ -570,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     env_parser = sub.add_parser("env", help="print the environment as shell exports")
     env_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
     env_parser.set_defaults(func=print_env)
+    stop_parser = sub.add_parser("stop", help="stop the embedded servers under var/")
+    stop_parser.set_defaults(func=stop_embedded)
     # Everything after "test" goes to pytest untouched (argparse would take "-x" as its own).
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:

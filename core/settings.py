@@ -267,3 +267,10 @@ WHITENOISE_USE_FINDERS = envbool("BUSBAR_STATIC_FROM_SOURCE", True)
 STATIC_ROOT = (
     None if WHITENOISE_USE_FINDERS else Path(env("BUSBAR_STATIC_ROOT", "/srv/busbar/static") or "")
 )
+
+# Behind nginx (platform/nginx): trust its X-Forwarded-Proto and Host so that request URLs, which
+# webhook signatures cover, are the https URLs the sender signed.
+if envbool("BUSBAR_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+    USE_X_FORWARDED_PORT = True
