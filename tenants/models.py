@@ -118,7 +118,9 @@ class DipIdentity(TenantOwned):
             models.UniqueConstraint(
                 fields=["tenant", "mpid", "role_code"], name="identity_mpid_role"
             ),
-            models.UniqueConstraint(fields=["tenant", "dip_id"], name="identity_dip_id"),
+            # Global, not per tenant: a DIP ID is one participant's in the whole market, and two
+            # tenants claiming it would confuse routing. (Under Citus this becomes a lookup table.)
+            models.UniqueConstraint(fields=["dip_id"], name="identity_dip_id_global"),
         ]
 
     def __str__(self) -> str:

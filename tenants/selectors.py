@@ -70,6 +70,13 @@ def find_api_credential(*, prefix: str) -> tuple[str, int, str, list[str], bool]
     return str(row[0]), row[1], row[2], list(row[3]), row[4]
 
 
+def dip_id_registered(*, dip_id: str) -> bool:
+    """Whether any tenant (this one or another) already holds this DIP ID."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT busbar_dip_id_registered(%s)", [dip_id])
+        return bool(cursor.fetchone()[0])
+
+
 def resolve_webhook_token(*, token: str) -> tuple[str, int] | None:
     """The (tenant id, channel id) that owns an inbound webhook token, or None."""
     with connection.cursor() as cursor:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core import crypto
@@ -34,6 +34,7 @@ from tenants.models import (
     Role,
     Tenant,
 )
+from tenants.selectors import dip_id_registered
 
 API_KEY_PREFIX = "bb"
 
@@ -48,9 +49,14 @@ def create_tenant(
 ) -> Tenant:
     """Create a tenant (with a given id, or a new one); raises ValidationError on bad input."""
     tenant = Tenant(id=tenant_id or uuid.uuid4(), slug=slug, name=name)
-    _validated(tenant)
+    # validate_unique cannot see other tenants' rows under RLS: the database's constraint decides.
+    tenant.clean_fields()
     with tenant_context(tenant.id):
-        tenant.save(force_insert=True)
+        try:
+            with transaction.atomic():
+                tenant.save(force_insert=True)
+        except IntegrityError as exc:
+            raise ValidationError({"slug": f"a tenant with slug {slug!r} already exists"}) from exc
         record_event(
             action="tenant.created", actor=actor, object_type="tenant", object_id=tenant.id
         )
@@ -97,10 +103,11 @@ def create_user(
 def create_identity(
     *, mpid: str, role_code: str, dip_id: str, actor: str = "system"
 ) -> DipIdentity:
-    identity = DipIdentity(mpid=mpid, role_code=role_code, dip_id=dip_id)
+    identity = DipIdentity(mpid=mpid, role_code=role_code, dip_id=dip_id.upper())
     _validated(identity, exclude=["tenant"])
     _unique(DipIdentity, "identity", mpid=mpid, role_code=role_code)
-    _unique(DipIdentity, "identity", dip_id=dip_id)
+    if dip_id_registered(dip_id=identity.dip_id):
+        raise ValidationError({"dip_id": f"DIP ID {identity.dip_id} is already registered"})
     identity.save()
     record_event(
         action="identity.created",
@@ -261,6 +268,44 @@ def revoke_api_credential(*, credential: ApiCredential, actor: str) -> ApiCreden
     return credential
 
 
+@transaction.atomic
+def onboard_tenant(
+    *,
+    slug: str,
+    name: str,
+    mpid: str,
+    role_code: str,
+    dip_id: str,
+    environment: str,
+    dip_base_url: str,
+    dcp_id: str = "",
+    admin_username: str,
+    admin_email: str,
+    admin_password: str,
+    actor: str,
+) -> Tenant:
+    """A provider admin's onboarding: the tenant, its first identity and connection, and its first
+    tenant admin, all or nothing. Raises ValidationError naming every problem it finds first."""
+    tenant = create_tenant(slug=slug, name=name, actor=actor)
+    with tenant_context(tenant.id):
+        identity = create_identity(mpid=mpid, role_code=role_code, dip_id=dip_id, actor=actor)
+        create_connection(
+            identity=identity,
+            environment=environment,
+            dip_base_url=dip_base_url,
+            dcp_id=dcp_id,
+            actor=actor,
+        )
+        create_user(
+            username=admin_username,
+            email=admin_email,
+            password=admin_password,
+            roles=[Role.TENANT_ADMIN],
+            actor=actor,
+        )
+    return tenant
+
+
 __all__ = [
     "Direction",
     "IssuedApiKey",
@@ -272,5 +317,6 @@ __all__ = [
     "create_user",
     "get_connection_api_key",
     "issue_api_credential",
+    "onboard_tenant",
     "revoke_api_credential",
 ]

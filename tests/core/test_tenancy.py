@@ -116,8 +116,13 @@ def test_duplicate_identity_is_named_not_an_integrity_error(world):
 
     from tenants import services
 
-    with tenant_context(world.acme.id), pytest.raises(ValidationError, match="dip_id=1000000001"):
-        services.create_identity(mpid="ACMF", role_code="SUP", dip_id="1000000001")
+    with tenant_context(world.acme.id), pytest.raises(ValidationError, match="mpid=ACME"):
+        services.create_identity(mpid="ACME", role_code="SUP", dip_id="1000000003")
+    with (
+        tenant_context(world.globex.id),
+        pytest.raises(ValidationError, match="already registered"),
+    ):
+        services.create_identity(mpid="GLBX", role_code="SUP", dip_id="1000000001")
 
 
 def test_database_refuses_a_duplicate_even_past_the_service(world):

@@ -7,11 +7,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from core.tenancy import tenant_context
 from tenants import services
-from tenants.models import Environment, Role
+from tenants.models import Environment
 
 
 class Command(BaseCommand):
@@ -31,33 +29,23 @@ class Command(BaseCommand):
         parser.add_argument("--admin-password", required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        actor = "manage.py onboard_tenant"
+        fields = (
+            "slug",
+            "name",
+            "mpid",
+            "role_code",
+            "dip_id",
+            "environment",
+            "dip_base_url",
+            "dcp_id",
+            "admin_username",
+            "admin_email",
+            "admin_password",
+        )
         try:
-            with transaction.atomic():
-                tenant = services.create_tenant(
-                    slug=options["slug"], name=options["name"], actor=actor
-                )
-                with tenant_context(tenant.id):
-                    identity = services.create_identity(
-                        mpid=options["mpid"],
-                        role_code=options["role_code"],
-                        dip_id=options["dip_id"],
-                        actor=actor,
-                    )
-                    services.create_connection(
-                        identity=identity,
-                        environment=options["environment"],
-                        dip_base_url=options["dip_base_url"],
-                        dcp_id=options["dcp_id"],
-                        actor=actor,
-                    )
-                    services.create_user(
-                        username=options["admin_username"],
-                        email=options["admin_email"],
-                        password=options["admin_password"],
-                        roles=[Role.TENANT_ADMIN],
-                        actor=actor,
-                    )
+            tenant = services.onboard_tenant(
+                **{field: options[field] for field in fields}, actor="manage.py onboard_tenant"
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         self.stdout.write(self.style.SUCCESS(f"Onboarded {tenant.name} ({tenant.id})"))
