@@ -35,10 +35,11 @@ VERIFIER_KEY: web.AppKey[SignatureVerifier] = web.AppKey("verifier", SignatureVe
 class Refusal(Exception):
     """A request refused before it reaches the DIP's logic (401, 403, 404...)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, body: Any = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.body = body
 
 
 def server_ssl_context(ca_paths: CaPaths) -> ssl.SSLContext:
@@ -123,6 +124,8 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
         sim.store.log_event(
             "refused", {"path": request.path, "status": refusal.status, "reason": refusal.reason}
         )
+        if refusal.body is not None:
+            return _json(refusal.status, refusal.body)
         return web.Response(status=refusal.status, text=refusal.reason)
     except web.HTTPException as err:
         sim.count(f"ingress.http_{err.status}")
@@ -315,10 +318,7 @@ async def _replay_rows(request: web.Request) -> tuple[Simulator, str, str, list[
     try:
         rows = sim.select_for_replay(channel, recipient, _parse(body))
     except ValueError as err:
-        outcome = sim.request_failure("MSG1001", str(err))
-        raise web.HTTPBadRequest(
-            body=json.dumps(outcome.body), content_type="application/json"
-        ) from err
+        raise Refusal(400, str(err), sim.request_failure("MSG1001", str(err)).body) from err
     return sim, channel, recipient, rows
 
 

@@ -324,7 +324,7 @@ class Store:
             registry.participants[participant.dip_id] = participant
             if participant.api_key:
                 registry.by_api_key[participant.api_key] = participant
-        for row in self.query("SELECT interface, kind, value FROM routes ORDER BY value"):
+        for row in self.query("SELECT interface, kind, value FROM routes ORDER BY rowid"):
             target = registry.always if row["kind"] == "always" else registry.secondary_roles
             target.setdefault(row["interface"], []).append(row["value"])
         self._registry = registry

@@ -179,7 +179,7 @@ class Running:
     ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.loop.call(predicate)
+            value = predicate()
             if value:
                 return value
             time.sleep(0.05)
@@ -212,17 +212,18 @@ def start_dipsim(
     def start(
         *, validators: Validators | None = None, data_dir: Path | None = None, **overrides: Any
     ) -> Running:
+        options: dict[str, Any] = {
+            "port": 0,
+            "admin_port": 0,
+            "retry_base_seconds": 0.05,
+            "retry_factor": 2.0,
+            "retry_max_delay_seconds": 0.5,
+            "max_attempts": 4,
+            "push_timeout_seconds": 5.0,
+        }
+        options.update(overrides)
         settings = Settings(
-            data_dir=data_dir or tmp_path / "dipsim-data",
-            ca_dir=test_pki.ca.root,
-            port=0,
-            admin_port=0,
-            retry_base_seconds=0.05,
-            retry_factor=2.0,
-            retry_max_delay_seconds=0.5,
-            max_attempts=4,
-            push_timeout_seconds=5.0,
-            **overrides,
+            data_dir=data_dir or tmp_path / "dipsim-data", ca_dir=test_pki.ca.root, **options
         )
         service = Service(settings, validators=validators or builtin_validators)
         loop_thread.call(lambda: register_demo(service.sim.store))
