@@ -274,6 +274,12 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
                     )
                 except SignatureError:
                     status = 401
+            items: Any = None
+            if status == 201:
+                try:
+                    items = json.loads(body)
+                except ValueError:
+                    status = 400
             rec.requests.append(
                 {
                     "headers": dict(request.headers),
@@ -284,13 +290,7 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
                 }
             )
             if status == 201:
-                try:
-                    items = json.loads(body)
-                    reply = {
-                        "messageArray": [{"message": "RCP0000 - Message Success"} for _ in items]
-                    }
-                except ValueError:
-                    return web.Response(status=400, text="malformed")
+                reply = {"messageArray": [{"message": "RCP0000 - Message Success"} for _ in items]}
                 return web.json_response(reply, status=201)
             return web.Response(status=status, text="scripted answer")
 
