@@ -203,8 +203,20 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+# One queue per family, each served by its own worker pool, so one cannot starve another.
+CELERY_TASK_ROUTES = {
+    "core.tasks.*": {"queue": "maintenance"},
+    "tenants.tasks.*": {"queue": "maintenance"},
+    "messaging.tasks.inbound.*": {"queue": "inbound"},
+    "messaging.tasks.outbound.*": {"queue": "outbound"},
+    "messaging.tasks.delivery.*": {"queue": "delivery"},
+}
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "core.tasks.record_heartbeat_task", "schedule": 30.0},
+    "certificate-maintenance": {
+        "task": "tenants.tasks.certificate_maintenance_task",
+        "schedule": 3600.0,
+    },
 }
 
 REST_FRAMEWORK = {
@@ -274,3 +286,22 @@ if envbool("BUSBAR_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
     USE_X_FORWARDED_PORT = True
+
+# Email (certificate expiry warnings and other notifications). Without EMAIL_HOST mail is written
+# to the log, which suits development; production sets an SMTP relay.
+DEFAULT_FROM_EMAIL = env("BUSBAR_FROM_EMAIL", "busbar@localhost")
+if env("EMAIL_HOST"):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": env("EMAIL_HOST"),
+                "port": envint("EMAIL_PORT", 587),
+                "username": env("EMAIL_HOST_USER", ""),
+                "password": env("EMAIL_HOST_PASSWORD", ""),
+                "use_tls": envbool("EMAIL_USE_TLS", True),
+            },
+        }
+    }
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}

@@ -10,7 +10,7 @@ from django.core.cache import cache
 HEARTBEAT_KEY = "busbar:beat-heartbeat"
 
 
-@shared_task(queue="maintenance")
+@shared_task
 def record_heartbeat_task() -> float:
     """Beat sends this every 30 s; a worker stamping it proves beat, broker and workers all run."""
     now = time.time()

@@ -284,3 +284,104 @@ class ConnectionGroupObjectPermission(GroupObjectPermissionBase):
         related_name="+",
     )
     content_object = models.ForeignKey(Connection, on_delete=models.CASCADE)
+
+
+class CertificatePurpose(models.TextChoices):
+    SIGNING = "signing", "Message signing"
+    MTLS = "mtls", "mTLS client"
+    TRUST_ANCHOR = "trust_anchor", "DIP trust anchor"
+
+
+class CertificateStatus(models.TextChoices):
+    """requested -> staged -> active -> retiring -> retired; revoked from any state."""
+
+    REQUESTED = "requested", "Requested (key and CSR made, awaiting the signed certificate)"
+    STAGED = "staged", "Staged (ready, not in use)"
+    ACTIVE = "active", "Active"
+    RETIRING = "retiring", "Retiring (overlap: verifies and finishes in-flight retries)"
+    RETIRED = "retired", "Retired"
+    REVOKED = "revoked", "Revoked"
+
+
+class Certificate(TenantOwned):
+    """One certificate of a connection's credential set, with its key encrypted at rest.
+
+    Signing and mTLS certificates carry a private key (envelope-encrypted, bound to this row);
+    trust anchors are the DIP's certificates that Busbar verifies against, with no key.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.PROTECT, related_name="certificates"
+    )
+    purpose = models.CharField(max_length=12, choices=CertificatePurpose.choices)
+    status = models.CharField(max_length=10, choices=CertificateStatus.choices)
+    label = models.CharField(max_length=100, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Facts read from the certificate (blank while only a CSR exists).
+    subject = models.CharField(max_length=500, blank=True)
+    issuer = models.CharField(max_length=500, blank=True)
+    serial = models.CharField(max_length=64, blank=True)
+    fingerprint_sha256 = models.CharField(max_length=64, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    key_type = models.CharField(max_length=20, blank=True)
+    key_size = models.PositiveIntegerField(null=True, blank=True)
+    certificate_pem = models.TextField(blank=True)
+    chain_pem = models.TextField(blank=True, help_text="Intermediate certificates, if any.")
+    csr_pem = models.TextField(blank=True)
+    private_key_encrypted = models.TextField(blank=True, editable=False)
+    # Lifecycle.
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    overlap_until = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=200, blank=True)
+    last_canary_at = models.DateTimeField(null=True, blank=True)
+    last_canary_ok = models.BooleanField(null=True, blank=True)
+    last_canary_detail = models.CharField(max_length=500, blank=True)
+    last_expiry_warning_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "not_after"], name="certificate_expiry")]
+        constraints = [
+            # One key in use per connection and purpose, so "which key signs?" has one answer.
+            models.UniqueConstraint(
+                fields=["tenant", "connection", "purpose"],
+                condition=models.Q(status="active")
+                & ~models.Q(purpose=CertificatePurpose.TRUST_ANCHOR),
+                name="certificate_one_active_key",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "connection", "purpose", "fingerprint_sha256"],
+                condition=~models.Q(fingerprint_sha256=""),
+                name="certificate_fingerprint",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} {self.subject or '(CSR)'} [{self.status}]"
+
+
+class Notification(TenantOwned):
+    """Something a tenant's people must see (certificate expiry, ...), addressed to a role."""
+
+    id = models.BigAutoField(primary_key=True)
+    role = models.CharField(max_length=30, choices=Role.choices)
+    level = models.CharField(
+        max_length=10, choices=[("info", "Info"), ("warning", "Warning"), ("critical", "Critical")]
+    )
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    object_type = models.CharField(max_length=50, blank=True)
+    object_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "role", "created_at"], name="notification_role")]
+
+    def __str__(self) -> str:
+        return self.title

@@ -70,6 +70,13 @@ def find_api_credential(*, prefix: str) -> tuple[str, int, str, list[str], bool]
     return str(row[0]), row[1], row[2], list(row[3]), row[4]
 
 
+def list_active_tenant_ids() -> list[str]:
+    """Every active tenant's id (and nothing else about them), for maintenance fan-outs."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT busbar_active_tenant_ids()")
+        return [str(row[0]) for row in cursor.fetchall()]
+
+
 def dip_id_registered(*, dip_id: str) -> bool:
     """Whether any tenant (this one or another) already holds this DIP ID."""
     with connection.cursor() as cursor:

@@ -7,8 +7,9 @@ from django.apps import apps
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
-from tenants import services
-from tenants.models import Membership, Tenant
+from tenants import certificates, services
+from tenants.models import Connection, Membership, Notification, Tenant
+from tests.pki import TestCA, pem
 
 
 def tenant_models() -> list:
@@ -23,12 +24,18 @@ def tenant_models() -> list:
 
 @pytest.fixture
 def populated(world):
-    with tenant_context(world.acme.id):
-        services.issue_api_credential(name="billing", scopes=["read"], environment="UIT")
-        record_event(action="acme.event", actor="pytest")
-    with tenant_context(world.globex.id):
-        services.issue_api_credential(name="crm", scopes=["read"], environment="UIT")
-        record_event(action="globex.event", actor="pytest")
+    anchor = pem(TestCA.create().cert)
+    for tenant_id, name in ((world.acme.id, "billing"), (world.globex.id, "crm")):
+        with tenant_context(tenant_id):
+            services.issue_api_credential(name=name, scopes=["read"], environment="UIT")
+            record_event(action=f"{name}.event", actor="pytest")
+            certificates.import_certificate(
+                connection=Connection.objects.get(),
+                purpose="trust_anchor",
+                data=anchor,
+                actor="pytest",
+            )
+            Notification.objects.create(role="certificate_admin", level="info", title=name)
     return world
 
 
