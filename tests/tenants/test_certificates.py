@@ -14,7 +14,6 @@ from tenants import certificates as certs
 from tenants.certificates import CanaryResult, CertificateError
 from tenants.models import (
     Certificate,
-    CertificatePurpose,
     CertificateStatus,
     Connection,
     Notification,
@@ -228,7 +227,7 @@ def test_rotation_cuts_over_after_a_good_canary_and_keeps_the_old_key_for_the_ov
 def test_a_failed_canary_leaves_the_current_certificate_in_use(acme, ca):
     first = certs.activate_first_certificate(certificate=staged(ca, acme), actor="alice")
     second = staged(ca, acme)
-    with pytest.raises(CertificateError, match="canary failed.*MSG1009"):
+    with pytest.raises(CertificateError, match=r"canary failed.*MSG1009"):
         certs.rotate_certificate(
             certificate=second,
             actor="alice",
