@@ -1,0 +1,1 @@
+"""Tests of the message life and the DIP protocol boundary."""
