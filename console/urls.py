@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import auth, home
+from console.views import auth, certificates, home
 
 app_name = "console"
 
@@ -14,7 +14,34 @@ urlpatterns = [
     path("flows/", home.area, {"area": "flows"}, name="flows"),
     path("messages/", home.area, {"area": "messages"}, name="messages"),
     path("exceptions/", home.area, {"area": "exceptions"}, name="exceptions"),
-    path("certificates/", home.area, {"area": "certificates"}, name="certificates"),
+    path("certificates/", certificates.certificate_list, name="certificates"),
+    path("certificates/csr/", certificates.certificate_csr, name="certificate-csr"),
+    path("certificates/import/", certificates.certificate_import, name="certificate-import"),
+    path(
+        "certificates/<uuid:certificate_id>/",
+        certificates.certificate_detail,
+        name="certificate-detail",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/csr.pem",
+        certificates.certificate_csr_download,
+        name="certificate-csr-download",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/signed/",
+        certificates.certificate_signed_upload,
+        name="certificate-signed-upload",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/activate/",
+        certificates.certificate_activate,
+        name="certificate-activate",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/revoke/",
+        certificates.certificate_revoke,
+        name="certificate-revoke",
+    ),
     path("evidence/", home.area, {"area": "evidence"}, name="evidence"),
     path("settings/", home.settings_page, name="settings"),
 ]

@@ -578,7 +578,11 @@ def stop_embedded(args: argparse.Namespace) -> int:
     if pidfile.exists():
         say("stopping embedded Redis")
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):  # Redis exits after it has closed its port
+                os.kill(pid, 0)
+                time.sleep(0.1)
     return 0
 
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import Http404
 
-from tenants.models import ApiCredential, Channel, Connection, DipIdentity, Membership, Role
+from tenants.models import (
+    ApiCredential,
+    Certificate,
+    Channel,
+    Connection,
+    DipIdentity,
+    Membership,
+    Notification,
+    Role,
+)
 
 SESSION_TENANT_KEY = "busbar_tenant_id"
 
@@ -47,6 +57,39 @@ def get_channel(*, channel_id: int) -> Channel:
         return Channel.objects.select_related("connection__identity").get(id=channel_id)
     except Channel.DoesNotExist as exc:
         raise Http404("No such channel") from exc
+
+
+def list_certificates() -> list[Certificate]:
+    """The tenant's certificates, newest first within each connection and purpose."""
+    return list(
+        Certificate.objects.select_related("connection__identity", "owner").order_by(
+            "connection_id", "purpose", "-created_at"
+        )
+    )
+
+
+def get_certificate(*, certificate_id: object) -> Certificate:
+    """One certificate of the current tenant; another tenant's and a missing one are both 404."""
+    try:
+        return Certificate.objects.select_related("connection__identity").get(id=certificate_id)
+    except (Certificate.DoesNotExist, ValueError, ValidationError) as exc:
+        raise Http404("No such certificate") from exc
+
+
+def get_connection(*, connection_id: object) -> Connection:
+    try:
+        return Connection.objects.select_related("identity").get(id=connection_id)
+    except (Connection.DoesNotExist, ValueError) as exc:
+        raise Http404("No such connection") from exc
+
+
+def list_notifications(*, membership: Membership | None, limit: int = 20) -> list[Notification]:
+    """Recent notifications addressed to any of the member's roles."""
+    if membership is None:
+        return []
+    return list(
+        Notification.objects.filter(role__in=membership.roles).order_by("-created_at")[:limit]
+    )
 
 
 def list_api_credentials() -> list[ApiCredential]:

@@ -1,0 +1,60 @@
+"""Console forms: they check input shape only; the services decide."""
+
+from __future__ import annotations
+
+from django import forms
+
+from tenants.models import CertificatePurpose
+
+MAX_UPLOAD_BYTES = 64 * 1024
+
+
+class BoundedFileField(forms.FileField):
+    def clean(self, data: object, initial: object = None) -> object:
+        upload = super().clean(data, initial)
+        if upload and upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                f"the file is {upload.size} bytes; at most {MAX_UPLOAD_BYTES} are accepted"
+            )
+        return upload
+
+
+class CsrForm(forms.Form):
+    connection = forms.TypedChoiceField(coerce=int)
+    purpose = forms.ChoiceField(
+        choices=[
+            (CertificatePurpose.SIGNING, "Message signing"),
+            (CertificatePurpose.MTLS, "mTLS client"),
+        ]
+    )
+    common_name = forms.CharField(max_length=253, help_text="e.g. dip.acme.example")
+    organization = forms.CharField(max_length=200)
+    organizational_unit = forms.CharField(max_length=200, required=False)
+    country = forms.CharField(max_length=2, initial="GB")
+    key_size = forms.TypedChoiceField(
+        coerce=int, choices=[(3072, "RSA 3072"), (2048, "RSA 2048"), (4096, "RSA 4096")]
+    )
+
+    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]
+
+
+class ImportForm(forms.Form):
+    connection = forms.TypedChoiceField(coerce=int)
+    purpose = forms.ChoiceField(choices=CertificatePurpose.choices)
+    bundle = BoundedFileField(help_text="PEM (certificate and key) or PKCS#12 (.p12/.pfx)")
+    password = forms.CharField(widget=forms.PasswordInput, required=False, strip=False)
+    label = forms.CharField(max_length=100, required=False)
+
+    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]
+
+
+class SignedCertificateForm(forms.Form):
+    certificate = BoundedFileField(help_text="The CA's signed certificate (PEM), with its chain")
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(max_length=200)

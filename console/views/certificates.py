@@ -1,0 +1,218 @@
+"""Certificates: every member sees status and expiry; certificate admins see details and act."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from console.forms import CsrForm, ImportForm, RevokeForm, SignedCertificateForm
+from console.views.home import tenant_required
+from tenants import certificates, selectors
+from tenants.models import Role
+
+
+def _is_certificate_admin(request: HttpRequest) -> bool:
+    return selectors.user_has_role(request.membership, Role.CERTIFICATE_ADMIN)  # type: ignore[attr-defined]
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+def _forbidden(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/403.html", {"need": "certificate admin"}, status=403)
+
+
+def _rows(now: object) -> list[dict]:
+    rows = []
+    for certificate in selectors.list_certificates():
+        days_left = (certificate.not_after - now).days if certificate.not_after else None
+        rows.append(
+            {
+                "certificate": certificate,
+                "days_left": days_left,
+                # Width of the expiry bar: a year or more is full.
+                "bar": max(0, min(100, round((days_left or 0) / 365 * 100))),
+                "urgency": (
+                    "expired"
+                    if days_left is not None and days_left < 0
+                    else "critical"
+                    if days_left is not None and days_left <= 14
+                    else "warning"
+                    if days_left is not None and days_left <= 60
+                    else "ok"
+                ),
+            }
+        )
+    return rows
+
+
+@tenant_required
+def certificate_list(request: HttpRequest) -> HttpResponse:
+    connections = selectors.list_connections()
+    admin = _is_certificate_admin(request)
+    context = {
+        "rows": _rows(timezone.now()),
+        "is_certificate_admin": admin,
+        "csr_form": CsrForm(connections=connections) if admin else None,
+        "import_form": ImportForm(connections=connections) if admin else None,
+        "notifications": selectors.list_notifications(membership=request.membership),  # type: ignore[attr-defined]
+    }
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "console/certificates/list.html#certificate-table", context)
+    return render(request, "console/certificates/list.html", context)
+
+
+@tenant_required
+@require_POST
+def certificate_csr(request: HttpRequest) -> HttpResponse:
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    form = CsrForm(request.POST, connections=selectors.list_connections())
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = certificates.generate_key_and_csr(
+                connection=selectors.get_connection(connection_id=data.pop("connection")),
+                **data,
+                actor=_actor(request),
+                owner=request.user,
+            )
+        except ValidationError as exc:
+            messages.error(request, "; ".join(exc.messages))
+        else:
+            messages.success(
+                request, "Key generated and encrypted. Download the CSR and send it to your CA."
+            )
+            return redirect("console:certificate-detail", certificate_id=created.id)
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("console:certificates")
+
+
+@tenant_required
+@require_POST
+def certificate_import(request: HttpRequest) -> HttpResponse:
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    form = ImportForm(request.POST, request.FILES, connections=selectors.list_connections())
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            imported = certificates.import_certificate(
+                connection=selectors.get_connection(connection_id=data["connection"]),
+                purpose=data["purpose"],
+                data=data["bundle"].read(),
+                password=data["password"] or None,
+                label=data["label"],
+                actor=_actor(request),
+                owner=request.user,
+            )
+        except ValidationError as exc:
+            messages.error(request, "The certificate was not imported: " + "; ".join(exc.messages))
+        else:
+            messages.success(request, f"Imported; it is {imported.get_status_display().lower()}.")
+            return redirect("console:certificate-detail", certificate_id=imported.id)
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("console:certificates")
+
+
+@tenant_required
+def certificate_detail(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    context = {
+        "certificate": certificate,
+        "is_certificate_admin": _is_certificate_admin(request),
+        "signed_form": SignedCertificateForm(),
+        "revoke_form": RevokeForm(),
+    }
+    return render(request, "console/certificates/detail.html", context)
+
+
+@tenant_required
+@require_GET
+def certificate_csr_download(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    # Look up first: another tenant's certificate is a 404 whatever the user's role.
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    response = HttpResponse(certificate.csr_pem, content_type="application/pkcs10")
+    response["Content-Disposition"] = f'attachment; filename="busbar-{certificate.id}.csr"'
+    return response
+
+
+@tenant_required
+@require_POST
+def certificate_signed_upload(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    # Look up first: another tenant's certificate is a 404 whatever the user's role.
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    form = SignedCertificateForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            certificates.import_signed_certificate(
+                certificate=certificate,
+                pem=form.cleaned_data["certificate"].read(),
+                actor=_actor(request),
+            )
+        except ValidationError as exc:
+            messages.error(
+                request, "The signed certificate was refused: " + "; ".join(exc.messages)
+            )
+        else:
+            messages.success(request, "Signed certificate attached; the pair is staged.")
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("console:certificate-detail", certificate_id=certificate.id)
+
+
+@tenant_required
+@require_POST
+def certificate_activate(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    """First activation (nothing active yet). Replacing an active one goes through rotation."""
+    # Look up first: another tenant's certificate is a 404 whatever the user's role.
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    try:
+        certificates.activate_first_certificate(certificate=certificate, actor=_actor(request))
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(request, "The certificate is now active.")
+    return redirect("console:certificate-detail", certificate_id=certificate.id)
+
+
+@tenant_required
+@require_POST
+def certificate_revoke(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    # Look up first: another tenant's certificate is a 404 whatever the user's role.
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    form = RevokeForm(request.POST)
+    if form.is_valid():
+        try:
+            certificates.revoke_certificate(
+                certificate=certificate, reason=form.cleaned_data["reason"], actor=_actor(request)
+            )
+        except ValidationError as exc:
+            messages.error(request, "; ".join(exc.messages))
+        else:
+            messages.success(request, "Revoked: it will not be used again.")
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("console:certificate-detail", certificate_id=certificate.id)
+
+
+def _form_errors(form: object) -> str:
+    return "; ".join(
+        f"{field}: {' '.join(errors)}" if field != "__all__" else " ".join(errors)
+        for field, errors in form.errors.items()  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,187 @@
+"""The certificates page: admins act, other members see status, other tenants see nothing."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from core.models import AuditEvent
+from core.tenancy import tenant_context
+from tenants import certificates, services
+from tenants.models import Certificate, Connection
+from tests.conftest import PASSWORD
+from tests.pki import TestCA, key_pem, new_key, p12, pem
+
+
+@pytest.fixture(scope="module")
+def ca() -> TestCA:
+    return TestCA.create()
+
+
+def signed_in(username: str) -> Client:
+    client = Client()
+    assert client.post("/login/", {"username": username, "password": PASSWORD}).status_code == 302
+    return client
+
+
+@pytest.fixture
+def acme_connection(world) -> Connection:
+    with tenant_context(world.acme.id):
+        return Connection.objects.get()
+
+
+def test_a_certificate_admin_imports_a_pkcs12_and_sees_it_at_a_glance(world, ca, acme_connection):
+    key = new_key()
+    bundle = p12(key, ca.issue(key.public_key(), days=30), "pfx-pass")
+    alice = signed_in("alice")
+    response = alice.post(
+        "/certificates/import/",
+        {
+            "connection": acme_connection.id,
+            "purpose": "mtls",
+            "password": "pfx-pass",
+            "bundle": SimpleUploadedFile("acme.p12", bundle),
+            "label": "UIT mTLS",
+        },
+    )
+    assert response.status_code == 302
+    page = alice.get(response["Location"]).content.decode()
+    assert "Imported; it is staged" in page
+    assert "CN=dip.acme.example" in page
+    listing = alice.get("/certificates/").content.decode()
+    assert "expiry-warning" in listing  # 30 days left shows amber
+    with tenant_context(world.acme.id):
+        assert AuditEvent.objects.filter(action="certificate.imported").count() == 1
+
+
+def test_a_wrong_pkcs12_password_is_named_and_nothing_is_stored(world, ca, acme_connection):
+    key = new_key()
+    response = signed_in("alice").post(
+        "/certificates/import/",
+        {
+            "connection": acme_connection.id,
+            "purpose": "mtls",
+            "password": "guess",
+            "bundle": SimpleUploadedFile("acme.p12", p12(key, ca.issue(key.public_key()), "right")),
+        },
+        follow=True,
+    )
+    assert "wrong password, or not a PKCS#12 file" in response.content.decode()
+    with tenant_context(world.acme.id):
+        assert not Certificate.objects.exists()
+
+
+def test_a_csr_is_generated_downloaded_and_completed(world, ca, acme_connection):
+    alice = signed_in("alice")
+    response = alice.post(
+        "/certificates/csr/",
+        {
+            "connection": acme_connection.id,
+            "purpose": "signing",
+            "common_name": "sign.acme.example",
+            "organization": "Acme Energy",
+            "country": "GB",
+            "key_size": 2048,
+        },
+    )
+    detail = response["Location"]
+    certificate_id = detail.rstrip("/").rsplit("/", 1)[1]
+    csr = alice.get(f"/certificates/{certificate_id}/csr.pem")
+    assert csr["Content-Type"] == "application/pkcs10"
+    assert b"BEGIN CERTIFICATE REQUEST" in csr.content
+    from cryptography import x509
+
+    signed = ca.issue(
+        x509.load_pem_x509_csr(csr.content).public_key(), common_name="sign.acme.example"
+    )
+    alice.post(
+        f"/certificates/{certificate_id}/signed/",
+        {"certificate": SimpleUploadedFile("signed.pem", pem(signed))},
+    )
+    alice.post(f"/certificates/{certificate_id}/activate/")
+    page = alice.get(detail).content.decode()
+    assert "status-active" in page
+
+
+def test_other_roles_see_status_only_and_cannot_act(world, ca, acme_connection):
+    with tenant_context(world.acme.id):
+        key = new_key()
+        certificate = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue(key.public_key())) + key_pem(key),
+            actor="alice",
+        )
+    bob = signed_in("bob")
+    listing = bob.get("/certificates/").content.decode()
+    assert "staged" in listing
+    assert certificate.fingerprint_sha256[:16] not in listing
+    assert "Generate a key and CSR" not in listing
+    for action in ("activate/", "revoke/"):
+        assert (
+            bob.post(f"/certificates/{certificate.id}/{action}", {"reason": "x"}).status_code == 403
+        )
+    assert bob.get(f"/certificates/{certificate.id}/csr.pem").status_code == 403
+    with tenant_context(world.acme.id):
+        certificate.refresh_from_db()
+    assert certificate.status == "staged"
+
+
+def test_charlie_gets_a_404_for_acmes_certificate(world, ca, acme_connection):
+    with tenant_context(world.acme.id):
+        key = new_key()
+        certificate = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue(key.public_key())) + key_pem(key),
+            actor="alice",
+        )
+    charlie = signed_in("charlie")
+    assert charlie.get(f"/certificates/{certificate.id}/").status_code == 404
+    assert (
+        charlie.post(f"/certificates/{certificate.id}/revoke/", {"reason": "x"}).status_code == 404
+    )
+    assert "dip.acme.example" not in charlie.get("/certificates/").content.decode()
+    # Even as globex's certificate admin, charlie cannot import into acme's connection: it is not
+    # among his choices.
+    with tenant_context(world.globex.id):
+        services.add_member(user=world.charlie.user, roles=["tenant_admin", "certificate_admin"])
+    response = charlie.post(
+        "/certificates/import/",
+        {
+            "connection": acme_connection.id,
+            "purpose": "trust_anchor",
+            "bundle": SimpleUploadedFile("ca.pem", pem(ca.cert)),
+        },
+        follow=True,
+    )
+    assert "Select a valid choice" in response.content.decode()
+
+
+def test_no_private_key_reaches_any_page(world, ca, acme_connection):
+    key = new_key()
+    with tenant_context(world.acme.id):
+        certificate = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue(key.public_key(), not_after=datetime.now(UTC) + timedelta(days=5)))
+            + key_pem(key),
+            actor="alice",
+        )
+        certificates.activate_first_certificate(certificate=certificate, actor="alice")
+        certificates.check_certificate_expiry()
+    alice = signed_in("alice")
+    pages = [
+        alice.get(path).content.decode()
+        for path in ("/certificates/", f"/certificates/{certificate.id}/", "/settings/", "/")
+    ]
+    secret_body = "".join(key_pem(key).decode().splitlines()[1:3])
+    for page in pages:
+        assert "PRIVATE KEY" not in page
+        assert secret_body not in page
+        assert not re.search(r"v1\.\w+\.[\w-]{20,}", page)  # nor the ciphertext
+    assert "expires in 4 days" in pages[0]  # the notice, for the certificate admin
