@@ -110,6 +110,9 @@ class Simulator:
         self.counters: Counter[str] = Counter(self.store.load_counters())
         self.started_at = time.time()
         self.wake = asyncio.Event()
+        # Targets (recipient, channel) that may have pending deliveries. Kept in memory so the
+        # pusher never scans the whole backlog to find work; rebuilt from the database at start.
+        self.pending_targets: set[tuple[str, str]] = self.store.pending_targets()
         # Called with (recipient Participant, kind, list of item dicts) for simulated recipients.
         self.counterparty: Callable[[Participant, str, list[dict[str, Any]]], None] | None = None
         for interface_id, roles in settings.secondary_roles.items():
@@ -446,6 +449,7 @@ class Simulator:
                 }
             )
         self.store.insert_messages(rows, delivery_state)
+        self.pending_targets.update(t for t, state in delivery_state.items() if state == "pending")
         self.count("ingress.accepted_batches")
         self.count("ingress.accepted_messages", len(rows))
         self.count(f"accepted.{channel}", len(rows))
@@ -545,6 +549,7 @@ class Simulator:
                 ("status", status_id, to_id, STATUS_CHANNEL, "pending" if hooked else "waiting", 0)
             )
         self.store.add_deliveries(deliveries)
+        self.pending_targets.update((d[2], STATUS_CHANNEL) for d in deliveries if d[4] == "pending")
         self.count("status.received", len(rows))
         self.wake.set()
 
@@ -603,6 +608,8 @@ class Simulator:
         self.store.add_deliveries(
             ("message", row["seq"], recipient, channel, state, 1) for row in rows
         )
+        if state == "pending":
+            self.pending_targets.add((recipient, channel))
         self.count("requeue.messages", len(rows))
         self.wake.set()
         return len(rows)

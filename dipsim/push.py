@@ -94,18 +94,25 @@ class Pusher:
                 await asyncio.sleep(0.2)
                 continue
             now = time.time()
-            free = sim.settings.push_concurrency - len(self.busy)
-            if free > 0:
-                for target in sim.store.due_targets(now, limit=free + len(self.busy)):
-                    if target in self.busy or len(self.busy) >= sim.settings.push_concurrency:
-                        continue
+            soonest: float | None = None
+            for target in list(sim.pending_targets):
+                if len(self.busy) >= sim.settings.push_concurrency:
+                    break
+                if target in self.busy:
+                    continue
+                due = sim.store.target_next_due(*target)
+                if due is None:
+                    # Nothing pending any more; whoever adds work puts the target back.
+                    sim.pending_targets.discard(target)
+                elif due <= now:
                     self.busy.add(target)
                     task = asyncio.create_task(self._deliver(target))
                     self.tasks.add(task)
                     task.add_done_callback(self._done(target))
-                next_due = sim.store.next_due_at()
-                if next_due is not None:
-                    timeout = max(0.01, min(timeout, next_due - time.time()))
+                else:
+                    soonest = due if soonest is None else min(soonest, due)
+            if soonest is not None:
+                timeout = max(0.01, min(timeout, soonest - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sim.wake.wait(), timeout)
 

@@ -268,6 +268,7 @@ async def pubconfig(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     url, max_count, max_kb = _webhook_config(body, sim.settings)
     woken = sim.store.set_webhook(channel, recipient, url, max_count, max_kb)
+    sim.pending_targets.add((recipient, channel))
     sim.store.log_event(
         "pubconfig", {"channel": channel, "recipient": recipient, "url": url, "woken": woken}
     )
@@ -288,6 +289,7 @@ async def status_config(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     url, max_count, max_kb = _webhook_config(body, sim.settings)
     sim.store.set_webhook(STATUS_CHANNEL, recipient, url, max_count, max_kb)
+    sim.pending_targets.add((recipient, STATUS_CHANNEL))
     sim.wake.set()
     return web.Response(status=201)
 

@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at);
-CREATE INDEX IF NOT EXISTS deliveries_target ON deliveries (recipient, channel, state);
+CREATE INDEX IF NOT EXISTS deliveries_batch ON deliveries (recipient, channel, state, id);
+CREATE INDEX IF NOT EXISTS deliveries_next ON deliveries (recipient, channel, state, next_at);
 CREATE INDEX IF NOT EXISTS deliveries_ref ON deliveries (kind, ref);
 CREATE TABLE IF NOT EXISTS status_messages (
     id INTEGER PRIMARY KEY,
@@ -167,6 +168,7 @@ class Store:
         # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self.db.execute("DROP INDEX IF EXISTS deliveries_target")
         self._lock = threading.RLock()
         self._registry: Registry | None = None
         self._registry_version: int | None = None
@@ -532,13 +534,20 @@ class Store:
             for kind, ref, recipient, channel, state, replay in rows
         )
 
-    def due_targets(self, now: float, limit: int = 64) -> list[tuple[str, str]]:
+    def pending_targets(self) -> set[tuple[str, str]]:
+        """Every (recipient, channel) with pending deliveries (a full scan: used at start-up)."""
         rows = self.query(
-            "SELECT recipient, channel, MIN(next_at) AS due FROM deliveries WHERE state='pending' AND next_at <= ?"
-            " GROUP BY recipient, channel ORDER BY due LIMIT ?",
-            (now, limit),
+            "SELECT DISTINCT recipient, channel FROM deliveries WHERE state='pending'"
         )
-        return [(r["recipient"], r["channel"]) for r in rows]
+        return {(r["recipient"], r["channel"]) for r in rows}
+
+    def target_next_due(self, recipient: str, channel: str) -> float | None:
+        """When the earliest pending delivery of a target is due, or None when it has none."""
+        rows = self.query(
+            "SELECT MIN(next_at) AS due FROM deliveries WHERE recipient=? AND channel=? AND state='pending'",
+            (recipient, channel),
+        )
+        return rows[0]["due"] if rows else None
 
     def due_deliveries(
         self, recipient: str, channel: str, now: float, limit: int
@@ -548,10 +557,6 @@ class Store:
             " ORDER BY id LIMIT ?",
             (recipient, channel, now, limit),
         )
-
-    def next_due_at(self) -> float | None:
-        rows = self.query("SELECT MIN(next_at) AS due FROM deliveries WHERE state='pending'")
-        return rows[0]["due"] if rows and rows[0]["due"] is not None else None
 
     def update_deliveries(
         self, updates: list[tuple[str, int, float, int | None, str | None, int]]
