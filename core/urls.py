@@ -6,11 +6,18 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health
 from tenants import api as tenant_api
+from tenants import certificate_api
 
 api_patterns = [
     path("identities/", tenant_api.IdentityListApi.as_view(), name="identity-list"),
     path(
         "channels/<int:channel_id>/", tenant_api.ChannelDetailApi.as_view(), name="channel-detail"
+    ),
+    path("certificates/", certificate_api.CertificateListApi.as_view(), name="certificate-list"),
+    path(
+        "certificates/<uuid:certificate_id>/revoke/",
+        certificate_api.CertificateRevokeApi.as_view(),
+        name="certificate-revoke",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),

@@ -210,8 +210,9 @@ class Channel(TenantOwned):
 
 
 class ApiScope(models.TextChoices):
-    READ = "read", "Read identities, channels and events"
+    READ = "read", "Read identities, channels, certificates' status and events"
     SUBMIT = "submit", "Submit outbound messages"
+    CERTIFICATES = "certificates", "Manage certificates (import, rotate, revoke)"
 
 
 class ApiCredential(TenantOwned):

@@ -1,0 +1,142 @@
+"""The certificates API: metadata for readers, import and revocation with the right scope."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from core.tenancy import tenant_context
+from tenants import services
+from tenants.models import Connection
+from tests.pki import TestCA, key_pem, new_key, p12, pem
+
+
+@pytest.fixture(scope="module")
+def ca() -> TestCA:
+    return TestCA.create()
+
+
+@pytest.fixture
+def api(world):
+    keys = {}
+    with tenant_context(world.acme.id):
+        keys["acme_read"] = services.issue_api_credential(
+            name="r", scopes=["read"], environment="UIT"
+        ).key
+        keys["acme_manage"] = services.issue_api_credential(
+            name="m", scopes=["read", "certificates"], environment="UIT"
+        ).key
+        keys["acme_connection"] = Connection.objects.get().id
+    with tenant_context(world.globex.id):
+        keys["globex_manage"] = services.issue_api_credential(
+            name="g", scopes=["read", "certificates"], environment="UIT"
+        ).key
+    return keys
+
+
+def client(key: str) -> APIClient:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return api
+
+
+def body(ca: TestCA, *, password: str = "pw") -> str:
+    key = new_key()
+    return base64.b64encode(p12(key, ca.issue(key.public_key()), password)).decode()
+
+
+def test_a_managing_key_imports_and_a_reader_sees_metadata_but_no_key(api, ca):
+    response = client(api["acme_manage"]).post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "mtls",
+            "bundle_base64": body(ca),
+            "password": "pw",
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "staged"
+    listing = client(api["acme_read"]).get("/api/v1/certificates/")
+    assert [c["purpose"] for c in listing.json()] == ["mtls"]
+    text = json.dumps(listing.json())
+    assert "PRIVATE" not in text
+    assert "private_key" not in text
+
+
+def test_errors_name_the_problem_and_store_nothing(api, ca):
+    manage = client(api["acme_manage"])
+    wrong = manage.post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "mtls",
+            "bundle_base64": body(ca),
+            "password": "nope",
+        },
+        format="json",
+    )
+    assert wrong.status_code == 400
+    assert "wrong password" in json.dumps(wrong.json())
+    junk = manage.post(
+        "/api/v1/certificates/",
+        {"connection_id": api["acme_connection"], "purpose": "mtls", "bundle_base64": "%%%"},
+        format="json",
+    )
+    assert junk.json()["errors"]["bundle_base64"] == ["not valid base64"]
+    assert client(api["acme_read"]).get("/api/v1/certificates/").json() == []
+
+
+def test_a_read_only_key_cannot_import(api, ca):
+    response = client(api["acme_read"]).post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "trust_anchor",
+            "bundle_base64": base64.b64encode(pem(ca.cert)).decode(),
+        },
+        format="json",
+    )
+    assert response.status_code == 403
+
+
+def test_globex_cannot_touch_acmes_connection_or_certificates(api, ca):
+    globex = client(api["globex_manage"])
+    imported = globex.post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "trust_anchor",
+            "bundle_base64": base64.b64encode(pem(ca.cert)).decode(),
+        },
+        format="json",
+    )
+    assert imported.status_code == 404
+    key = new_key()
+    mine = (
+        client(api["acme_manage"])
+        .post(
+            "/api/v1/certificates/",
+            {
+                "connection_id": api["acme_connection"],
+                "purpose": "signing",
+                "bundle_base64": base64.b64encode(
+                    pem(ca.issue(key.public_key())) + key_pem(key)
+                ).decode(),
+            },
+            format="json",
+        )
+        .json()
+    )
+    assert (
+        globex.post(f"/api/v1/certificates/{mine['id']}/revoke/", {"reason": "x"}).status_code
+        == 404
+    )
+    revoked = client(api["acme_manage"]).post(
+        f"/api/v1/certificates/{mine['id']}/revoke/", {"reason": "key compromise"}
+    )
+    assert revoked.json()["status"] == "revoked"
