@@ -168,6 +168,8 @@ def build_ssl_context(
     is (1) created 0600 by ``mkstemp``, (2) on ``/dev/shm`` (RAM, never a disk) when available,
     (3) re-encrypted under a one-time random password that exists only in this process's memory,
     so even a file that survived a crash would be useless, and (4) deleted right after loading.
+    Raises ``ValueError`` for an unreadable key and ``ssl.SSLError`` for a key that does not
+    belong to the certificate.
     """
     context = ssl.create_default_context(
         ssl.Purpose.SERVER_AUTH, cadata=server_ca_pem.decode("ascii")
@@ -239,8 +241,9 @@ def message_outcomes(
     are paired with unmatched messages in order; a message still without an entry has an unknown
     transaction id (RECONCILE). In a 400 the DIP lists the failing messages: each named one gets
     its code's action and every other message is resent; if a failure names no message of the
-    batch (the spec's own example has ``senderUniqueReference: null``), the culprit is unknown
-    and ``isolate`` asks for one request per message.
+    batch (the spec's own example has ``senderUniqueReference: null``) or the 400 carries no
+    StandardResponse at all, the culprit is unknown and ``isolate`` asks for one request per
+    message (a batch of one is simply rejected).
     """
     entries = _entries(data)
     positions: dict[str, int] = {ref: i for i, ref in enumerate(references) if ref}
@@ -260,6 +263,10 @@ def message_outcomes(
             matched[index] = entry
     else:
         failing = [e for e in unmatched if parse_code(e.get("message")) != "MSG0000"]
+        if not entries:
+            # A refusal without a StandardResponse (a proxy, a malformed answer): the culprit
+            # is unknown too; an empty entry stands for it so a lone message is rejected.
+            failing = [{}]
         if failing and len(references) == 1 and 0 not in matched:
             matched[0] = failing[0]
         elif failing:
@@ -346,7 +353,8 @@ class DipClient:
     """A signed, mutually authenticated client for one DIP connection. Thread-safe (httpx).
 
     All PEM material arrives as bytes; nothing is read from or left on disk (see
-    :func:`build_ssl_context`). Use as a context manager or call :meth:`close`.
+    :func:`build_ssl_context`). Use as a context manager or call :meth:`close`. The constructor
+    raises ``ValueError`` (or ``ssl.SSLError``) when a key does not belong to its certificate.
     Every method raises :class:`DipTransportError` when no HTTP answer arrives.
     """
 
@@ -372,9 +380,11 @@ class DipClient:
         self._api_key = api_key
         self._signing_key = load_private_key(signing_private_key_pem, key_password)
         self._signing_certificate_pem = signing_certificate_pem
-        self.signing_certificate_fingerprint = certificate_fingerprint(
-            x509.load_pem_x509_certificate(signing_certificate_pem)
-        )
+        signing_certificate = x509.load_pem_x509_certificate(signing_certificate_pem)
+        if signing_certificate.public_key() != self._signing_key.public_key():
+            # Caught here, not as a 401 on every message once the worker starts sending.
+            raise ValueError("the signing key does not belong to the signing certificate")
+        self.signing_certificate_fingerprint = certificate_fingerprint(signing_certificate)
         self.mtls_certificate_fingerprint = certificate_fingerprint(
             x509.load_pem_x509_certificate(mtls_certificate_pem)
         )
@@ -524,7 +534,7 @@ class DipClient:
         except ValueError:
             data = None
         isolate = False
-        if 200 <= status < 300 or (status == 400 and _entries(data)):
+        if 200 <= status < 300 or status == 400:
             outcomes, isolate = message_outcomes(status, data, references)
         else:
             outcomes = [

@@ -11,7 +11,10 @@ import glob
 import hashlib
 import json
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -327,6 +330,77 @@ def test_a_refused_connection_is_retryable_and_not_delivered(dipsim: Dipsim) -> 
 
     assert caught.value.kind == "connect"
     assert (caught.value.retryable, caught.value.maybe_delivered) == (True, False)
+
+
+@pytest.fixture
+def throttling_server(dipsim: Dipsim) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A plain HTTPS server with dipsim's server certificate that answers every request with the
+    next scripted (status, Retry-After) pair, for what dipsim does not send: Retry-After."""
+    answers = [("429", "7"), ("503", "Fri, 01 Jan 2100 00:00:00 GMT")]
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(dict(self.headers))
+            status, retry_after = answers[(len(seen) - 1) % len(answers)]
+            self.send_response(int(status))
+            self.send_header("Retry-After", retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca_dir = dipsim.ca_cert.parent
+    context.load_cert_chain(ca_dir / "server.crt", ca_dir / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_retry_after_is_passed_on_in_seconds(
+    dipsim: Dipsim, throttling_server: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, seen = throttling_server
+    with make_client(dipsim, dipsim.sds, SDS_API_KEY, base_url=url) as client:
+        throttled = client.submit("IF-021", [if021()])
+        unavailable = client.submit("IF-021", [if021()])
+
+    assert (throttled.status, throttled.retryable, throttled.retry_after) == (429, True, 7.0)
+    assert unavailable.status == 503
+    assert unavailable.retry_after is not None
+    assert unavailable.retry_after > 365 * 24 * 3600
+    assert seen[0]["X-API-Key"] == SDS_API_KEY
+
+
+def test_keys_that_do_not_match_their_certificates_are_refused_at_once(dipsim: Dipsim) -> None:
+    with pytest.raises(ssl.SSLError):
+        DipClient(
+            base_url=dipsim.base_url,
+            api_key=SDS_API_KEY,
+            mtls_certificate_pem=dipsim.sds.mtls_cert.read_bytes(),
+            mtls_private_key_pem=dipsim.sup.mtls_key.read_bytes(),
+            signing_certificate_pem=dipsim.sds.sign_cert.read_bytes(),
+            signing_private_key_pem=dipsim.sds.sign_key.read_bytes(),
+            server_ca_pem=dipsim.ca_cert.read_bytes(),
+        )
+    assert glob.glob("/dev/shm/busbar-mtls-*") == []
+    with pytest.raises(ValueError, match="signing key"):
+        DipClient(
+            base_url=dipsim.base_url,
+            api_key=SDS_API_KEY,
+            mtls_certificate_pem=dipsim.sds.mtls_cert.read_bytes(),
+            mtls_private_key_pem=dipsim.sds.mtls_key.read_bytes(),
+            signing_certificate_pem=dipsim.sds.sign_cert.read_bytes(),
+            signing_private_key_pem=dipsim.sup.sign_key.read_bytes(),
+            server_ca_pem=dipsim.ca_cert.read_bytes(),
+        )
 
 
 # ---- configuration, replay, requeue, status -------------------------------------------------------

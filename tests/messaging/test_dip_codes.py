@@ -180,3 +180,12 @@ def test_a_400_about_a_single_message_batch_is_about_that_message() -> None:
 
     assert [(o.action, o.code) for o in outcomes] == [(Action.REJECT, "MSG1030")]
     assert not isolate
+
+
+def test_a_400_without_a_standard_response_isolates_a_batch_or_rejects_a_lone_message() -> None:
+    batch, isolate = message_outcomes(400, None, REFS)
+    [lone], lone_isolate = message_outcomes(400, "not json", REFS[:1])
+
+    assert isolate
+    assert {o.action for o in batch} == {Action.RESEND}
+    assert (lone.action, lone.code, lone_isolate) == (Action.REJECT, None, False)
