@@ -115,6 +115,12 @@ class Validators:
             return self.spec.event_codes(interface_id)
         return sorted(ev for (if_id, ev) in self._builtin if if_id == interface_id)
 
+    def variant_keys(self) -> set[tuple[str, str]]:
+        """Every ``(interface, event code)`` these validators can check."""
+        if self.spec is not None:
+            return set(self.spec.variants)
+        return set(self._builtin)
+
     def knows(self, interface_id: str, event_code: str) -> bool:
         if self.spec is not None:
             return (interface_id, event_code) in self.spec.variants

@@ -1,0 +1,123 @@
+"""Small pieces: MPAN check digits, timestamps, retry classification, the spec loader, dipsim's own
+schemas against the official variant list, and the API's answers to unknown paths and methods."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import httpx
+import pytest
+from conftest import Running
+
+from dipsim import codes, messages
+from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
+
+
+@pytest.mark.parametrize(
+    ("mpan", "ok"),
+    [
+        ("2000056535971", True),
+        ("1900012374324", True),
+        ("2000056535972", False),
+        ("1234567890123", False),
+        ("12345", False),
+    ],
+)
+def test_mpan_check_digit(mpan: str, ok: bool) -> None:
+    assert mpan_check_digit_ok(mpan) is ok
+
+
+def test_generated_mpans_carry_valid_check_digits_and_broken_ones_do_not() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        mpan = messages.make_mpan(rng)
+        assert mpan_check_digit_ok(mpan)
+        assert not mpan_check_digit_ok(messages.break_check_digit(mpan))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("2026-11-27T10:00:00+00:00", True),
+        ("2026-11-27T10:00:00+01:00", True),
+        ("2026-11-27T10:00:00Z", False),
+        ("2026-11-27T10:00:00.000+00:00", False),
+        ("2026-13-27T10:00:00+00:00", False),
+        (None, False),
+    ],
+)
+def test_dip_timestamps_are_exactly_25_characters(value: str | None, ok: bool) -> None:
+    assert (parse_timestamp(value) is not None) is ok
+
+
+def test_retry_classification_follows_the_spec() -> None:
+    assert [
+        s
+        for s in (400, 401, 403, 404, 405, 406, 408, 413, 429, 500, 501, 502, 503, 504, 505)
+        if codes.should_retry(s)
+    ] == [
+        408,
+        429,
+        500,
+        501,
+        502,
+        503,
+        504,
+    ]
+
+
+def test_if021_days_have_48_utc_periods_ending_at_the_period_end() -> None:
+    day = dt.date(2026, 3, 29)  # the spring clock change: still 48 UTC periods
+    payload = messages.if021(
+        sender="3000000001",
+        mpan=messages.make_mpan(random.Random(1)),
+        day=day,
+        rng=random.Random(2),
+    )
+    periods = payload["CustomBlock"]["B900"]["settlementDayConsumptionPeriods"][0][
+        "consumptionPeriods"
+    ]
+    assert len(periods) == 48
+    assert periods[0]["sp"] == "2026-03-29T00:30:00+00:00"
+    assert periods[-1]["sp"] == "2026-03-30T00:00:00+00:00"
+
+
+def test_every_builtin_variant_exists_in_the_official_spec(
+    builtin_validators: Validators, official_validators: Validators
+) -> None:
+    assert official_validators.spec is not None
+    builtin = builtin_validators.variant_keys()
+    assert len(builtin) >= 30
+    assert builtin <= official_validators.variant_keys()
+    for interface_id, event in builtin:
+        assert official_validators.schema_versions(interface_id, event) == ("011",)
+
+
+def test_the_spec_loader_turns_nullable_into_json_schema(official_validators: Validators) -> None:
+    spec = official_validators.spec
+    assert spec is not None
+    correlation = spec.definitions["DataTypes__DT-011N-CorrelationID"]
+    assert correlation["type"] == ["string", "null"]
+    assert "MSG1006" in spec.response_codes
+    assert "RCP9999" in spec.response_codes
+    # Every MSG code dipsim can produce is one the specification defines.
+    assert set(codes.MSG_TEXT) <= set(spec.response_codes)
+    assert len(spec.interfaces()) >= 50
+
+
+def test_unknown_paths_and_methods(start_dipsim) -> None:
+    dip: Running = start_dipsim()
+    acme = dip.client()
+    assert acme.request("POST", "/dip-channel/IF-999", []).status_code == 404
+    with httpx.Client(verify=acme.ssl_context) as http:
+        assert (
+            http.get(
+                f"{dip.base_url}/dip-channel/IF-021", headers={"X-API-Key": "key-acme"}
+            ).status_code
+            == 405
+        )
+        assert http.get(f"{dip.base_url}/nothing-here").status_code == 404
+    health = httpx.get(f"{dip.admin_url}/admin/health").json()
+    assert health["status"] == "ok"
+    assert health["env"] == "UIT"
