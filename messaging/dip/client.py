@@ -238,8 +238,8 @@ def message_outcomes(
     """Map a StandardResponse onto the messages of the batch; return (outcomes, isolate).
 
     Entries are matched to messages by sender unique reference. In a 201 any unmatched entries
-    are paired with unmatched messages in order; a message still without an entry has an unknown
-    transaction id (RECONCILE). In a 400 the DIP lists the failing messages: each named one gets
+    are paired with unmatched messages in order; a message still without an entry, or with no
+    transaction id in it, is accepted without proof (RECONCILE). In a 400 the DIP lists the failing messages: each named one gets
     its code's action and every other message is resent; if a failure names no message of the
     batch (the spec's own example has ``senderUniqueReference: null``) or the 400 carries no
     StandardResponse at all, the culprit is unknown and ``isolate`` asks for one request per
@@ -280,11 +280,14 @@ def message_outcomes(
             outcomes.append(MessageOutcome(index=index, sender_reference=reference, action=action))
             continue
         code = parse_code(entry.get("message"))
-        if code == "MSG0000":
-            action = Action.ACCEPTED if success else Action.RESEND
+        transaction = entry.get("transactionID")
+        if success and code in (None, "MSG0000"):
+            # Accepted; without a transaction id Busbar cannot prove it, so it reconciles.
+            action = Action.ACCEPTED if isinstance(transaction, str) else Action.RECONCILE
+        elif code == "MSG0000":
+            action = Action.RESEND
         else:
             action = message_action(code)
-        transaction = entry.get("transactionID")
         outcomes.append(
             MessageOutcome(
                 index=index,

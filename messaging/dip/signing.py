@@ -242,7 +242,8 @@ def verify_request(
 ) -> VerifiedSignature:
     """Verify the four ``X-DIP-*`` headers of a request; return who signed it.
 
-    Checks, in order: all headers present; the date is well formed and within ``max_skew`` of
+    ``url`` is the full URL the sender addressed (for a webhook: the callback URL as registered
+    with the DIP, not the one a proxy in front of Busbar rewrote it to). Checks, in order: all headers present; the date is well formed and within ``max_skew`` of
     ``now``; the content hash matches ``body``; the certificate parses, chains (through any
     intermediates sent with it) to one of ``trust_anchors`` and every certificate on the path is
     within its validity dates; the RSA signature verifies over ``METHOD;lower(url);date;hash``.

@@ -114,7 +114,7 @@ def test_retry_after_takes_seconds_or_an_http_date() -> None:
 REFS = ["S-IF-021-2000000001-SDS-20260329-a", "S-IF-021-2000000001-SDS-20260329-b", None]
 
 
-def entry(message: str, sur: str | None = None, txn: str | None = None) -> dict:
+def entry(message: str | None, sur: str | None = None, txn: str | None = None) -> dict:
     return {
         "transactionID": txn,
         "senderUniqueReference": sur,
@@ -189,3 +189,14 @@ def test_a_400_without_a_standard_response_isolates_a_batch_or_rejects_a_lone_me
     assert isolate
     assert {o.action for o in batch} == {Action.RESEND}
     assert (lone.action, lone.code, lone_isolate) == (Action.REJECT, None, False)
+
+
+def test_a_201_entry_without_a_transaction_id_asks_for_reconciliation() -> None:
+    body = {"messageArray": [entry("MSG0000 - Success", REFS[0]), entry(None, REFS[1], "T-b")]}
+
+    outcomes, _ = message_outcomes(201, body, REFS[:2])
+
+    assert [(o.action, o.transaction_id) for o in outcomes] == [
+        (Action.RECONCILE, None),
+        (Action.ACCEPTED, "T-b"),
+    ]
