@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -22,6 +23,7 @@ from messaging.dip.signing import (
     HEADER_SIGNATURE,
     SIGNATURE_HEADERS,
     SignatureError,
+    VerifiedSignature,
     sign_request,
     verify_request,
 )
@@ -36,7 +38,9 @@ requires_openssl = pytest.mark.skipif(
 )
 
 
-def signed(issued: Issued, *, url: str = URL, body: bytes = BODY, now: dt.datetime | None = None):
+def signed(
+    issued: Issued, *, url: str = URL, body: bytes = BODY, now: dt.datetime | None = None
+) -> dict[str, str]:
     return sign_request(
         method="POST",
         url=url,
@@ -56,7 +60,7 @@ def verify(
     method: str = "POST",
     anchors: list[x509.Certificate] | None = None,
     now: dt.datetime | None = None,
-):
+) -> VerifiedSignature:
     return verify_request(
         method=method,
         url=url,
@@ -68,7 +72,7 @@ def verify(
     )
 
 
-def failure(headers: dict[str, str], pki: Pki, **kwargs) -> SignatureError:
+def failure(headers: dict[str, str], pki: Pki, **kwargs: Any) -> SignatureError:
     with pytest.raises(SignatureError) as caught:
         verify(headers, pki, **kwargs)
     assert caught.value.code == "RCP9999"
