@@ -38,6 +38,11 @@ urlpatterns = [
         name="certificate-activate",
     ),
     path(
+        "certificates/<uuid:certificate_id>/rotate/",
+        certificates.certificate_rotate,
+        name="certificate-rotate",
+    ),
+    path(
         "certificates/<uuid:certificate_id>/revoke/",
         certificates.certificate_revoke,
         name="certificate-revoke",

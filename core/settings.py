@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "guardian",
     "core",
     "tenants",
+    "messaging",
     "console",
 ]
 
@@ -207,6 +208,7 @@ CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ROUTES = {
     "core.tasks.*": {"queue": "maintenance"},
     "tenants.tasks.*": {"queue": "maintenance"},
+    "messaging.tasks.rotate_certificate_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},

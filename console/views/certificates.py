@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from console.forms import CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import tenant_required
+from messaging.credentials import request_certificate_rotation
 from tenants import certificates, selectors
 from tenants.models import Role
 
@@ -186,6 +187,26 @@ def certificate_activate(request: HttpRequest, certificate_id: str) -> HttpRespo
         messages.error(request, "; ".join(exc.messages))
     else:
         messages.success(request, "The certificate is now active.")
+    return redirect("console:certificate-detail", certificate_id=certificate.id)
+
+
+@tenant_required
+@require_POST
+def certificate_rotate(request: HttpRequest, certificate_id: str) -> HttpResponse:
+    """Queue a canary and cut-over; the page shows the outcome once a worker has run it."""
+    certificate = selectors.get_certificate(certificate_id=certificate_id)
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    try:
+        request_certificate_rotation(certificate=certificate, actor=_actor(request))
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            "Rotation queued: a canary request to the DIP runs with this certificate first, and "
+            "the cut-over happens only if it passes. Refresh to see the outcome.",
+        )
     return redirect("console:certificate-detail", certificate_id=certificate.id)
 
 

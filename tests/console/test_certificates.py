@@ -185,3 +185,28 @@ def test_no_private_key_reaches_any_page(world, ca, acme_connection):
         assert secret_body not in page
         assert not re.search(r"v1\.\w+\.[\w-]{20,}", page)  # nor the ciphertext
     assert "expires in 4 days" in pages[0]  # the notice, for the certificate admin
+
+
+def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
+    world, ca, acme_connection, django_capture_on_commit_callbacks
+):
+    import redis
+    from django.conf import settings
+
+    with tenant_context(world.acme.id):
+        key = new_key()
+        staged = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue(key.public_key())) + key_pem(key),
+            actor="alice",
+        )
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("maintenance")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in("alice").post(f"/certificates/{staged.id}/rotate/", follow=True)
+    assert "Rotation queued" in response.content.decode()
+    assert broker.llen("maintenance") == 1  # the canary never runs inside the web request
+    broker.delete("maintenance")
+    with tenant_context(world.acme.id):
+        assert AuditEvent.objects.filter(action="certificate.rotation_requested").count() == 1

@@ -1,0 +1,140 @@
+"""A connection's credentials put to work: the DIP client built from its active (or candidate)
+certificates, the rotation canary, and the request to rotate.
+
+Keys are decrypted here, in the worker, only for as long as a client is being built; the client
+holds them in an SSL context and a signing key object, never on disk or in a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from cryptography.hazmat.primitives import serialization
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import record_event
+from messaging.dip import DipClient, DipTransportError
+from tenants import certificates
+from tenants.certificates import CanaryResult, CertificateError, KeyMaterial
+from tenants.models import Certificate, CertificatePurpose, CertificateStatus, Connection
+from tenants.services import get_connection_api_key
+
+logger = logging.getLogger(__name__)
+
+# The canary asks the DIP to replay a one-second window long past: a request that is signed,
+# carries the API key and crosses mutual TLS exactly as a submission does, so the DIP checks the
+# whole credential set, yet it changes nothing and sends no market message (safe in production).
+CANARY_WINDOW_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+CANARY_INTERFACE = "IF-021"
+
+
+def _pem_key(material: KeyMaterial) -> bytes:
+    return material.private_key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _material(connection: Connection, purpose: str, override: Certificate | None) -> KeyMaterial:
+    if override is not None and override.purpose == purpose:
+        return certificates.load_key_material(certificate=override)
+    active = certificates.active_certificate(connection=connection, purpose=purpose)
+    if active is None:
+        raise CertificateError(
+            f"connection {connection} has no active {purpose} certificate: import and activate one"
+        )
+    return certificates.load_key_material(certificate=active)
+
+
+def trust_anchor_pem(*, connection: Connection) -> bytes:
+    anchors = Certificate.objects.filter(
+        connection=connection,
+        purpose=CertificatePurpose.TRUST_ANCHOR,
+        status=CertificateStatus.ACTIVE,
+    ).order_by("created_at")
+    pem = "".join(anchor.certificate_pem for anchor in anchors).encode()
+    if not pem:
+        raise CertificateError(
+            f"connection {connection} has no DIP trust anchor to verify the DIP with"
+        )
+    return pem
+
+
+def dip_client_for(*, connection: Connection, candidate: Certificate | None = None) -> DipClient:
+    """A client for ``connection`` with its active certificates, or with ``candidate`` standing in
+    for the active one of its purpose (the canary). Raises CertificateError when one is missing."""
+    signing = _material(connection, CertificatePurpose.SIGNING, candidate)
+    mtls = _material(connection, CertificatePurpose.MTLS, candidate)
+    return DipClient(
+        base_url=connection.dip_base_url,
+        api_key=get_connection_api_key(connection=connection),
+        mtls_certificate_pem=mtls.certificate_pem + mtls.chain_pem,
+        mtls_private_key_pem=_pem_key(mtls),
+        signing_certificate_pem=signing.certificate_pem,
+        signing_private_key_pem=_pem_key(signing),
+        server_ca_pem=trust_anchor_pem(connection=connection),
+    )
+
+
+def dip_canary(candidate: Certificate) -> CanaryResult:
+    """Try ``candidate`` against the DIP for real: a signed, mutually authenticated replay request
+    for an empty window. Any refusal (TLS, API key, signature, ownership) fails the canary."""
+    connection = candidate.connection
+    try:
+        with dip_client_for(connection=connection, candidate=candidate) as client:
+            response = client.replay(
+                CANARY_INTERFACE,
+                connection.identity.dip_id,
+                datetime_from=CANARY_WINDOW_START,
+                datetime_to=CANARY_WINDOW_START + dt.timedelta(seconds=1),
+                event="[ActivePower]",
+                mpan="",
+                version="",
+            )
+    except (CertificateError, DipTransportError, ValueError) as exc:
+        return CanaryResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
+    detail = f"{response.status} {response.reason}".strip()
+    return CanaryResult(ok=response.ok, detail=f"replay canary: {detail}")
+
+
+def request_certificate_rotation(*, certificate: Certificate, actor: str) -> None:
+    """Ask a worker to canary ``certificate`` and cut over to it (the DIP is never called inside a
+    web request). Raises CertificateError at once when it cannot be rotated in."""
+    from messaging.tasks import rotate_certificate_task
+
+    if certificate.status != CertificateStatus.STAGED:
+        raise CertificateError(
+            f"only a staged certificate can be rotated in; this one is {certificate.status}"
+        )
+    with transaction.atomic():
+        record_event(
+            action="certificate.rotation_requested",
+            actor=actor,
+            object_type="certificate",
+            object_id=certificate.id,
+            detail={"fingerprint_sha256": certificate.fingerprint_sha256},
+        )
+        rotate_certificate_task.delay_on_commit(
+            str(certificate.tenant_id), str(certificate.id), actor
+        )
+
+
+def rotate_certificate(*, certificate_id: str, actor: str) -> Certificate | None:
+    """The worker's half: canary and cut over, or record why not. Returns the active certificate,
+    or None when the certificate had moved on (already rotated, revoked: nothing to do)."""
+    certificate = (
+        Certificate.objects.select_related("connection__identity").filter(id=certificate_id).first()
+    )
+    if certificate is None or certificate.status != CertificateStatus.STAGED:
+        return None
+    try:
+        return certificates.rotate_certificate(
+            certificate=certificate, canary=dip_canary, actor=actor, now=timezone.now()
+        )
+    except CertificateError as exc:
+        logger.warning(
+            "certificate.rotation_failed",
+            extra={"certificate_id": certificate_id, "reason": str(exc)},
+        )
+        return None
