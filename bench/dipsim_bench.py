@@ -236,7 +236,8 @@ async def main_async(args: argparse.Namespace) -> None:
         await register_webhook(base, creds, ca, f"https://127.0.0.1:{hook_port}/hook")
         elapsed, received = await receiver
         print(
-            f"push: {received}/{backlog} msgs to one mTLS webhook, batches of {args.push_batch}:"
+            f"push: {received}/{backlog} msgs to one mTLS webhook, batches of {args.push_batch},"
+            f" {args.push_parallel} in flight:"
             f" {received / elapsed:,.0f} msg/s ({elapsed:.2f} s)"
         )
     finally:
@@ -254,6 +255,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--push-batch", type=int, default=100)
     parser.add_argument("--push-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--push-parallel", type=int, default=1, help="batches in flight to the one webhook"
+    )
     parser.add_argument(
         "--spec-dir", help="validate against the official spec instead of dipsim's own schemas"
     )

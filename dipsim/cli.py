@@ -167,6 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         check_mpan_digit=args.check_mpan_digit,
         push_batch_max=args.push_batch,
         push_concurrency=args.push_concurrency,
+        push_parallel_per_target=args.push_parallel,
         push_timeout_seconds=args.push_timeout,
         retry_base_seconds=args.retry_base,
         retry_factor=args.retry_factor,
@@ -423,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--push-batch", type=int, default=100)
     p.add_argument("--push-concurrency", type=int, default=16)
+    p.add_argument(
+        "--push-parallel",
+        type=int,
+        default=1,
+        help="batches in flight per recipient and channel (1 keeps order)",
+    )
     p.add_argument("--push-timeout", type=float, default=15.0)
     p.add_argument("--retry-base", type=float, default=2.0)
     p.add_argument("--retry-factor", type=float, default=2.0)

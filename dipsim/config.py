@@ -39,6 +39,8 @@ class Settings:
     # Delivery.
     push_batch_max: int = 100
     push_concurrency: int = 16
+    # Batches in flight at once per (recipient, channel). 1 keeps each channel in order.
+    push_parallel_per_target: int = 1
     push_timeout_seconds: float = 15.0
     retry_base_seconds: float = 2.0
     retry_factor: float = 2.0

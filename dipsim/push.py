@@ -54,8 +54,12 @@ class Pusher:
         )
         self.ssl_context = client_ssl_context(self.ca_paths, settings.webhook_ca_files)
         self.session: aiohttp.ClientSession | None = None
-        self.busy: set[tuple[str, str]] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Batches in flight per target, the delivery ids they carry, and targets whose every due
+        # delivery is already in flight (skipped until one of their batches finishes).
+        self.busy: dict[tuple[str, str], int] = {}
+        self.inflight: set[int] = set()
+        self.saturated: set[tuple[str, str]] = set()
+        self.tasks: set[asyncio.Task[bool]] = set()
         self.rng = rng or random.Random()
         self._stopping = False
         self._held: dict[tuple[str, str], int] = {}
@@ -96,19 +100,29 @@ class Pusher:
             now = time.time()
             soonest: float | None = None
             for target in list(sim.pending_targets):
-                if len(self.busy) >= sim.settings.push_concurrency:
+                if sum(self.busy.values()) >= sim.settings.push_concurrency:
                     break
-                if target in self.busy:
+                if (
+                    target in self.saturated
+                    or self.busy.get(target, 0) >= sim.settings.push_parallel_per_target
+                ):
                     continue
                 due = sim.store.target_next_due(*target)
                 if due is None:
                     # Nothing pending any more; whoever adds work puts the target back.
                     sim.pending_targets.discard(target)
                 elif due <= now:
-                    self.busy.add(target)
-                    task = asyncio.create_task(self._deliver(target))
-                    self.tasks.add(task)
-                    task.add_done_callback(self._done(target))
+                    room = min(
+                        sim.settings.push_parallel_per_target - self.busy.get(target, 0),
+                        sim.settings.push_concurrency - sum(self.busy.values()),
+                    )
+                    # Each task claims its rows before its first await, so parallel batches to one
+                    # target never carry the same delivery.
+                    for _ in range(max(1, room)):
+                        self.busy[target] = self.busy.get(target, 0) + 1
+                        task = asyncio.create_task(self._deliver(target))
+                        self.tasks.add(task)
+                        task.add_done_callback(self._done(target))
                 else:
                     soonest = due if soonest is None else min(soonest, due)
             if soonest is not None:
@@ -117,16 +131,22 @@ class Pusher:
                 await asyncio.wait_for(sim.wake.wait(), timeout)
 
     def _done(self, target: tuple[str, str]) -> Any:
-        def callback(task: asyncio.Task[None]) -> None:
+        def callback(task: asyncio.Task[bool]) -> None:
             self.tasks.discard(task)
-            self.busy.discard(target)
+            self.busy[target] -= 1
+            if self.busy[target] <= 0:
+                del self.busy[target]
+            if not task.cancelled() and task.exception() is None and task.result():
+                # A batch that carried deliveries has finished: the target may have due work again.
+                self.saturated.discard(target)
             if not task.cancelled() and task.exception() is not None:
                 logger.error("push.crashed", exc_info=task.exception())
             self.sim.wake.set()
 
         return callback
 
-    async def _deliver(self, target: tuple[str, str]) -> None:
+    async def _deliver(self, target: tuple[str, str]) -> bool:
+        """Push one batch to ``target``; return whether there was anything to push."""
         sim = self.sim
         recipient, channel = target
         webhook = sim.store.webhook(channel, recipient)
@@ -135,11 +155,27 @@ class Pusher:
         limit = sim.settings.push_batch_max
         if webhook is not None and webhook["max_count"]:
             limit = max(1, min(limit, int(webhook["max_count"])))
-        rows = sim.store.due_deliveries(recipient, channel, time.time(), limit)
+        rows = sim.store.due_deliveries(recipient, channel, time.time(), limit + len(self.inflight))
+        rows = [row for row in rows if row["id"] not in self.inflight][:limit]
         if not rows:
-            return
+            if self.busy.get(target, 0) > 1:
+                self.saturated.add(target)
+            return False
         kind = rows[0]["kind"]
         rows = [row for row in rows if row["kind"] == kind]
+        claimed = {row["id"] for row in rows}
+        self.inflight |= claimed
+        try:
+            await self._send_rows(target, kind, rows, webhook, participant)
+        finally:
+            self.inflight -= claimed
+        return True
+
+    async def _send_rows(
+        self, target: tuple[str, str], kind: str, rows: list[Any], webhook: Any, participant: Any
+    ) -> None:
+        sim = self.sim
+        recipient, channel = target
         if kind == "message":
             bodies = sim.store.message_bodies([row["ref"] for row in rows])
         else:
@@ -148,6 +184,7 @@ class Pusher:
         for row in rows:
             body = bodies.get(row["ref"])
             if body is None:
+                self._finish([(row, "parked", None, "message no longer stored")])
                 continue
             if kind == "message":
                 if row["replay"]:

@@ -260,11 +260,15 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
     runners: list[web.AppRunner] = []
     verifier = SignatureVerifier([pki.load_cert(test_pki.ca.ca_cert)], skew_seconds=300)
 
-    def start(statuses: list[int] | None = None, *, verify: bool = False) -> Receiver:
+    def start(
+        statuses: list[int] | None = None, *, verify: bool = False, delay: float = 0.0
+    ) -> Receiver:
         rec = Receiver(url="", statuses=list(statuses or []), verify=verify)
 
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
+            if delay:
+                await asyncio.sleep(delay)
             peer = request.transport.get_extra_info("peercert") if request.transport else None
             status = rec.statuses.pop(0) if rec.statuses else 201
             if rec.verify:

@@ -251,3 +251,17 @@ def test_status_messages_reach_the_original_senders_status_webhook(start_dipsim,
     forged = dip.client().request("POST", "/statusmessage", [{**status, "senderID": GLOBEX}])
     assert forged.status_code == 400
     assert forged.json()["messageArray"][0]["message"].startswith("MSG1009")
+
+
+@pytest.mark.parametrize(("parallel", "fast"), [(1, False), (3, True)])
+def test_batches_to_one_target_go_one_at_a_time_unless_parallel_pushes_are_allowed(
+    start_dipsim, receiver, parallel: int, fast: bool
+) -> None:
+    dip = start_dipsim(push_batch_max=1, push_parallel_per_target=parallel)
+    hook = receiver(delay=0.4)
+    send_if021(dip, count=3)
+    started = time.monotonic()
+    assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
+    dip.wait(lambda: len(hook.requests) == 3, what="three pushes")
+    elapsed = time.monotonic() - started
+    assert (elapsed < 1.0) is fast, elapsed
