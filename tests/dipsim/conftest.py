@@ -322,3 +322,7 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
     yield start
     for runner in runners:
         loop_thread.run(runner.cleanup())
+
+
+StartDipsim = Callable[..., Running]
+StartReceiver = Callable[..., Receiver]

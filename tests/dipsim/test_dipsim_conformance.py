@@ -13,16 +13,16 @@ import random
 from typing import Any
 
 import pytest
-from conftest import ACME, DCP, Running
+from conftest import ACME, DCP, Running, StartDipsim, StartReceiver
 
 from dipsim import messages
-from dipsim.validation import dip_timestamp
+from dipsim.validation import Validators, dip_timestamp
 
 REGS_T, SDS_T, MSS_T, MDS_T = "4000000098", "3000000098", "3000000097", "5000000098"
 EFFECTIVE = "2026-12-01T00:00:00+00:00"
 
 
-def start(start_dipsim, official_validators) -> Running:
+def start(start_dipsim: StartDipsim, official_validators: Validators) -> Running:
     dip = start_dipsim(validators=official_validators)
 
     def register() -> None:
@@ -143,7 +143,10 @@ def valid_messages(rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_valid_messages_of_13_interfaces_pass_l1_and_egress_meets_the_official_schemas(
-    start_dipsim, receiver, official_validators, builtin_validators
+    start_dipsim: StartDipsim,
+    receiver: StartReceiver,
+    official_validators: Validators,
+    builtin_validators: Validators,
 ) -> None:
     dip = start(start_dipsim, official_validators)
     dcp = dip.client(api_key="key-dcp", mtls="dcp-mtls", sign="dcp-sign")
@@ -242,7 +245,7 @@ def mutate(payload: dict[str, Any], change: str) -> dict[str, Any]:
     ],
 )
 def test_each_broken_message_gets_its_msg_code(
-    start_dipsim, official_validators, change: str, code: str
+    start_dipsim: StartDipsim, official_validators: Validators, change: str, code: str
 ) -> None:
     dip = start(start_dipsim, official_validators)
     dcp = dip.client(api_key="key-dcp", mtls="dcp-mtls", sign="dcp-sign")
@@ -258,7 +261,7 @@ def test_each_broken_message_gets_its_msg_code(
 
 
 def test_a_duplicate_sender_reference_is_refused_across_and_within_batches(
-    start_dipsim, official_validators
+    start_dipsim: StartDipsim, official_validators: Validators
 ) -> None:
     dip = start(start_dipsim, official_validators)
     dcp = dip.client(api_key="key-dcp", mtls="dcp-mtls", sign="dcp-sign")
@@ -273,7 +276,9 @@ def test_a_duplicate_sender_reference_is_refused_across_and_within_batches(
     assert [e["message"][:7] for e in within.json()["messageArray"]] == ["MSG1006"]
 
 
-def test_a_batch_with_one_bad_message_is_rejected_whole(start_dipsim, official_validators) -> None:
+def test_a_batch_with_one_bad_message_is_rejected_whole(
+    start_dipsim: StartDipsim, official_validators: Validators
+) -> None:
     dip = start(start_dipsim, official_validators)
     dcp = dip.client(api_key="key-dcp", mtls="dcp-mtls", sign="dcp-sign")
     rng = random.Random(3)
@@ -293,7 +298,7 @@ def test_a_batch_with_one_bad_message_is_rejected_whole(start_dipsim, official_v
 
 
 def test_keys_are_case_insensitive_on_ingress_and_swagger_cased_on_egress(
-    start_dipsim, receiver, official_validators
+    start_dipsim: StartDipsim, receiver: StartReceiver, official_validators: Validators
 ) -> None:
     dip = start(start_dipsim, official_validators)
     dcp = dip.client(api_key="key-dcp", mtls="dcp-mtls", sign="dcp-sign")
@@ -316,7 +321,9 @@ def test_keys_are_case_insensitive_on_ingress_and_swagger_cased_on_egress(
     assert pushed["CommonBlock"]["M0"]["MPANCore"] == good["CommonBlock"]["M0"]["MPANCore"]
 
 
-def test_the_validate_endpoints_check_one_variant(start_dipsim, official_validators) -> None:
+def test_the_validate_endpoints_check_one_variant(
+    start_dipsim: StartDipsim, official_validators: Validators
+) -> None:
     dip = start(start_dipsim, official_validators)
     acme = dip.client()
     good = valid_messages(random.Random(4))[3][1]

@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 import httpx
-from conftest import ACME, SDS_TENANT, Running
+from conftest import ACME, SDS_TENANT, Running, StartDipsim, StartReceiver
 
 from dipsim import messages
 from dipsim.traffic import REGS_ID, SDS_ID
@@ -53,7 +53,9 @@ def request_appointment(dip: Running, provider: tuple[str, str]) -> str:
     return response.json()["messageArray"][0]["transactionID"]
 
 
-def hooks_for(dip: Running, receiver, client: Any, dip_id: str, channels: tuple[str, ...]) -> Any:
+def hooks_for(
+    dip: Running, receiver: StartReceiver, client: Any, dip_id: str, channels: tuple[str, ...]
+) -> Any:
     hook = receiver()
     for channel in channels:
         assert client.register_webhook(channel, dip_id, hook.url).status_code == 201
@@ -61,7 +63,9 @@ def hooks_for(dip: Running, receiver, client: Any, dip_id: str, channels: tuple[
     return hook
 
 
-def test_the_registration_service_answers_an_appointment_request(start_dipsim, receiver) -> None:
+def test_the_registration_service_answers_an_appointment_request(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     tune(dip, accept_share=1.0)
     hook = hooks_for(dip, receiver, dip.client(), ACME, CHAIN)
@@ -90,7 +94,9 @@ def test_the_registration_service_answers_an_appointment_request(start_dipsim, r
     assert any(s["transactionID"] == txn and s["message"].startswith("RCP0000") for s in statuses)
 
 
-def test_a_rejecting_provider_leads_to_a_rejection(start_dipsim, receiver) -> None:
+def test_a_rejecting_provider_leads_to_a_rejection(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     tune(dip, accept_share=0.0, reject_code="SP002")
     hook = hooks_for(dip, receiver, dip.client(), ACME, CHAIN)
@@ -114,7 +120,7 @@ def test_a_rejecting_provider_leads_to_a_rejection(start_dipsim, receiver) -> No
 
 
 def test_an_unknown_provider_is_rejected_by_the_registration_service(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     tune(dip)
@@ -135,7 +141,7 @@ def test_an_unknown_provider_is_rejected_by_the_registration_service(
 
 
 def test_a_tenant_service_provider_is_asked_and_its_answer_completes_the_chain(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     tune(dip)
@@ -177,7 +183,7 @@ def test_a_tenant_service_provider_is_asked_and_its_answer_completes_the_chain(
 
 
 def test_the_traffic_generator_streams_realistic_messages_to_the_tenants(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     tune(dip)

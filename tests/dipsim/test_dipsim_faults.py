@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ACME, REPO_ROOT, SDS_TENANT, Running
+from conftest import ACME, REPO_ROOT, SDS_TENANT, Running, StartDipsim, StartReceiver
 from test_dipsim_push import acme_deliveries, if021
 
 
@@ -30,7 +30,7 @@ def stored(dip: Running) -> list[dict[str, Any]]:
 
 
 def test_accept_then_drop_leaves_the_sender_unsure_and_a_resend_is_a_duplicate(
-    start_dipsim,
+    start_dipsim: StartDipsim,
 ) -> None:
     dip = start_dipsim()
     add_fault(dip, kind="drop_after_accept", channel="IF-021", remaining=1)
@@ -43,7 +43,9 @@ def test_accept_then_drop_leaves_the_sender_unsure_and_a_resend_is_a_duplicate(
     assert again.json()["messageArray"][0]["message"].startswith("MSG1006")
 
 
-def test_injected_errors_fire_the_given_number_of_times_set_from_the_cli(start_dipsim) -> None:
+def test_injected_errors_fire_the_given_number_of_times_set_from_the_cli(
+    start_dipsim: StartDipsim,
+) -> None:
     dip = start_dipsim()
     result = subprocess.run(
         [sys.executable, "-m", "dipsim", "fault", "add", "--admin-url", dip.admin_url, "--kind", "error",
@@ -62,7 +64,7 @@ def test_injected_errors_fire_the_given_number_of_times_set_from_the_cli(start_d
     assert json.loads(listed.stdout)["faults"] == []
 
 
-def test_faults_are_scoped_to_a_channel_and_a_dip_id(start_dipsim) -> None:
+def test_faults_are_scoped_to_a_channel_and_a_dip_id(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     add_fault(dip, kind="error", channel="IF-041", params={"status": 500})
     add_fault(dip, kind="error", dip_id=ACME, params={"status": 502})
@@ -72,7 +74,7 @@ def test_faults_are_scoped_to_a_channel_and_a_dip_id(start_dipsim) -> None:
 
 
 def test_an_outage_refuses_the_api_and_holds_pushes_for_its_duration(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     hook = receiver()
@@ -92,13 +94,13 @@ def test_an_outage_refuses_the_api_and_holds_pushes_for_its_duration(
 
 
 @pytest.mark.parametrize(("kind", "status"), [("too_large", 413), ("rate_limit", 429)])
-def test_size_and_rate_faults(start_dipsim, kind: str, status: int) -> None:
+def test_size_and_rate_faults(start_dipsim: StartDipsim, kind: str, status: int) -> None:
     dip = start_dipsim()
     add_fault(dip, kind=kind, remaining=1)
     assert sds(dip).send("IF-021", [if021(random.Random(7))]).status_code == status
 
 
-def test_real_size_and_rate_limits(start_dipsim) -> None:
+def test_real_size_and_rate_limits(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim(max_body_bytes=20_000, rate_limit_per_key=1.0)
     rng = random.Random(8)
     assert sds(dip).send("IF-021", [if021(rng) for _ in range(10)]).status_code == 413
@@ -107,7 +109,7 @@ def test_real_size_and_rate_limits(start_dipsim) -> None:
     assert sds(dip).send("IF-021", [if021(rng)]).status_code == 429
 
 
-def test_latency_and_timeout_on_ingress(start_dipsim) -> None:
+def test_latency_and_timeout_on_ingress(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     add_fault(dip, kind="latency", remaining=1, params={"ms": 400})
     started = time.monotonic()
@@ -119,7 +121,9 @@ def test_latency_and_timeout_on_ingress(start_dipsim) -> None:
     assert len(stored(dip)) == 1
 
 
-def test_duplicate_and_out_of_order_delivery(start_dipsim, receiver) -> None:
+def test_duplicate_and_out_of_order_delivery(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     hook = receiver()
     add_fault(dip, kind="duplicate", direction="egress", dip_id=ACME, remaining=1)
@@ -142,7 +146,7 @@ def test_duplicate_and_out_of_order_delivery(start_dipsim, receiver) -> None:
 
 @pytest.mark.parametrize("kind", ["bad_signature", "expired_signature", "malformed"])
 def test_broken_pushes_are_refused_by_a_checking_webhook_and_parked(
-    start_dipsim, receiver, kind: str
+    start_dipsim: StartDipsim, receiver: StartReceiver, kind: str
 ) -> None:
     dip = start_dipsim()
     hook = receiver(verify=True)
@@ -157,7 +161,7 @@ def test_broken_pushes_are_refused_by_a_checking_webhook_and_parked(
             json.loads(hook.requests[0]["body"])
 
 
-def test_a_dropped_push_is_retried(start_dipsim, receiver) -> None:
+def test_a_dropped_push_is_retried(start_dipsim: StartDipsim, receiver: StartReceiver) -> None:
     dip = start_dipsim()
     hook = receiver()
     add_fault(dip, kind="drop", direction="egress", remaining=1)
@@ -168,7 +172,7 @@ def test_a_dropped_push_is_retried(start_dipsim, receiver) -> None:
     assert acme_deliveries(dip)[0]["attempts"] == 2
 
 
-def test_bad_fault_rules_are_refused(start_dipsim) -> None:
+def test_bad_fault_rules_are_refused(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     assert httpx.post(f"{dip.admin_url}/admin/faults", json={"kind": "gremlins"}).status_code == 400
     assert (

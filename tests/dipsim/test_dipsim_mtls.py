@@ -6,7 +6,7 @@ import ssl
 
 import httpx
 import pytest
-from conftest import Running
+from conftest import Running, StartDipsim
 
 from dipsim.client import client_context
 
@@ -18,7 +18,7 @@ def get(dip: Running, context: ssl.SSLContext) -> httpx.Response:
         )
 
 
-def test_a_valid_client_certificate_gets_through_tls(start_dipsim) -> None:
+def test_a_valid_client_certificate_gets_through_tls(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     context = client_context(
         dip.pki.ca.ca_cert, dip.pki.prefix("acme-mtls.crt"), dip.pki.prefix("acme-mtls.key")
@@ -33,7 +33,7 @@ def test_a_valid_client_certificate_gets_through_tls(start_dipsim) -> None:
     "cert", [None, "rogue-mtls", "acme-expired-mtls"], ids=["no-cert", "other-ca", "expired"]
 )
 def test_it_refuses_connections_without_a_good_client_certificate(
-    start_dipsim, cert: str | None
+    start_dipsim: StartDipsim, cert: str | None
 ) -> None:
     dip = start_dipsim()
     context = client_context(
@@ -47,7 +47,7 @@ def test_it_refuses_connections_without_a_good_client_certificate(
         get(dip, context)
 
 
-def test_it_refuses_a_client_certificate_of_another_participant(start_dipsim) -> None:
+def test_it_refuses_a_client_certificate_of_another_participant(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     context = client_context(
         dip.pki.ca.ca_cert, dip.pki.prefix("globex-mtls.crt"), dip.pki.prefix("globex-mtls.key")
@@ -57,7 +57,7 @@ def test_it_refuses_a_client_certificate_of_another_participant(start_dipsim) ->
     assert "TLS client certificate" in response.text
 
 
-def test_a_dcp_certificate_serves_the_participants_behind_it(start_dipsim) -> None:
+def test_a_dcp_certificate_serves_the_participants_behind_it(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     # GLOBEX's API key with the DCP's transport certificate and signing certificate.
     client = dip.client(api_key="key-globex", mtls="dcp-mtls", sign="dcp-sign")

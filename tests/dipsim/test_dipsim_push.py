@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ACME, GLOBEX, SDS_TENANT, Running
+from conftest import ACME, GLOBEX, SDS_TENANT, Running, StartDipsim, StartReceiver
 
 from dipsim import messages
 from dipsim.traffic import LDSO_ID, MDS_ID
@@ -41,7 +41,9 @@ def acme_deliveries(dip: Running) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
-def test_it_retries_retryable_answers_until_delivered(start_dipsim, receiver, status: int) -> None:
+def test_it_retries_retryable_answers_until_delivered(
+    start_dipsim: StartDipsim, receiver: StartReceiver, status: int
+) -> None:
     dip = start_dipsim()
     hook = receiver([status, status])
     assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
@@ -54,7 +56,9 @@ def test_it_retries_retryable_answers_until_delivered(start_dipsim, receiver, st
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 413, 505])
-def test_it_parks_at_once_on_answers_it_must_not_retry(start_dipsim, receiver, status: int) -> None:
+def test_it_parks_at_once_on_answers_it_must_not_retry(
+    start_dipsim: StartDipsim, receiver: StartReceiver, status: int
+) -> None:
     dip = start_dipsim()
     hook = receiver([status])
     assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
@@ -66,7 +70,9 @@ def test_it_parks_at_once_on_answers_it_must_not_retry(start_dipsim, receiver, s
     assert len(hook.requests) == 1
 
 
-def test_it_parks_after_the_attempt_limit(start_dipsim, receiver) -> None:
+def test_it_parks_after_the_attempt_limit(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim(max_attempts=3)
     hook = receiver([503] * 10)
     assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
@@ -76,7 +82,7 @@ def test_it_parks_after_the_attempt_limit(start_dipsim, receiver) -> None:
     assert acme_deliveries(dip)[0]["attempts"] == 3
 
 
-def test_network_failures_are_retried(start_dipsim, receiver) -> None:
+def test_network_failures_are_retried(start_dipsim: StartDipsim, receiver: StartReceiver) -> None:
     dip = start_dipsim(max_attempts=3)
     # Nothing listens on this port: every attempt is a connection error.
     assert (
@@ -91,7 +97,7 @@ def test_network_failures_are_retried(start_dipsim, receiver) -> None:
 
 
 def test_messages_wait_for_a_webhook_and_go_out_batched_once_one_is_registered(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     send_if021(dip, count=5)
@@ -103,7 +109,7 @@ def test_messages_wait_for_a_webhook_and_go_out_batched_once_one_is_registered(
 
 
 def test_routing_adds_secondary_recipients_from_the_mpan_registry_and_always_recipients(
-    start_dipsim, receiver
+    start_dipsim: StartDipsim, receiver: StartReceiver
 ) -> None:
     dip = start_dipsim()
     rng = random.Random(4)
@@ -130,7 +136,9 @@ def test_routing_adds_secondary_recipients_from_the_mpan_registry_and_always_rec
     }
 
 
-def test_only_the_recipient_or_its_dcp_may_configure_its_webhook(start_dipsim, receiver) -> None:
+def test_only_the_recipient_or_its_dcp_may_configure_its_webhook(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     hook = receiver()
     assert dip.client().register_webhook("IF-021", GLOBEX, hook.url).status_code == 403
@@ -141,7 +149,7 @@ def test_only_the_recipient_or_its_dcp_may_configure_its_webhook(start_dipsim, r
     assert dcp.register_webhook("IF-999", GLOBEX, hook.url).status_code == 404
 
 
-def test_replay_returns_what_was_sent_in_a_window(start_dipsim) -> None:
+def test_replay_returns_what_was_sent_in_a_window(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     early = send_if021(dip, count=2, seed=1)
     middle_start = dip_timestamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
@@ -191,7 +199,9 @@ def test_replay_returns_what_was_sent_in_a_window(start_dipsim) -> None:
     )
 
 
-def test_requeue_pushes_past_messages_again_marked_as_replayed(start_dipsim, receiver) -> None:
+def test_requeue_pushes_past_messages_again_marked_as_replayed(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     hook = receiver()
     acme = dip.client()
@@ -214,7 +224,9 @@ def test_requeue_pushes_past_messages_again_marked_as_replayed(start_dipsim, rec
     assert all(m["payload"]["CommonBlock"]["D0"]["replayIndicator"] for m in again)
 
 
-def test_status_messages_reach_the_original_senders_status_webhook(start_dipsim, receiver) -> None:
+def test_status_messages_reach_the_original_senders_status_webhook(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
     dip = start_dipsim()
     status_hook = receiver()
     sds = dip.client("sds", "key-sds")
@@ -255,7 +267,7 @@ def test_status_messages_reach_the_original_senders_status_webhook(start_dipsim,
 
 @pytest.mark.parametrize(("parallel", "fast"), [(1, False), (3, True)])
 def test_batches_to_one_target_go_one_at_a_time_unless_parallel_pushes_are_allowed(
-    start_dipsim, receiver, parallel: int, fast: bool
+    start_dipsim: StartDipsim, receiver: StartReceiver, parallel: int, fast: bool
 ) -> None:
     dip = start_dipsim(push_batch_max=1, push_parallel_per_target=parallel)
     hook = receiver(delay=0.4)

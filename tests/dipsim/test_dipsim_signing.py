@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ACME, Running
+from conftest import ACME, Running, StartDipsim, StartReceiver
 
 from dipsim import messages
 from dipsim.client import client_context
@@ -100,7 +100,7 @@ def post_signed_by_openssl(
         return http.post(url, content=body, headers=headers)
 
 
-def test_dipsim_accepts_a_request_signed_by_openssl(start_dipsim) -> None:
+def test_dipsim_accepts_a_request_signed_by_openssl(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     pki = dip.pki
     response = post_signed_by_openssl(
@@ -111,7 +111,7 @@ def test_dipsim_accepts_a_request_signed_by_openssl(start_dipsim) -> None:
 
 
 def test_openssl_verifies_the_signature_of_a_dipsim_push(
-    start_dipsim, receiver, tmp_path: Path
+    start_dipsim: StartDipsim, receiver: StartReceiver, tmp_path: Path
 ) -> None:
     dip = start_dipsim()
     hook = receiver()
@@ -138,7 +138,7 @@ def test_openssl_verifies_the_signature_of_a_dipsim_push(
     assert "urn:dip:id:0000000000" in json.dumps(push["peer"])
 
 
-def test_it_refuses_a_stale_signature_date(start_dipsim) -> None:
+def test_it_refuses_a_stale_signature_date(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim(skew_seconds=60)
     stale = signature_date(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     response = post_signed_by_openssl(
@@ -152,7 +152,7 @@ def test_it_refuses_a_stale_signature_date(start_dipsim) -> None:
     assert "skew" in response.text
 
 
-def test_it_refuses_a_body_that_does_not_match_the_hash(start_dipsim) -> None:
+def test_it_refuses_a_body_that_does_not_match_the_hash(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     acme = dip.client()
     url = f"{dip.base_url}/dip-channel/IF-031"
@@ -164,7 +164,7 @@ def test_it_refuses_a_body_that_does_not_match_the_hash(start_dipsim) -> None:
     assert "content hash" in response.text
 
 
-def test_it_refuses_a_signature_over_another_url(start_dipsim) -> None:
+def test_it_refuses_a_signature_over_another_url(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     acme = dip.client()
     body = if021_body()
@@ -187,7 +187,7 @@ def test_it_refuses_a_signature_over_another_url(start_dipsim) -> None:
     ],
 )
 def test_it_refuses_signing_certificates_it_must_not_trust(
-    start_dipsim, sign: str, status: int, reason: str
+    start_dipsim: StartDipsim, sign: str, status: int, reason: str
 ) -> None:
     dip = start_dipsim()
     response = dip.client(sign=sign).request("POST", "/dip-channel/IF-031", raw=if021_body())
@@ -195,7 +195,9 @@ def test_it_refuses_signing_certificates_it_must_not_trust(
     assert reason in response.text
 
 
-def test_it_refuses_missing_signature_headers_and_unknown_api_keys(start_dipsim) -> None:
+def test_it_refuses_missing_signature_headers_and_unknown_api_keys(
+    start_dipsim: StartDipsim,
+) -> None:
     dip = start_dipsim()
     acme = dip.client()
     with httpx.Client(verify=acme.ssl_context) as http:
@@ -214,7 +216,7 @@ def test_it_refuses_missing_signature_headers_and_unknown_api_keys(start_dipsim)
     )
 
 
-def test_the_url_in_the_signed_string_is_case_insensitive(start_dipsim) -> None:
+def test_the_url_in_the_signed_string_is_case_insensitive(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     acme = dip.client()
     body = if021_body()

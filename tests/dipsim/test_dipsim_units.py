@@ -8,7 +8,7 @@ import random
 
 import httpx
 import pytest
-from conftest import Running
+from conftest import Running, StartDipsim
 
 from dipsim import codes, messages
 from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
@@ -106,7 +106,7 @@ def test_the_spec_loader_turns_nullable_into_json_schema(official_validators: Va
     assert len(spec.interfaces()) >= 50
 
 
-def test_unknown_paths_and_methods(start_dipsim) -> None:
+def test_unknown_paths_and_methods(start_dipsim: StartDipsim) -> None:
     dip: Running = start_dipsim()
     acme = dip.client()
     assert acme.request("POST", "/dip-channel/IF-999", []).status_code == 404
