@@ -172,6 +172,11 @@ def load_spec(directory: str | Path) -> Spec:
     directory = Path(directory)
     interfaces_file = directory / "Interfaces-EventCodes-unresolved.yaml"
     if not interfaces_file.is_file():
+        # Accept the folder above a versioned copy (reference/ holding dip-api-v2.1.0/).
+        nested = sorted(directory.glob("*/Interfaces-EventCodes-unresolved.yaml"))
+        if len(nested) == 1:
+            directory, interfaces_file = nested[0].parent, nested[0]
+    if not interfaces_file.is_file():
         raise FileNotFoundError(f"{interfaces_file} not found: is {directory} the spec folder?")
     definitions: dict[str, Any] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*/*.yaml")]):

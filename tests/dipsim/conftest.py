@@ -261,7 +261,11 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
     verifier = SignatureVerifier([pki.load_cert(test_pki.ca.ca_cert)], skew_seconds=300)
 
     def start(
-        statuses: list[int] | None = None, *, verify: bool = False, delay: float = 0.0
+        statuses: list[int] | None = None,
+        *,
+        verify: bool = False,
+        delay: float = 0.0,
+        tls: bool = True,
     ) -> Receiver:
         rec = Receiver(url="", statuses=list(statuses or []), verify=verify)
 
@@ -274,7 +278,10 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
             if rec.verify:
                 try:
                     verifier.verify(
-                        request.headers, "POST", f"https://{request.host}{request.raw_path}", body
+                        request.headers,
+                        "POST",
+                        f"{request.scheme}://{request.host}{request.raw_path}",
+                        body,
                     )
                 except SignatureError:
                     status = 401
@@ -303,18 +310,21 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
             app.router.add_post("/{tail:.*}", handle)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            context = ssl.create_default_context(
-                ssl.Purpose.CLIENT_AUTH, cafile=str(test_pki.ca.ca_cert)
-            )
-            context.load_cert_chain(
-                str(test_pki.prefix("webhook.crt")), str(test_pki.prefix("webhook.key"))
-            )
-            context.verify_mode = ssl.CERT_REQUIRED
+            context: ssl.SSLContext | None = None
+            if tls:
+                context = ssl.create_default_context(
+                    ssl.Purpose.CLIENT_AUTH, cafile=str(test_pki.ca.ca_cert)
+                )
+                context.load_cert_chain(
+                    str(test_pki.prefix("webhook.crt")), str(test_pki.prefix("webhook.key"))
+                )
+                context.verify_mode = ssl.CERT_REQUIRED
             site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
             runners.append(runner)
             rec.runner = runner
-            return f"https://127.0.0.1:{runner.addresses[0][1]}/dip/inbound"
+            scheme = "https" if tls else "http"
+            return f"{scheme}://127.0.0.1:{runner.addresses[0][1]}/dip/inbound"
 
         rec.url = loop_thread.run(boot())
         return rec

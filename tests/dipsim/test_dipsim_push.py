@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,3 +278,17 @@ def test_batches_to_one_target_go_one_at_a_time_unless_parallel_pushes_are_allow
     dip.wait(lambda: len(hook.requests) == 3, what="three pushes")
     elapsed = time.monotonic() - started
     assert (elapsed < 1.0) is fast, elapsed
+
+
+def test_plain_http_webhooks_only_when_allowed(
+    start_dipsim: StartDipsim, receiver: StartReceiver, tmp_path: Path
+) -> None:
+    hook = receiver(tls=False, verify=True)
+    strict = start_dipsim(data_dir=tmp_path / "strict")
+    assert strict.client().register_webhook("IF-021", ACME, hook.url).status_code == 400
+    lenient = start_dipsim(data_dir=tmp_path / "lenient", allow_http_webhooks=True)
+    assert lenient.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
+    send_if021(lenient)
+    # Still signed over the exact (lower-cased) callback URL: the verifying receiver accepts it.
+    assert lenient.wait(hook.messages, what="the push over http")
+    assert hook.requests[0]["status"] == 201
