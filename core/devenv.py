@@ -45,6 +45,11 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 EMBEDDED_PG_PORT = int(os.environ.get("BUSBAR_EMBEDDED_PG_PORT", "54329"))
 EMBEDDED_REDIS_PORT = int(os.environ.get("BUSBAR_EMBEDDED_REDIS_PORT", "63799"))
 EMBEDDED_PG_USER = "embedded_postgres"  # postgres refuses to run as root
+# Elexon's DIP specification, when a copy sits beside the repository (it is never part of it).
+_REFERENCE = Path(os.environ.get("DIP_REFERENCE_DIR") or ROOT.parent / "shared" / "reference")
+REFERENCE_SPEC = (
+    _REFERENCE / "dip-api-v2.1.0" if (_REFERENCE / "dip-api-v2.1.0").is_dir() else _REFERENCE
+)
 
 
 def say(message: str) -> None:
@@ -397,6 +402,8 @@ def run(args: argparse.Namespace) -> int:
     children: list[tuple[str, subprocess.Popen]] = []
 
     def stop_all(*_: object) -> None:
+        # A second Ctrl-C while stopping must not leave children or embedded servers behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for name, child in reversed(children):
             if child.poll() is None:
                 say(f"stopping {name}")
@@ -410,22 +417,36 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         full_env = {**os.environ, **env}
-        manage(env, "migrate", "--database", "owner", "--noinput")
-        manage(env, "seed_demo")
-        # Per database, so a test's run beside a developer's shares no logs or beat schedule.
+        # Per database, so a test's run beside a developer's shares no logs, beat schedule or
+        # simulator state.
         logs = VAR / "run" / args.database
         logs.mkdir(parents=True, exist_ok=True)
+        dipsim_ca, dipsim_data = VAR / "dipsim-ca", logs / "dipsim"
+        subprocess.run(
+            [PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
+        dip_url = f"https://127.0.0.1:{args.dipsim_port}"
+        manage(env, "migrate", "--database", "owner", "--noinput")
+        manage(
+            env,
+            "seed_demo",
+            "--dip-base-url",
+            dip_url,
+            "--dipsim-ca",
+            str(dipsim_ca),
+            "--dipsim-data",
+            str(dipsim_data),
+        )
 
         def start(name: str, command: list[str]) -> None:
             out = (logs / f"{name}.log").open("ab")
-            children.append(
-                (
-                    name,
-                    subprocess.Popen(
-                        command, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-                    ),
-                )
+            child = subprocess.Popen(
+                command, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
             )
+            children.append((name, child))
 
         bind = f"{args.host}:{args.port}"
         start(
@@ -477,9 +498,35 @@ def run(args: argparse.Namespace) -> int:
                 "-l",
                 "INFO",
                 "-s",
-                str(VAR / "celerybeat-schedule"),
+                str(logs / "celerybeat-schedule"),
             ],
         )
+        dipsim_command = [
+            PYTHON,
+            "-m",
+            "dipsim",
+            "serve",
+            "--data-dir",
+            str(dipsim_data),
+            "--ca-dir",
+            str(dipsim_ca),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.dipsim_port),
+            "--admin-port",
+            str(args.dipsim_port + 1),
+            "--env",
+            "UIT",
+            "--simulated",
+            "--traffic-rate",
+            str(args.traffic_rate),
+        ]
+        if (
+            REFERENCE_SPEC / "SubmitEvents-unresolved.yaml"
+        ).is_file():  # validate with Elexon's schemas when they are beside us
+            dipsim_command += ["--spec-dir", str(REFERENCE_SPEC)]
+        start("dipsim", dipsim_command)
         url = f"http://{bind}/"
         for _ in range(120):
             if any(child.poll() is not None for _, child in children):
@@ -494,7 +541,11 @@ def run(args: argparse.Namespace) -> int:
                         break
             except OSError:
                 time.sleep(0.5)
-        print(DEMO_BANNER.format(url=url, logs=logs), flush=True)
+        dip_admin = f"http://127.0.0.1:{args.dipsim_port + 1}/"
+        print(
+            DEMO_BANNER.format(url=url, logs=logs, dip_url=dip_url, dip_admin=dip_admin),
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(child.poll() is None for _, child in children):
             time.sleep(1)
@@ -512,6 +563,7 @@ Busbar is running.
 
   Console    {url}
   API docs   {url}api/v1/docs/
+  DIP (sim)  {dip_url}   admin: {dip_admin}
   Readiness  {url}readyz
   Logs       {logs}
 
@@ -595,6 +647,18 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--host", default=os.environ.get("BUSBAR_HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("BUSBAR_PORT", "8000")))
     run_parser.add_argument("--web-workers", type=int, default=2)
+    run_parser.add_argument(
+        "--dipsim-port",
+        type=int,
+        default=int(os.environ.get("BUSBAR_DIPSIM_PORT", "8443")),
+        help="the DIP simulator's API port (its admin API listens on the next one)",
+    )
+    run_parser.add_argument(
+        "--traffic-rate",
+        type=float,
+        default=float(os.environ.get("BUSBAR_TRAFFIC_RATE", "0.5")),
+        help="messages per second of demo traffic from the simulated market (0: none)",
+    )
     run_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
     run_parser.set_defaults(func=run)
     test_parser = sub.add_parser("test", help="run the test suite")

@@ -457,6 +457,8 @@ def rotate_certificate(
         )
     with transaction.atomic():
         staged = Certificate.objects.select_for_update().get(id=certificate.id)
+        staged.last_canary_at, staged.last_canary_ok = now, True
+        staged.last_canary_detail = result.detail[:500]
         if staged.status != CertificateStatus.STAGED:
             raise CertificateError("the certificate changed state while its canary ran; try again")
         # Lock the current one too, so two rotations cannot both cut over.

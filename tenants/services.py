@@ -167,6 +167,39 @@ def create_connection(
     return connection
 
 
+@transaction.atomic
+def update_connection(
+    *,
+    connection: Connection,
+    dip_base_url: str | None = None,
+    api_key: str | None = None,
+    actor: str,
+) -> Connection:
+    """Point a connection at another DIP address and/or replace its DIP API key (stored encrypted,
+    never shown again)."""
+    changed: dict[str, object] = {}
+    if dip_base_url is not None and dip_base_url != connection.dip_base_url:
+        connection.dip_base_url = dip_base_url
+        connection.full_clean(exclude=["tenant", "identity"])
+        changed["dip_base_url"] = dip_base_url
+    if api_key:
+        connection.api_key_encrypted = crypto.encrypt(
+            api_key.encode(), context=api_key_context(connection.tenant_id)
+        )
+        connection.api_key_hint = api_key[-4:]
+        changed["api_key"] = f"replaced (ends {connection.api_key_hint})"
+    if changed:
+        connection.save()
+        record_event(
+            action="connection.updated",
+            actor=actor,
+            object_type="connection",
+            object_id=connection.pk,
+            detail=changed,
+        )
+    return connection
+
+
 def get_connection_api_key(*, connection: Connection) -> str:
     """Decrypt a connection's DIP API key for the worker that calls the DIP; never for display."""
     if not connection.api_key_encrypted:
@@ -319,4 +352,5 @@ __all__ = [
     "issue_api_credential",
     "onboard_tenant",
     "revoke_api_credential",
+    "update_connection",
 ]

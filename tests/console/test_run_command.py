@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -26,18 +29,35 @@ RUN_REDIS_DB = 3
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(*, pair: bool = False) -> int:
+    """An unused port (and, with ``pair``, the one after it unused too)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not pair:
+            return port
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port + 1)) != 0 and port < 65535:
+                return port
+
+
+@dataclass
+class Running:
+    url: str
+    dip_admin_url: str
 
 
 @pytest.fixture(scope="module")
-def running_busbar() -> Iterator[str]:
-    """``python -m core.devenv run`` (what ``make run`` calls) on its own database and port."""
-    port = free_port()
+def running_busbar() -> Iterator[Running]:
+    """``python -m core.devenv run`` (what ``make run`` calls) on its own database and ports."""
+    port, dipsim_port = free_port(), free_port(pair=True)
     redis_url = with_redis_db(os.environ["REDIS_URL"], RUN_REDIS_DB)
     redis.Redis.from_url(redis_url).flushdb()
+    # A clean slate: this run's database and simulator state start empty, as on a fresh clone.
+    with psycopg.connect(os.environ["BUSBAR_ADMIN_DATABASE_URL"], autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {RUN_DATABASE} WITH (FORCE)")
+    shutil.rmtree(ROOT / "var" / "run" / RUN_DATABASE, ignore_errors=True)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -53,8 +73,12 @@ def running_busbar() -> Iterator[str]:
             "run",
             "--port",
             str(port),
+            "--dipsim-port",
+            str(dipsim_port),
             "--database",
             RUN_DATABASE,
+            "--traffic-rate",
+            "2",
         ],
         cwd=ROOT,
         env=env,
@@ -76,7 +100,7 @@ def running_busbar() -> Iterator[str]:
             time.sleep(1)
         else:
             pytest.fail(f"the run command never became ready; see {log.name}")
-        yield url
+        yield Running(url=url, dip_admin_url=f"http://127.0.0.1:{dipsim_port + 1}")
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole group
         try:
@@ -88,7 +112,7 @@ def running_busbar() -> Iterator[str]:
 
 
 def test_the_run_command_serves_readiness(running_busbar):
-    body = httpx.get(running_busbar + "readyz").json()
+    body = httpx.get(running_busbar.url + "readyz").json()
     assert body == {
         "status": "ok",
         "checks": {"database": "ok", "migrations": "ok", "broker": "ok", "cache": "ok"},
@@ -116,7 +140,7 @@ def sign_in(page, url: str, username: str) -> None:
 
 def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser, tmp_path):  # noqa: F811
     page = browser.new_page()
-    sign_in(page, running_busbar, "alice")
+    sign_in(page, running_busbar.url, "alice")
     assert page.locator("[data-testid=tenant-name]").inner_text() == "Acme Energy Supply"
     body = page.locator("main").inner_text()
     assert "1000000001" in body
@@ -125,7 +149,7 @@ def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser,
 
     # The settings table refreshes in place through htmx, without a page load.
     page.click("text=Settings")
-    page.wait_for_url(running_busbar + "settings/")
+    page.wait_for_url(running_busbar.url + "settings/")
     page.evaluate("window.__marker = 'same page'")
     with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true") as fragment:
         page.click("#channel-table >> xpath=preceding::a[1]")
@@ -137,8 +161,75 @@ def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser,
 
 def test_charlie_in_a_browser_sees_only_globex(running_busbar, browser):  # noqa: F811
     page = browser.new_page()
-    sign_in(page, running_busbar, "charlie")
+    sign_in(page, running_busbar.url, "charlie")
     assert page.locator("[data-testid=tenant-name]").inner_text() == "Globex Smart Data"
     assert "Acme" not in page.content()
     assert "1000000001" not in page.content()
+    page.close()
+
+
+def test_dipsim_runs_with_demo_traffic_from_the_simulated_market(running_busbar):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        counters = httpx.get(running_busbar.dip_admin_url + "/admin/counters").json()["counters"]
+        if counters.get("traffic.sent", 0) >= 3:
+            break
+        time.sleep(1)
+    assert counters.get("traffic.sent", 0) >= 3
+    participants = httpx.get(running_busbar.dip_admin_url + "/admin/participants").json()
+    assert {"1000000001", "1000000002"} <= {p["dipID"] for p in participants}
+
+
+def test_alice_rotates_a_certificate_and_the_worker_canaries_it_against_dipsim(
+    running_busbar,
+    browser,
+    tmp_path,
+):
+    """The whole path: a certificate from dipsim's CA, uploaded in the browser, rotated in by the
+    maintenance worker after a canary request that dipsim accepted over mutual TLS."""
+    out = tmp_path / "next-signing"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dipsim",
+            "ca",
+            "issue",
+            "--dir",
+            str(ROOT / "var" / "dipsim-ca"),
+            "--dip-id",
+            "1000000001",
+            "--kind",
+            "signing",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(out.with_suffix(".crt").read_bytes() + out.with_suffix(".key").read_bytes())
+    page = browser.new_page()
+    sign_in(page, running_busbar.url, "alice")
+    page.goto(running_busbar.url + "certificates/")
+    page.select_option("#id_purpose", "signing")
+    page.set_input_files("#id_bundle", str(bundle))
+    page.click("button:text-is('Import')")
+    page.wait_for_url("**/certificates/*/")
+    assert "Imported; it is staged" in page.content()
+    page.click("button:text-is('Rotate with canary')")
+    assert "Rotation queued" in page.content()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        page.reload()
+        if "status-active" in page.content():
+            break
+        time.sleep(1)
+    facts = page.locator(".facts").inner_text()
+    assert "Active" in facts
+    assert "passed" in facts  # the canary's outcome, recorded on the certificate
+    page.goto(running_busbar.url + "certificates/")
+    assert page.locator("#certificate-table .status-retiring").count() == 1
+    page.screenshot(path=ROOT / "var" / "certificates.png", full_page=True)
     page.close()

@@ -210,6 +210,8 @@ def test_rotation_cuts_over_after_a_good_canary_and_keeps_the_old_key_for_the_ov
     first.refresh_from_db()
     assert canaried == [second.id]
     assert active.status == CertificateStatus.ACTIVE
+    active.refresh_from_db()
+    assert (active.last_canary_ok, active.last_canary_detail) == (True, "201 T-IF-031-canary")
     assert (first.status, first.overlap_until) == (
         CertificateStatus.RETIRING,
         now + timedelta(hours=2),

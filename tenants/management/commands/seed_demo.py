@@ -5,18 +5,32 @@ Idempotent: a second run finds the demo in place and changes nothing.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 import uuid
+from argparse import ArgumentParser
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from core.tenancy import tenant_context
-from tenants import services
-from tenants.models import Direction, Environment, Role, StaffRole, Tenant
+from tenants import certificates, services
+from tenants.models import (
+    CertificatePurpose,
+    Connection,
+    Direction,
+    Environment,
+    Role,
+    StaffRole,
+    Tenant,
+)
+from tenants.services import get_connection_api_key
 
 DEMO_PASSWORD = "busbar-demo-pass"
 DIP_BASE_URL = "https://127.0.0.1:8443"
@@ -54,14 +68,33 @@ def demo_tenant_id(slug: str) -> uuid.UUID:
 class Command(BaseCommand):
     help = "Create (or leave in place) the demo tenants, users and channels."
 
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--dip-base-url", default=DIP_BASE_URL)
+        parser.add_argument(
+            "--dipsim-ca", type=Path, help="dipsim's CA folder: issue and install demo credentials"
+        )
+        parser.add_argument(
+            "--dipsim-data", type=Path, help="dipsim's data folder: register the demo participants"
+        )
+
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        self._tenants(options["dip_base_url"])
+        self._staff()
+        if options["dipsim_ca"] and options["dipsim_data"]:
+            self._dipsim_credentials(options["dipsim_ca"], options["dipsim_data"])
+
+    def _tenants(self, dip_base_url: str) -> None:
         user_model = get_user_model()
         for spec in DEMO:
             tenant_id = demo_tenant_id(spec["slug"])
             with tenant_context(tenant_id):
                 if Tenant.objects.filter(id=tenant_id).exists():
                     self.stdout.write(f"demo tenant {spec['slug']} already present")
+                    for connection in Connection.objects.all():  # dipsim may listen elsewhere now
+                        services.update_connection(
+                            connection=connection, dip_base_url=dip_base_url, actor="seed"
+                        )
                     continue
             tenant = services.create_tenant(
                 slug=spec["slug"], name=spec["name"], tenant_id=tenant_id, actor="seed"
@@ -74,7 +107,7 @@ class Command(BaseCommand):
                     connection = services.create_connection(
                         identity=identity,
                         environment=Environment.UIT,
-                        dip_base_url=DIP_BASE_URL,
+                        dip_base_url=dip_base_url,
                         dcp_id="10000000DC",
                         api_key=f"dipsim-{mpid.lower()}-key",
                         actor="seed",
@@ -101,7 +134,77 @@ class Command(BaseCommand):
                     else:
                         services.add_member(user=user, roles=roles, actor="seed")
             self.stdout.write(f"created demo tenant {spec['slug']}")
-        self._staff()
+
+    def _dipsim_credentials(self, ca_dir: Path, data_dir: Path) -> None:
+        """Register each demo identity with dipsim, and install certificates from dipsim's CA:
+        its CA as the trust anchor, a signing and an mTLS certificate per connection. The key
+        files dipsim writes live only in a temporary folder until they are encrypted here."""
+        for spec in DEMO:
+            with tenant_context(demo_tenant_id(spec["slug"])):
+                for connection in Connection.objects.select_related("identity"):
+                    identity = connection.identity
+                    self._dipsim(
+                        "participant",
+                        "add",
+                        "--data-dir",
+                        data_dir,
+                        "--dip-id",
+                        identity.dip_id,
+                        "--mpid",
+                        identity.mpid,
+                        "--role",
+                        identity.role_code,
+                        "--api-key",
+                        get_connection_api_key(connection=connection),
+                        "--env",
+                        connection.environment,
+                        "--name",
+                        spec["name"],
+                    )
+                    if certificates.active_certificate(connection=connection, purpose="signing"):
+                        continue
+                    certificates.import_certificate(
+                        connection=connection,
+                        purpose=CertificatePurpose.TRUST_ANCHOR,
+                        data=(ca_dir / "ca.crt").read_bytes(),
+                        label="dipsim demo CA",
+                        actor="seed",
+                    )
+                    with tempfile.TemporaryDirectory() as scratch:
+                        for purpose in (CertificatePurpose.SIGNING, CertificatePurpose.MTLS):
+                            out = Path(scratch) / purpose
+                            self._dipsim(
+                                "ca",
+                                "issue",
+                                "--dir",
+                                ca_dir,
+                                "--dip-id",
+                                identity.dip_id,
+                                "--kind",
+                                "signing" if purpose == "signing" else "mtls",
+                                "--out",
+                                out,
+                                "--days",
+                                "90",
+                            )
+                            staged = certificates.import_certificate(
+                                connection=connection,
+                                purpose=purpose,
+                                data=out.with_suffix(".crt").read_bytes()
+                                + out.with_suffix(".key").read_bytes(),
+                                label="dipsim demo",
+                                actor="seed",
+                            )
+                            certificates.activate_first_certificate(
+                                certificate=staged, actor="seed"
+                            )
+                    self.stdout.write(f"installed dipsim credentials for {identity}")
+
+    def _dipsim(self, *args: object) -> None:
+        command = [sys.executable, "-m", "dipsim", *(str(a) for a in args)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise CommandError(f"{' '.join(command[2:4])} failed: {result.stderr or result.stdout}")
 
     def _staff(self) -> None:
         user_model = get_user_model()
