@@ -17,6 +17,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from core.devenv import bootstrap_database
 from core.tenancy import tenant_context
 
+# The browser fixture (Debian's chromium through Playwright) for any test that asks for it.
+pytest_plugins = ["tests.browser"]
+
 # Tables that hold no tenant's data, each with the reason it needs no RLS.
 GLOBAL_TABLES = {
     "auth_user": "people; a user may belong to several tenants (memberships are RLS-scoped)",

@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from core.devenv import with_redis_db
-from tests.browser import browser  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_PASSWORD = "busbar-demo-pass"
@@ -138,7 +137,7 @@ def sign_in(page, url: str, username: str) -> None:
     page.wait_for_url(url)
 
 
-def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser, tmp_path):  # noqa: F811
+def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser, tmp_path):
     page = browser.new_page()
     sign_in(page, running_busbar.url, "alice")
     assert page.locator("[data-testid=tenant-name]").inner_text() == "Acme Energy Supply"
@@ -159,7 +158,7 @@ def test_alice_signs_in_in_a_browser_and_sees_only_acme(running_busbar, browser,
     page.close()
 
 
-def test_charlie_in_a_browser_sees_only_globex(running_busbar, browser):  # noqa: F811
+def test_charlie_in_a_browser_sees_only_globex(running_busbar, browser):
     page = browser.new_page()
     sign_in(page, running_busbar.url, "charlie")
     assert page.locator("[data-testid=tenant-name]").inner_text() == "Globex Smart Data"
