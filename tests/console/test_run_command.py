@@ -232,3 +232,21 @@ def test_alice_rotates_a_certificate_and_the_worker_canaries_it_against_dipsim(
     assert page.locator("#certificate-table .status-retiring").count() == 1
     page.screenshot(path=ROOT / "var" / "certificates.png", full_page=True)
     page.close()
+
+
+def test_no_private_key_or_api_key_appears_in_any_log_of_the_run(running_busbar):
+    """Everything the run wrote (web, workers, beat, dipsim and the launcher's own output), after
+    sign-ins, page views, an import and a rotation, holds no key material and no API key."""
+    logs = [
+        *(ROOT / "var" / "run" / RUN_DATABASE).glob("*.log"),
+        ROOT / "var" / "run-command-test.log",
+    ]
+    assert len(logs) >= 7
+    forbidden = ["PRIVATE KEY", "dipsim-acme-key", "dipsim-glbx-key"]
+    key_files = list((ROOT / "var" / "dipsim-ca").glob("*.key"))
+    for key_file in key_files:  # a line of each CA key's body, in case one leaks unframed
+        forbidden.append(key_file.read_text().splitlines()[2])
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in forbidden:
+            assert secret not in text, f"{secret[:20]}… found in {log.name}"
