@@ -87,9 +87,12 @@ class Counterparties:
             self.sim.count("counterparty.status_received", len(items))
             return
         config = self.config()
+        statuses: list[tuple[str, str, str | None, str]] = []
         for item in items:
             payload = item.get("payload") or {}
-            self._status(participant, payload, config)
+            status = self._status(participant, payload, config)
+            if status is not None:
+                statuses.append(status)
             channel = payload.get("CommonBlock", {}).get("S0", {}).get("interfaceID")
             if participant.simulated == "regs" and channel == "IF-031":
                 self._later(self._delay(config), self._regs_on_031, participant, payload)
@@ -97,19 +100,23 @@ class Counterparties:
                 self._later(self._delay(config), self._regs_on_034, participant, payload)
             elif participant.simulated == "sp" and channel == "IF-033":
                 self._later(self._delay(config), self._sp_on_033, participant, payload, config)
+        if statuses:
+            # One transaction for the whole batch: simulated recipients can see thousands a second.
+            self.sim.forward_status(statuses)
 
     # ---- status messages ----------------------------------------------------------------------
 
     def _status(
         self, participant: Participant, payload: dict[str, Any], config: dict[str, Any]
-    ) -> None:
+    ) -> tuple[str, str, str | None, str] | None:
+        """The status message ``participant`` sends back for ``payload``, or None for none."""
         if self.rng.random() >= float(config["status_share"]):
-            return
+            return None
         common = payload.get("CommonBlock", {})
         s1, d0 = common.get("S1", {}), common.get("D0", {})
         sender = s1.get("senderDIPID")
         if sender not in self.sim.registry().participants:
-            return
+            return None
         error = self.rng.random() < float(config["status_error_share"])
         entry = {
             "transactionID": d0.get("transactionID"),
@@ -123,15 +130,11 @@ class Counterparties:
             "help": None,
             "serviceTicketURL": None,
         }
-        self.sim.forward_status(
-            [
-                (
-                    participant.dip_id,
-                    sender,
-                    d0.get("transactionID"),
-                    json.dumps(entry, separators=(",", ":")),
-                )
-            ]
+        return (
+            participant.dip_id,
+            sender,
+            d0.get("transactionID"),
+            json.dumps(entry, separators=(",", ":")),
         )
 
     # ---- registration service -----------------------------------------------------------------

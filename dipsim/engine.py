@@ -537,14 +537,19 @@ class Simulator:
         return Outcome(201, self.standard_response(entries))
 
     def forward_status(self, rows: list[tuple[str, str, str | None, str]]) -> None:
+        """Store status messages ``(from, to, transaction id, body JSON)`` and queue their delivery."""
         ids = self.store.insert_status(rows)
         registry = self.registry()
         deliveries = []
+        hooked_by_target: dict[str, bool] = {}
         for status_id, (_from, to_id, _txn, _body) in zip(ids, rows, strict=True):
-            target = registry.participants.get(to_id)
-            hooked = (target is not None and target.simulated) or self.store.webhook(
-                STATUS_CHANNEL, to_id
-            ) is not None
+            hooked = hooked_by_target.get(to_id)
+            if hooked is None:
+                target = registry.participants.get(to_id)
+                hooked = bool(target is not None and target.simulated) or (
+                    self.store.webhook(STATUS_CHANNEL, to_id) is not None
+                )
+                hooked_by_target[to_id] = hooked
             deliveries.append(
                 ("status", status_id, to_id, STATUS_CHANNEL, "pending" if hooked else "waiting", 0)
             )
