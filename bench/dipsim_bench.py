@@ -207,6 +207,9 @@ async def main_async(args: argparse.Namespace) -> None:
         "--push-concurrency",
         str(args.push_concurrency),
     ]
+    extra += ["--push-parallel", str(args.push_parallel)]
+    if args.simulated:
+        extra.append("--simulated")
     process = start_dipsim(data, ca, port, admin_port, extra)
     base = f"https://127.0.0.1:{port}"
     try:
@@ -257,6 +260,11 @@ def main() -> None:
     parser.add_argument("--push-concurrency", type=int, default=16)
     parser.add_argument(
         "--push-parallel", type=int, default=1, help="batches in flight to the one webhook"
+    )
+    parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="with the simulated counterparties: the MDS is IF-021's always-recipient and acknowledges each",
     )
     parser.add_argument(
         "--spec-dir", help="validate against the official spec instead of dipsim's own schemas"
