@@ -59,16 +59,18 @@ class Tenant(models.Model):
         return self.name
 
 
+def tenant_key(*, on_delete: object = models.PROTECT) -> models.ForeignKey:
+    """The tenant column every tenant table carries: it defaults to the current tenant context
+    (raising outside one) and is never taken from user input."""
+    return models.ForeignKey(
+        Tenant, on_delete=on_delete, default=current_tenant_id, editable=False, related_name="+"
+    )
+
+
 class TenantOwned(models.Model):
     """Base for tenant-owned rows: the tenant comes from the context, never from user input."""
 
-    tenant = models.ForeignKey(
-        Tenant,
-        on_delete=models.PROTECT,
-        default=current_tenant_id,
-        editable=False,
-        related_name="+",
-    )
+    tenant = tenant_key()
 
     class Meta:
         abstract = True
@@ -241,49 +243,24 @@ class ApiCredential(TenantOwned):
         return f"{self.name} ({self.prefix})"
 
 
+# django-guardian's per-object grants, kept in tenant tables (guardian's generic ones are closed).
 class ChannelUserObjectPermission(UserObjectPermissionBase):
-    """django-guardian per-channel grants, kept in a tenant table (not guardian's generic one)."""
-
-    tenant = models.ForeignKey(
-        Tenant,
-        on_delete=models.CASCADE,
-        default=current_tenant_id,
-        editable=False,
-        related_name="+",
-    )
+    tenant = tenant_key(on_delete=models.CASCADE)
     content_object = models.ForeignKey(Channel, on_delete=models.CASCADE)
 
 
 class ChannelGroupObjectPermission(GroupObjectPermissionBase):
-    tenant = models.ForeignKey(
-        Tenant,
-        on_delete=models.CASCADE,
-        default=current_tenant_id,
-        editable=False,
-        related_name="+",
-    )
+    tenant = tenant_key(on_delete=models.CASCADE)
     content_object = models.ForeignKey(Channel, on_delete=models.CASCADE)
 
 
 class ConnectionUserObjectPermission(UserObjectPermissionBase):
-    tenant = models.ForeignKey(
-        Tenant,
-        on_delete=models.CASCADE,
-        default=current_tenant_id,
-        editable=False,
-        related_name="+",
-    )
+    tenant = tenant_key(on_delete=models.CASCADE)
     content_object = models.ForeignKey(Connection, on_delete=models.CASCADE)
 
 
 class ConnectionGroupObjectPermission(GroupObjectPermissionBase):
-    tenant = models.ForeignKey(
-        Tenant,
-        on_delete=models.CASCADE,
-        default=current_tenant_id,
-        editable=False,
-        related_name="+",
-    )
+    tenant = tenant_key(on_delete=models.CASCADE)
     content_object = models.ForeignKey(Connection, on_delete=models.CASCADE)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -13,7 +17,7 @@ from console.forms import CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import tenant_required
 from messaging.credentials import request_certificate_rotation
 from tenants import certificates, selectors
-from tenants.models import Role
+from tenants.models import Certificate, Role
 
 
 def _is_certificate_admin(request: HttpRequest) -> bool:
@@ -147,89 +151,68 @@ def certificate_csr_download(request: HttpRequest, certificate_id: str) -> HttpR
     return response
 
 
-@tenant_required
-@require_POST
-def certificate_signed_upload(request: HttpRequest, certificate_id: str) -> HttpResponse:
-    # Look up first: another tenant's certificate is a 404 whatever the user's role.
-    certificate = selectors.get_certificate(certificate_id=certificate_id)
-    if not _is_certificate_admin(request):
-        return _forbidden(request)
-    form = SignedCertificateForm(request.POST, request.FILES)
-    if form.is_valid():
+def certificate_admin_action(
+    view: Callable[[HttpRequest, Certificate], str],
+) -> Callable[..., HttpResponse]:
+    """A POST on one certificate by a certificate admin: the certificate is looked up first (so
+    another tenant's is a 404 whatever the user's role), then the role is checked (403), then the
+    view calls its service and returns what to tell the user; a refusal is shown as the error."""
+
+    @tenant_required
+    @require_POST
+    @wraps(view)
+    def wrapper(request: HttpRequest, certificate_id: str) -> HttpResponse:
+        certificate = selectors.get_certificate(certificate_id=certificate_id)
+        if not _is_certificate_admin(request):
+            return _forbidden(request)
         try:
-            certificates.import_signed_certificate(
-                certificate=certificate,
-                pem=form.cleaned_data["certificate"].read(),
-                actor=_actor(request),
-            )
-        except ValidationError as exc:
-            messages.error(
-                request, "The signed certificate was refused: " + "; ".join(exc.messages)
-            )
-        else:
-            messages.success(request, "Signed certificate attached; the pair is staged.")
-    else:
-        messages.error(request, _form_errors(form))
-    return redirect("console:certificate-detail", certificate_id=certificate.id)
-
-
-@tenant_required
-@require_POST
-def certificate_activate(request: HttpRequest, certificate_id: str) -> HttpResponse:
-    """First activation (nothing active yet). Replacing an active one goes through rotation."""
-    # Look up first: another tenant's certificate is a 404 whatever the user's role.
-    certificate = selectors.get_certificate(certificate_id=certificate_id)
-    if not _is_certificate_admin(request):
-        return _forbidden(request)
-    try:
-        certificates.activate_first_certificate(certificate=certificate, actor=_actor(request))
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
-    else:
-        messages.success(request, "The certificate is now active.")
-    return redirect("console:certificate-detail", certificate_id=certificate.id)
-
-
-@tenant_required
-@require_POST
-def certificate_rotate(request: HttpRequest, certificate_id: str) -> HttpResponse:
-    """Queue a canary and cut-over; the page shows the outcome once a worker has run it."""
-    certificate = selectors.get_certificate(certificate_id=certificate_id)
-    if not _is_certificate_admin(request):
-        return _forbidden(request)
-    try:
-        request_certificate_rotation(certificate=certificate, actor=_actor(request))
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
-    else:
-        messages.success(
-            request,
-            "Rotation queued: a canary request to the DIP runs with this certificate first, and "
-            "the cut-over happens only if it passes. Refresh to see the outcome.",
-        )
-    return redirect("console:certificate-detail", certificate_id=certificate.id)
-
-
-@tenant_required
-@require_POST
-def certificate_revoke(request: HttpRequest, certificate_id: str) -> HttpResponse:
-    # Look up first: another tenant's certificate is a 404 whatever the user's role.
-    certificate = selectors.get_certificate(certificate_id=certificate_id)
-    if not _is_certificate_admin(request):
-        return _forbidden(request)
-    form = RevokeForm(request.POST)
-    if form.is_valid():
-        try:
-            certificates.revoke_certificate(
-                certificate=certificate, reason=form.cleaned_data["reason"], actor=_actor(request)
-            )
+            messages.success(request, view(request, certificate))
         except ValidationError as exc:
             messages.error(request, "; ".join(exc.messages))
-        else:
-            messages.success(request, "Revoked: it will not be used again.")
-    else:
-        messages.error(request, _form_errors(form))
-    return redirect("console:certificate-detail", certificate_id=certificate.id)
+        return redirect("console:certificate-detail", certificate_id=certificate.id)
+
+    return wrapper
+
+
+def _valid(form: forms.Form) -> dict:
+    if not form.is_valid():
+        raise ValidationError(_form_errors(form))
+    return form.cleaned_data
+
+
+@certificate_admin_action
+def certificate_signed_upload(request: HttpRequest, certificate: Certificate) -> str:
+    data = _valid(SignedCertificateForm(request.POST, request.FILES))
+    certificates.import_signed_certificate(
+        certificate=certificate, pem=data["certificate"].read(), actor=_actor(request)
+    )
+    return "Signed certificate attached; the pair is staged."
+
+
+@certificate_admin_action
+def certificate_activate(request: HttpRequest, certificate: Certificate) -> str:
+    """First activation (nothing active yet). Replacing an active one goes through rotation."""
+    certificates.activate_first_certificate(certificate=certificate, actor=_actor(request))
+    return "The certificate is now active."
+
+
+@certificate_admin_action
+def certificate_rotate(request: HttpRequest, certificate: Certificate) -> str:
+    """Queue a canary and cut-over; the page shows the outcome once a worker has run it."""
+    request_certificate_rotation(certificate=certificate, actor=_actor(request))
+    return (
+        "Rotation queued: a canary request to the DIP runs with this certificate first, and "
+        "the cut-over happens only if it passes. Refresh to see the outcome."
+    )
+
+
+@certificate_admin_action
+def certificate_revoke(request: HttpRequest, certificate: Certificate) -> str:
+    data = _valid(RevokeForm(request.POST))
+    certificates.revoke_certificate(
+        certificate=certificate, reason=data["reason"], actor=_actor(request)
+    )
+    return "Revoked: it will not be used again."
 
 
 def _form_errors(form: object) -> str:
