@@ -63,6 +63,7 @@ class Pusher:
         self.rng = rng or random.Random()
         self._stopping = False
         self._held: dict[tuple[str, str], int] = {}
+        self._held_faults: dict[tuple[str, str], Fault] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -211,14 +212,19 @@ class Pusher:
         faults = sim.faults.pick(
             "egress", None if channel == STATUS_CHANNEL else channel, recipient
         )
+        held = self._held_faults.pop(target, None)
+        if held is not None and all(f.kind != "out_of_order" for f in faults):
+            faults.append(held)
         kinds = {fault.kind for fault in faults}
         if "out_of_order" in kinds:
             hold = max(
                 2, int(next(f for f in faults if f.kind == "out_of_order").params.get("hold", 2))
             )
             if len(items) < hold and self._held.get(target, 0) < 3:
-                # Wait for more messages so that there is an order to break.
+                # Wait for more messages so that there is an order to break, keeping the rule
+                # (already consumed) for the next attempt.
                 self._held[target] = self._held.get(target, 0) + 1
+                self._held_faults[target] = next(f for f in faults if f.kind == "out_of_order")
                 self._finish(
                     [(row, "pending", None, None) for row, _ in items],
                     delay=0.3,

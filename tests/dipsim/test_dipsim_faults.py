@@ -181,3 +181,21 @@ def test_bad_fault_rules_are_refused(start_dipsim: StartDipsim) -> None:
         ).status_code
         == 400
     )
+
+
+def test_out_of_order_holds_a_lone_message_until_it_can_overtake_it(
+    start_dipsim: StartDipsim, receiver: StartReceiver
+) -> None:
+    dip = start_dipsim()
+    hook = receiver()
+    assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
+    add_fault(dip, kind="out_of_order", direction="egress", dip_id=ACME, remaining=1)
+    rng = random.Random(15)
+    first = sds(dip).send("IF-021", [if021(rng)]).json()["messageArray"][0]["transactionID"]
+    time.sleep(0.1)
+    second = sds(dip).send("IF-021", [if021(rng)]).json()["messageArray"][0]["transactionID"]
+    dip.wait(lambda: len(hook.messages()) == 2, what="both messages")
+    assert [m["payload"]["CommonBlock"]["D0"]["transactionID"] for m in hook.messages()] == [
+        second,
+        first,
+    ]
