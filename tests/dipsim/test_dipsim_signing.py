@@ -61,9 +61,8 @@ def openssl_verify(cert_pem: bytes, text: bytes, signature_b64: str, tmp_path: P
     return result.returncode == 0 and b"Verified OK" in result.stdout
 
 
-def if021_body(sender: str = ACME) -> bytes:
-    # An IF-021 sent by ACME (pretending to be a data service is irrelevant here: the DIP checks
-    # the envelope against the registry, so use a supplier-sent IF-031 to the simulated REGS).
+def request_body(sender: str = ACME) -> bytes:
+    """A valid batch ACME (a supplier) may send: one IF-031 to the simulated Registration Service."""
     payload = messages.appointment(
         "IF-031",
         service="DS",
@@ -104,7 +103,7 @@ def test_dipsim_accepts_a_request_signed_by_openssl(start_dipsim: StartDipsim) -
     dip = start_dipsim()
     pki = dip.pki
     response = post_signed_by_openssl(
-        dip, if021_body(), key=pki.prefix("acme-sign.key"), cert=pki.prefix("acme-sign.crt")
+        dip, request_body(), key=pki.prefix("acme-sign.key"), cert=pki.prefix("acme-sign.crt")
     )
     assert response.status_code == 201, response.text
     assert response.json()["messageArray"][0]["message"] == "MSG0000 - Success"
@@ -117,7 +116,7 @@ def test_openssl_verifies_the_signature_of_a_dipsim_push(
     hook = receiver()
     acme = dip.client()
     assert acme.register_webhook("IF-032", ACME, hook.url).status_code == 201
-    assert acme.send("IF-031", [json.loads(if021_body())[0]["payload"]]).status_code == 201
+    assert acme.send("IF-031", [json.loads(request_body())[0]["payload"]]).status_code == 201
     dip.wait(lambda: hook.requests, what="the IF-032 push")
     push = hook.requests[0]
     headers = {k.lower(): v for k, v in push["headers"].items()}
@@ -143,7 +142,7 @@ def test_it_refuses_a_stale_signature_date(start_dipsim: StartDipsim) -> None:
     stale = signature_date(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     response = post_signed_by_openssl(
         dip,
-        if021_body(),
+        request_body(),
         key=dip.pki.prefix("acme-sign.key"),
         cert=dip.pki.prefix("acme-sign.crt"),
         date=stale,
@@ -156,7 +155,7 @@ def test_it_refuses_a_body_that_does_not_match_the_hash(start_dipsim: StartDipsi
     dip = start_dipsim()
     acme = dip.client()
     url = f"{dip.base_url}/dip-channel/IF-031"
-    body = if021_body()
+    body = request_body()
     headers = {"X-API-Key": "key-acme", **acme.signer.headers("POST", url, body)}
     with httpx.Client(verify=acme.ssl_context) as http:
         response = http.post(url, content=body + b" ", headers=headers)
@@ -167,7 +166,7 @@ def test_it_refuses_a_body_that_does_not_match_the_hash(start_dipsim: StartDipsi
 def test_it_refuses_a_signature_over_another_url(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     acme = dip.client()
-    body = if021_body()
+    body = request_body()
     headers = {
         "X-API-Key": "key-acme",
         **acme.signer.headers("POST", f"{dip.base_url}/dip-channel/IF-032", body),
@@ -190,7 +189,7 @@ def test_it_refuses_signing_certificates_it_must_not_trust(
     start_dipsim: StartDipsim, sign: str, status: int, reason: str
 ) -> None:
     dip = start_dipsim()
-    response = dip.client(sign=sign).request("POST", "/dip-channel/IF-031", raw=if021_body())
+    response = dip.client(sign=sign).request("POST", "/dip-channel/IF-031", raw=request_body())
     assert response.status_code == status
     assert reason in response.text
 
@@ -203,14 +202,14 @@ def test_it_refuses_missing_signature_headers_and_unknown_api_keys(
     with httpx.Client(verify=acme.ssl_context) as http:
         response = http.post(
             f"{dip.base_url}/dip-channel/IF-031",
-            content=if021_body(),
+            content=request_body(),
             headers={"X-API-Key": "key-acme"},
         )
     assert response.status_code == 401
     assert "missing header" in response.text
     assert (
         dip.client(api_key="nope")
-        .request("POST", "/dip-channel/IF-031", raw=if021_body())
+        .request("POST", "/dip-channel/IF-031", raw=request_body())
         .status_code
         == 401
     )
@@ -219,7 +218,7 @@ def test_it_refuses_missing_signature_headers_and_unknown_api_keys(
 def test_the_url_in_the_signed_string_is_case_insensitive(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim()
     acme = dip.client()
-    body = if021_body()
+    body = request_body()
     url = f"{dip.base_url}/DIP-Channel/if-031"
     headers = {"X-API-Key": "key-acme", **acme.signer.headers("POST", url, body)}
     with httpx.Client(verify=acme.ssl_context) as http:
