@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from core.settings import *  # noqa: F403
-from core.settings import DATABASES
+from core.settings import BASE_DIR, DATABASES
 
-TEST_DATABASE_NAME = os.environ.get("BUSBAR_TEST_DB_NAME", "busbar_test")
+# One test database per checkout, so two clones testing on one machine never drop each other's.
+CHECKOUT_ID = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:8]
+TEST_DATABASE_NAME = os.environ.get("BUSBAR_TEST_DB_NAME", f"busbar_test_{CHECKOUT_ID}")
 for alias in DATABASES.values():
     alias["NAME"] = TEST_DATABASE_NAME
 

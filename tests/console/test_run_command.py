@@ -17,12 +17,13 @@ import httpx
 import psycopg
 import pytest
 import redis
+from django.conf import settings
 
 from core.devenv import with_redis_db
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_PASSWORD = "busbar-demo-pass"
-RUN_DATABASE = "busbar_runtest"
+RUN_DATABASE = f"busbar_run_{settings.CHECKOUT_ID}"  # this checkout's own
 RUN_REDIS_DB = 3
 
 pytestmark = pytest.mark.slow
