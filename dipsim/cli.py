@@ -178,7 +178,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         webhook_ca_files=[Path(p) for p in args.webhook_ca or []],
         public_base_url=args.public_url,
     )
-    asyncio.run(_serve(settings, args))
+    try:
+        asyncio.run(_serve(settings, args))
+    except FileNotFoundError as err:
+        sys.exit(f"dipsim: {err}")
+    except OSError as err:
+        sys.exit(f"dipsim: cannot serve: {err}")
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
