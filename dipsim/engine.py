@@ -108,6 +108,7 @@ class Simulator:
         self.validators = validators or Validators(settings.spec_dir)
         self.faults = FaultSet(self.store)
         self.counters: Counter[str] = Counter(self.store.load_counters())
+        self._flushed: dict[str, int] = dict(self.counters)
         self.started_at = time.time()
         self.wake = asyncio.Event()
         # Targets (recipient, channel) that may have pending deliveries. Kept in memory so the
@@ -125,7 +126,11 @@ class Simulator:
         self.counters[name] += n
 
     def flush_counters(self) -> None:
-        self.store.save_counters(dict(self.counters))
+        """Persist the counters that changed since the last flush (an idle dipsim writes nothing)."""
+        changed = {k: v for k, v in self.counters.items() if self._flushed.get(k) != v}
+        if changed:
+            self.store.save_counters(changed)
+            self._flushed.update(changed)
 
     def registry(self) -> Registry:
         return self.store.registry()
