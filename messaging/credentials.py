@@ -80,7 +80,11 @@ def dip_client_for(*, connection: Connection, candidate: Certificate | None = No
 def dip_canary(candidate: Certificate) -> CanaryResult:
     """Try ``candidate`` against the DIP for real: a signed, mutually authenticated replay request
     for an empty window. Any refusal (TLS, API key, signature, ownership) fails the canary."""
+    from messaging.exchanges import record_call, record_failure
+    from messaging.models import ExchangeOperation
+
     connection = candidate.connection
+    started_at = timezone.now()
     try:
         with dip_client_for(connection=connection, candidate=candidate) as client:
             response = client.replay(
@@ -92,8 +96,24 @@ def dip_canary(candidate: Certificate) -> CanaryResult:
                 mpan="",
                 version="",
             )
-    except (CertificateError, DipTransportError, ValueError) as exc:
+    except DipTransportError as exc:
+        record_failure(
+            connection=connection,
+            operation=ExchangeOperation.CANARY,
+            error=exc,
+            started_at=started_at,
+            interface_id=CANARY_INTERFACE,
+        )
         return CanaryResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
+    except (CertificateError, ValueError) as exc:
+        return CanaryResult(ok=False, detail=f"{type(exc).__name__}: {exc}")
+    record_call(
+        connection=connection,
+        operation=ExchangeOperation.CANARY,
+        response=response,
+        started_at=started_at,
+        interface_id=CANARY_INTERFACE,
+    )
     detail = f"{response.status} {response.reason}".strip()
     return CanaryResult(ok=response.ok, detail=f"replay canary: {detail}")
 

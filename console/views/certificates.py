@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from console.forms import CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import tenant_required
+from messaging import exchanges
 from messaging.credentials import request_certificate_rotation
 from tenants import certificates, selectors
 from tenants.models import Certificate, Role
@@ -60,7 +61,12 @@ def _rows(now: object) -> list[dict]:
 def certificate_list(request: HttpRequest) -> HttpResponse:
     connections = selectors.list_connections()
     admin = _is_certificate_admin(request)
+    lookup = request.GET.get("message", "").strip()
     context = {
+        "lookup": lookup,
+        "lookup_results": exchanges.find_exchanges_for_message(reference=lookup)
+        if lookup
+        else None,
         "rows": _rows(timezone.now()),
         "is_certificate_admin": admin,
         "csr_form": CsrForm(connections=connections) if admin else None,
@@ -130,9 +136,14 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
 @tenant_required
 def certificate_detail(request: HttpRequest, certificate_id: str) -> HttpResponse:
     certificate = selectors.get_certificate(certificate_id=certificate_id)
+    admin = _is_certificate_admin(request)
     context = {
         "certificate": certificate,
-        "is_certificate_admin": _is_certificate_admin(request),
+        "is_certificate_admin": admin,
+        "exchanges": exchanges.list_exchanges_with_certificate(certificate=certificate)
+        if admin
+        else [],
+        "messages_sent": exchanges.count_messages_with_certificate(certificate=certificate),
         "signed_form": SignedCertificateForm(),
         "revoke_form": RevokeForm(),
     }
@@ -212,7 +223,11 @@ def certificate_revoke(request: HttpRequest, certificate: Certificate) -> str:
     certificates.revoke_certificate(
         certificate=certificate, reason=data["reason"], actor=_actor(request)
     )
-    return "Revoked: it will not be used again."
+    used = exchanges.count_messages_with_certificate(certificate=certificate)
+    return (
+        f"Revoked: it will not be used again. {used} message{'s' if used != 1 else ''} went to the "
+        "DIP under it; the requests are listed below."
+    )
 
 
 def _form_errors(form: object) -> str:

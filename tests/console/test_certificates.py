@@ -210,3 +210,54 @@ def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
     broker.delete("maintenance")
     with tenant_context(world.acme.id):
         assert AuditEvent.objects.filter(action="certificate.rotation_requested").count() == 1
+
+
+def test_a_message_reference_finds_the_certificate_that_signed_it_and_revocation_counts_them(
+    world, ca, acme_connection
+):
+    from django.utils import timezone
+
+    from messaging.models import DipExchange
+
+    with tenant_context(world.acme.id):
+        key = new_key()
+        certificate = certificates.activate_first_certificate(
+            certificate=certificates.import_certificate(
+                connection=acme_connection,
+                purpose="signing",
+                data=pem(ca.issue(key.public_key())) + key_pem(key),
+                actor="alice",
+            ),
+            actor="alice",
+        )
+        DipExchange.objects.create(
+            connection=acme_connection,
+            operation="submit",
+            interface_id="IF-031",
+            method="POST",
+            url="https://dip.example/dip-channel/IF-031",
+            started_at=timezone.now(),
+            http_status=201,
+            outcome="accepted",
+            body_sha256="f" * 64,
+            signing_certificate_fingerprint=certificate.fingerprint_sha256,
+            mtls_certificate_fingerprint="c" * 64,
+            sender_references=[
+                "S-IF-031-1000000001-SUP-20261127-1",
+                "S-IF-031-1000000001-SUP-20261127-2",
+            ],
+            transaction_ids=["T-IF-031-1", "T-IF-031-2"],
+        )
+    alice = signed_in("alice")
+    found = alice.get("/certificates/", {"message": "T-IF-031-2"}).content.decode()
+    assert certificate.fingerprint_sha256 in found
+    charlie = signed_in("charlie")
+    assert (
+        "No request to the DIP carried"
+        in charlie.get("/certificates/", {"message": "T-IF-031-2"}).content.decode()
+    )
+    revoked = alice.post(
+        f"/certificates/{certificate.id}/revoke/", {"reason": "key compromise"}, follow=True
+    ).content.decode()
+    assert "2 messages went to the DIP under it" in revoked
+    assert 'id="exchanges"' in revoked

@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from core.tenancy import tenant_context
-from messaging import credentials
+from messaging import credentials, exchanges
 from messaging.dip import Action, DipTransportError
+from messaging.models import DipExchange
 from tenants import certificates, services
 from tenants.certificates import CertificateError
 from tenants.models import Certificate, CertificateStatus, Connection
@@ -172,9 +173,9 @@ def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
                 for _attempt in range(5):
                     try:
                         with tenant_context(world.globex.id):
-                            client = credentials.dip_client_for(connection=connection)
-                        with client:
-                            result = client.submit("IF-021", messages)
+                            result = exchanges.submit_batch(
+                                connection=connection, interface_id="IF-021", messages=messages
+                            )
                         break
                     except DipTransportError as exc:
                         if not exc.retryable:
@@ -231,3 +232,29 @@ def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
     ).json()
     counts = Counter(m["senderUniqueReference"] for m in held)
     assert {counts[r] for r in sent_references} == {1}
+    # Busbar's own evidence answers both questions: which certificate signed a message, and
+    # what a certificate signed (what revoking it would call into question).
+    with tenant_context(world.globex.id):
+        first, last = sent_references[0], sent_references[-1]
+        assert [
+            e.signing_certificate_fingerprint
+            for e in exchanges.find_exchanges_for_message(reference=first)
+        ] == [old_fingerprint]
+        assert [
+            e.signing_certificate_fingerprint
+            for e in exchanges.find_exchanges_for_message(reference=last)
+        ] == [active.fingerprint_sha256]
+        old_certificate = Certificate.objects.get(fingerprint_sha256=old_fingerprint)
+        signed = {
+            cert.fingerprint_sha256: exchanges.count_messages_with_certificate(certificate=cert)
+            for cert in (old_certificate, active)
+        }
+    assert signed == {
+        fp: sum(len(b.references) for b in batches if b.fingerprint == fp) for fp in signed
+    }
+    assert sum(signed.values()) == len(sent_references)
+    with tenant_context(world.globex.id):
+        canaries = DipExchange.objects.filter(operation="canary")
+        assert [(c.http_status, c.signing_certificate_fingerprint) for c in canaries] == [
+            (200, active.fingerprint_sha256)
+        ]

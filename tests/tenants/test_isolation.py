@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.apps import apps
+from django.utils import timezone
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
+from messaging.models import DipExchange
 from tenants import certificates, services
 from tenants.models import Connection, Membership, Notification, Tenant
 from tests.pki import TestCA, pem
@@ -36,6 +38,18 @@ def populated(world):
                 actor="pytest",
             )
             Notification.objects.create(role="certificate_admin", level="info", title=name)
+            DipExchange.objects.create(
+                connection=Connection.objects.get(),
+                operation="submit",
+                method="POST",
+                url="https://dip.example/dip-channel/IF-021",
+                started_at=timezone.now(),
+                outcome="accepted",
+                body_sha256="0" * 64,
+                signing_certificate_fingerprint="a" * 64,
+                mtls_certificate_fingerprint="b" * 64,
+                sender_references=[f"S-{name}"],
+            )
     return world
 
 

@@ -1,0 +1,161 @@
+"""Talking to the DIP with a connection's credentials, leaving evidence of every signed request.
+
+Each call writes one ``DipExchange``: which certificates signed and carried it, the body's hash,
+the messages it held and what the DIP answered, including transport failures (a request that may
+have arrived is exactly what evidence is for).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.utils import timezone
+
+from messaging.credentials import dip_client_for
+from messaging.dip import DipResponse, DipTransportError, SubmitResult, encode_batch
+from messaging.models import DipExchange, ExchangeOperation
+from tenants.models import Certificate, Connection
+
+
+def record_submit(
+    *, connection: Connection, result: SubmitResult, started_at: dt.datetime
+) -> DipExchange:
+    return DipExchange.objects.create(
+        connection=connection,
+        operation=ExchangeOperation.SUBMIT,
+        interface_id=result.interface_id,
+        method="POST",
+        url=result.url[:500],
+        started_at=started_at,
+        elapsed_ms=round(result.elapsed_seconds * 1000),
+        http_status=result.status,
+        outcome=result.action.value,
+        error="" if result.status < 300 else result.reason[:500],
+        body_sha256=result.body_sha256,
+        signing_certificate_fingerprint=result.signing_certificate_fingerprint,
+        mtls_certificate_fingerprint=result.mtls_certificate_fingerprint,
+        signature_date=result.signature_date,
+        sender_references=[o.sender_reference for o in result.outcomes if o.sender_reference],
+        transaction_ids=[o.transaction_id for o in result.outcomes if o.transaction_id],
+    )
+
+
+def record_call(
+    *,
+    connection: Connection,
+    operation: str,
+    response: DipResponse,
+    started_at: dt.datetime,
+    interface_id: str = "",
+) -> DipExchange:
+    return DipExchange.objects.create(
+        connection=connection,
+        operation=operation,
+        interface_id=interface_id,
+        method=response.method,
+        url=response.url[:500],
+        started_at=started_at,
+        http_status=response.status,
+        outcome=response.action.value,
+        error="" if response.ok else response.reason[:500],
+        body_sha256=response.body_sha256,
+        signing_certificate_fingerprint=response.signing_certificate_fingerprint,
+        mtls_certificate_fingerprint=response.mtls_certificate_fingerprint,
+    )
+
+
+def record_failure(
+    *,
+    connection: Connection,
+    operation: str,
+    error: DipTransportError,
+    started_at: dt.datetime,
+    interface_id: str = "",
+    method: str = "POST",
+    sender_references: Sequence[str] = (),
+) -> DipExchange:
+    outcome = "maybe_delivered" if error.maybe_delivered else "not_delivered"
+    return DipExchange.objects.create(
+        connection=connection,
+        operation=operation,
+        interface_id=interface_id,
+        method=method,
+        url=error.url[:500],
+        started_at=started_at,
+        outcome=outcome,
+        error=f"{error.kind}: {error}"[:500],
+        body_sha256=error.body_sha256,
+        signing_certificate_fingerprint=error.signing_certificate_fingerprint,
+        mtls_certificate_fingerprint=error.mtls_certificate_fingerprint,
+        sender_references=list(sender_references),
+    )
+
+
+def submit_batch(
+    *, connection: Connection, interface_id: str, messages: Sequence[Mapping[str, Any] | bytes]
+) -> SubmitResult:
+    """Sign and send ``messages`` with the connection's active certificates and record the
+    exchange. Raises DipTransportError (recorded first) when no answer arrived."""
+    started_at = timezone.now()
+    with dip_client_for(connection=connection) as client:
+        try:
+            result = client.submit(interface_id, messages)
+        except DipTransportError as exc:
+            record_failure(
+                connection=connection,
+                operation=ExchangeOperation.SUBMIT,
+                error=exc,
+                started_at=started_at,
+                interface_id=interface_id,
+                sender_references=[r for r in encode_batch(messages)[1] if r],
+            )
+            raise
+    record_submit(connection=connection, result=result, started_at=started_at)
+    return result
+
+
+def list_exchanges_with_certificate(
+    *, certificate: Certificate, limit: int = 50
+) -> list[DipExchange]:
+    """What this certificate signed (signing) or carried (mTLS), newest first."""
+    field = (
+        "mtls_certificate_fingerprint"
+        if certificate.purpose == "mtls"
+        else "signing_certificate_fingerprint"
+    )
+    return list(
+        DipExchange.objects.filter(**{field: certificate.fingerprint_sha256}).order_by(
+            "-started_at"
+        )[:limit]
+    )
+
+
+def count_messages_with_certificate(*, certificate: Certificate) -> int:
+    """How many messages went to the DIP under this certificate (the revocation question)."""
+    field = (
+        "mtls_certificate_fingerprint"
+        if certificate.purpose == "mtls"
+        else "signing_certificate_fingerprint"
+    )
+    from django.db.models import Func, IntegerField, Sum
+
+    total = DipExchange.objects.filter(
+        **{field: certificate.fingerprint_sha256}, operation=ExchangeOperation.SUBMIT
+    ).aggregate(
+        n=Sum(Func("sender_references", function="cardinality", output_field=IntegerField()))
+    )
+    return total["n"] or 0
+
+
+def find_exchanges_for_message(*, reference: str) -> list[DipExchange]:
+    """Every exchange that carried a message, by its sender reference or DIP transaction id:
+    "which certificate signed this message?"."""
+    from django.db.models import Q
+
+    return list(
+        DipExchange.objects.filter(
+            Q(sender_references__contains=[reference]) | Q(transaction_ids__contains=[reference])
+        ).order_by("started_at")
+    )
