@@ -9,7 +9,6 @@ on first use.
 
 from __future__ import annotations
 
-import copy
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -136,10 +135,6 @@ class Spec:
         variant = self.variants.get((interface_id, event_code))
         return None if variant is None else self.validator(variant.schema_key)
 
-    def payload_validator(self, interface_id: str) -> Validator | None:
-        key = self.payload_keys.get(interface_id)
-        return None if key is None else self.validator(key)
-
 
 def _resolve(definitions: dict[str, Any], node: Any) -> Any:
     while isinstance(node, dict) and "$ref" in node:
@@ -223,8 +218,3 @@ def load_spec(directory: str | Path) -> Spec:
         key_case=key_case,
         response_codes=tuple(codes_schema.get("enum", ())),
     )
-
-
-def subschema(spec: Spec, key: str) -> dict[str, Any]:
-    """Return a deep copy of one converted definition, for tests and tools that inspect it."""
-    return copy.deepcopy(spec.definitions[key])

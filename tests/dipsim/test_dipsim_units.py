@@ -121,3 +121,13 @@ def test_unknown_paths_and_methods(start_dipsim: StartDipsim) -> None:
     health = httpx.get(f"{dip.admin_url}/admin/health").json()
     assert health["status"] == "ok"
     assert health["env"] == "UIT"
+
+
+def test_the_channels_dipsim_serves_are_the_specifications_dt000(
+    official_validators: Validators,
+) -> None:
+    from dipsim.engine import CHANNELS
+
+    spec = official_validators.spec
+    assert spec is not None
+    assert set(spec.definitions["DataTypes__DT-000-InterfaceID"]["enum"]) == set(CHANNELS)
