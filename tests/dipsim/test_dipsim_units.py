@@ -11,6 +11,7 @@ import pytest
 from conftest import Running, StartDipsim
 
 from dipsim import codes, messages
+from dipsim.engine import CHANNELS
 from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
 
 
@@ -126,8 +127,6 @@ def test_unknown_paths_and_methods(start_dipsim: StartDipsim) -> None:
 def test_the_channels_dipsim_serves_are_the_specifications_dt000(
     official_validators: Validators,
 ) -> None:
-    from dipsim.engine import CHANNELS
-
     spec = official_validators.spec
     assert spec is not None
     assert set(spec.definitions["DataTypes__DT-000-InterfaceID"]["enum"]) == set(CHANNELS)
