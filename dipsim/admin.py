@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dipsim.faults import KINDS, FaultError
 from dipsim.store import unpack
+from dipsim.traffic import Traffic
 
 if TYPE_CHECKING:
     from dipsim.server import Service
@@ -196,8 +197,6 @@ def build_admin(service: Service) -> web.Application:
 
     @routes.post("/admin/traffic")
     async def traffic_start(request: web.Request) -> web.Response:
-        from dipsim.traffic import Traffic
-
         body = await _read_json(request)
         traffic = service.extras.setdefault("traffic", Traffic(sim))
         try:

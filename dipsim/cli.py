@@ -17,6 +17,7 @@ from typing import Any
 from dipsim import pki
 from dipsim.config import Settings
 from dipsim.store import Store
+from dipsim.traffic import SIMULATED, Traffic, setup_simulated
 
 
 def _admin(url: str, method: str, path: str, body: Any = None) -> Any:
@@ -132,8 +133,6 @@ def cmd_route_set(args: argparse.Namespace) -> None:
 
 
 def cmd_simulated_setup(args: argparse.Namespace) -> None:
-    from dipsim.traffic import SIMULATED, setup_simulated
-
     setup_simulated(Store(args.data_dir), args.env)
     for dip_id, mpid, role, behaviour in SIMULATED:
         print(f"{dip_id} {mpid} {role} ({behaviour})")
@@ -187,8 +186,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    # Imported here so that the set-up commands do not load the web stack.
     from dipsim.server import Service
-    from dipsim.traffic import Traffic, setup_simulated
 
     service = Service(settings)
     if args.simulated:

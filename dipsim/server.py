@@ -18,7 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from dipsim.admin import build_admin
 from dipsim.config import Settings
+from dipsim.counterparties import Counterparties
 from dipsim.engine import CHANNELS, STATUS_CHANNEL, Outcome, Simulator, mark_replayed
 from dipsim.pki import CaPaths, load_cert, peercert_dip_ids
 from dipsim.push import Pusher
@@ -413,9 +415,6 @@ class Service:
         self.extras: dict[str, Any] = {}
 
     async def start(self) -> None:
-        from dipsim.admin import build_admin
-        from dipsim.counterparties import Counterparties
-
         settings = self.settings
         self.extras["counterparties"] = Counterparties(self.sim)
         api = web.AppRunner(build_api(self.sim), access_log=None, handle_signals=False)
