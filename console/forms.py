@@ -58,3 +58,19 @@ class SignedCertificateForm(forms.Form):
 
 class RevokeForm(forms.Form):
     reason = forms.CharField(max_length=200)
+
+
+class ApiKeyForm(forms.Form):
+    connection = forms.TypedChoiceField(coerce=int)
+    api_key = forms.CharField(
+        label="New DIP API key",
+        widget=forms.PasswordInput,
+        strip=True,
+        min_length=8,
+        max_length=200,
+        help_text="From the DIP portal's API Keys page. Stored encrypted; never shown again.",
+    )
+
+    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]

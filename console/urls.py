@@ -17,6 +17,7 @@ urlpatterns = [
     path("certificates/", certificates.certificate_list, name="certificates"),
     path("certificates/csr/", certificates.certificate_csr, name="certificate-csr"),
     path("certificates/import/", certificates.certificate_import, name="certificate-import"),
+    path("certificates/api-key/", certificates.connection_api_key, name="connection-api-key"),
     path(
         "certificates/<uuid:certificate_id>/",
         certificates.certificate_detail,

@@ -146,6 +146,7 @@ class Connection(TenantOwned):
     # Envelope-encrypted (core.crypto), bound to the tenant and this column; never shown again.
     api_key_encrypted = models.TextField(blank=True, editable=False)
     api_key_hint = models.CharField(max_length=8, blank=True, editable=False)
+    api_key_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

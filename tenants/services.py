@@ -152,6 +152,7 @@ def create_connection(
             api_key.encode(), context=api_key_context(current_tenant_id())
         )
         connection.api_key_hint = api_key[-4:]
+        connection.api_key_changed_at = timezone.now()
     connection.save()
     record_event(
         action="connection.created",
@@ -187,6 +188,7 @@ def update_connection(
             api_key.encode(), context=api_key_context(connection.tenant_id)
         )
         connection.api_key_hint = api_key[-4:]
+        connection.api_key_changed_at = timezone.now()
         changed["api_key"] = f"replaced (ends {connection.api_key_hint})"
     if changed:
         connection.save()

@@ -13,11 +13,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from console.forms import CsrForm, ImportForm, RevokeForm, SignedCertificateForm
+from console.forms import ApiKeyForm, CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import tenant_required
 from messaging import exchanges
 from messaging.credentials import request_certificate_rotation
-from tenants import certificates, selectors
+from tenants import certificates, selectors, services
 from tenants.models import Certificate, Role
 
 
@@ -69,6 +69,8 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
         else None,
         "rows": _rows(timezone.now()),
         "is_certificate_admin": admin,
+        "connections": connections,
+        "api_key_form": ApiKeyForm(connections=connections) if admin else None,
         "csr_form": CsrForm(connections=connections) if admin else None,
         "import_form": ImportForm(connections=connections) if admin else None,
         "notifications": selectors.list_notifications(membership=request.membership),  # type: ignore[attr-defined]
@@ -130,6 +132,27 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
             return redirect("console:certificate-detail", certificate_id=imported.id)
     else:
         messages.error(request, _form_errors(form))
+    return redirect("console:certificates")
+
+
+@tenant_required
+@require_POST
+def connection_api_key(request: HttpRequest) -> HttpResponse:
+    """Replace a connection's DIP API key (part of its credential set, beside its certificates)."""
+    if not _is_certificate_admin(request):
+        return _forbidden(request)
+    try:
+        data = _valid(ApiKeyForm(request.POST, connections=selectors.list_connections()))
+        connection = selectors.get_connection(connection_id=data["connection"])
+        services.update_connection(
+            connection=connection, api_key=data["api_key"], actor=_actor(request)
+        )
+    except ValidationError as exc:
+        messages.error(request, "The API key was not changed: " + "; ".join(exc.messages))
+    else:
+        messages.success(
+            request, f"DIP API key replaced for {connection}; it ends …{connection.api_key_hint}."
+        )
     return redirect("console:certificates")
 
 

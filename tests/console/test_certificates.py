@@ -261,3 +261,35 @@ def test_a_message_reference_finds_the_certificate_that_signed_it_and_revocation
     ).content.decode()
     assert "2 messages went to the DIP under it" in revoked
     assert 'id="exchanges"' in revoked
+
+
+def test_the_dip_api_key_is_part_of_the_credential_set_and_replaced_without_being_shown(
+    world, acme_connection
+):
+    alice = signed_in("alice")
+    page = alice.get("/certificates/").content.decode()
+    assert "stored encrypted, ends …-123" in page
+    response = alice.post(
+        "/certificates/api-key/",
+        {"connection": acme_connection.id, "api_key": "new-dip-key-7890"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "ends …7890" in page
+    assert "new-dip-key-7890" not in page
+    with tenant_context(world.acme.id):
+        from tenants.services import get_connection_api_key
+
+        acme_connection.refresh_from_db()
+        assert get_connection_api_key(connection=acme_connection) == "new-dip-key-7890"
+        event = AuditEvent.objects.get(action="connection.updated")
+        assert "new-dip-key" not in str(event.detail)
+    assert (
+        signed_in("bob")
+        .post(
+            "/certificates/api-key/",
+            {"connection": acme_connection.id, "api_key": "bob-was-here-1"},
+        )
+        .status_code
+        == 403
+    )
