@@ -422,109 +422,38 @@ def run(args: argparse.Namespace) -> int:
         logs = VAR / "run" / args.database
         logs.mkdir(parents=True, exist_ok=True)
         dipsim_ca, dipsim_data = VAR / "dipsim-ca", logs / "dipsim"
-        subprocess.run(
-            [PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
+        # fmt: off
+        subprocess.run([PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
+                       check=True, capture_output=True, cwd=ROOT)
         dip_url = f"https://127.0.0.1:{args.dipsim_port}"
         manage(env, "migrate", "--database", "owner", "--noinput")
-        manage(
-            env,
-            "seed_demo",
-            "--dip-base-url",
-            dip_url,
-            "--dipsim-ca",
-            str(dipsim_ca),
-            "--dipsim-data",
-            str(dipsim_data),
-        )
+        manage(env, "seed_demo", "--dip-base-url", dip_url,
+               "--dipsim-ca", str(dipsim_ca), "--dipsim-data", str(dipsim_data))
 
         def start(name: str, command: list[str]) -> None:
             out = (logs / f"{name}.log").open("ab")
-            child = subprocess.Popen(
-                command, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
+            child = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=out,
+                                     stderr=subprocess.STDOUT)
             children.append((name, child))
 
         bind = f"{args.host}:{args.port}"
-        start(
-            "web",
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "core.wsgi",
-                "--bind",
-                bind,
-                "--workers",
-                str(args.web_workers),
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
-        )
+        start("web", [PYTHON, "-m", "gunicorn", "core.wsgi", "--bind", bind,
+                      "--workers", str(args.web_workers), "--threads", "4",
+                      "--access-logfile", "-"])
+        # One worker per queue family, so one family's backlog cannot starve another.
         for family in ("inbound", "outbound", "delivery", "maintenance"):
-            start(
-                f"worker-{family}",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "core",
-                    "worker",
-                    "-Q",
-                    family,
-                    "-n",
-                    f"{family}@%h",
-                    "--concurrency",
-                    "1",
-                    "-l",
-                    "INFO",
-                ],
-            )
-        start(
-            "beat",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "core",
-                "beat",
-                "-l",
-                "INFO",
-                "-s",
-                str(logs / "celerybeat-schedule"),
-            ],
-        )
-        dipsim_command = [
-            PYTHON,
-            "-m",
-            "dipsim",
-            "serve",
-            "--data-dir",
-            str(dipsim_data),
-            "--ca-dir",
-            str(dipsim_ca),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(args.dipsim_port),
-            "--admin-port",
-            str(args.dipsim_port + 1),
-            "--env",
-            "UIT",
-            "--simulated",
-            "--traffic-rate",
-            str(args.traffic_rate),
-        ]
-        if (
-            REFERENCE_SPEC / "SubmitEvents-unresolved.yaml"
-        ).is_file():  # validate with Elexon's schemas when they are beside us
+            start(f"worker-{family}", [PYTHON, "-m", "celery", "-A", "core", "worker",
+                                       "-Q", family, "-n", f"{family}@%h",
+                                       "--concurrency", "1", "-l", "INFO"])
+        start("beat", [PYTHON, "-m", "celery", "-A", "core", "beat", "-l", "INFO",
+                       "-s", str(logs / "celerybeat-schedule")])
+        dipsim_command = [PYTHON, "-m", "dipsim", "serve", "--data-dir", str(dipsim_data),
+                          "--ca-dir", str(dipsim_ca), "--host", "127.0.0.1",
+                          "--port", str(args.dipsim_port), "--admin-port", str(args.dipsim_port + 1),
+                          "--env", "UIT", "--simulated", "--traffic-rate", str(args.traffic_rate)]
+        # fmt: on
+        # Validate with Elexon's own schemas when a copy of the specification is beside us.
+        if (REFERENCE_SPEC / "SubmitEvents-unresolved.yaml").is_file():
             dipsim_command += ["--spec-dir", str(REFERENCE_SPEC)]
         start("dipsim", dipsim_command)
         url = f"http://{bind}/"
