@@ -407,13 +407,21 @@ def run(args: argparse.Namespace) -> int:
         for name, child in reversed(children):
             if child.poll() is None:
                 say(f"stopping {name}")
-                child.terminate()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
         for _name, child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            # Each child leads its own process group: this also ends any of its own children
+            # (a gunicorn worker, say) that outlived it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
         services.stop()
+
+    # Ctrl-C (or SIGTERM from a supervisor) stops everything in order, even where the shell
+    # started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     try:
         full_env = {**os.environ, **env}
@@ -432,8 +440,9 @@ def run(args: argparse.Namespace) -> int:
 
         def start(name: str, command: list[str]) -> None:
             out = (logs / f"{name}.log").open("ab")
+            # Its own session: Ctrl-C reaches only this launcher, which stops children in order.
             child = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=out,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
             children.append((name, child))
 
         bind = f"{args.host}:{args.port}"
@@ -475,7 +484,6 @@ def run(args: argparse.Namespace) -> int:
             DEMO_BANNER.format(url=url, logs=logs, dip_url=dip_url, dip_admin=dip_admin),
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(child.poll() is None for _, child in children):
             time.sleep(1)
         failed = [name for name, child in children if child.poll() is not None]
