@@ -209,7 +209,13 @@ def load_spec(directory: str | Path) -> Spec:
     key_case: dict[str, str] = {}
     for name in _walk_property_names(definitions):
         key_case.setdefault(name.lower(), name)
-    codes_schema = definitions.get(_def_key("ResponseCodes", "DI-999-Response-Codes"), {})
+    # The response-code file holds one enumeration: the codes (found by shape, not by name).
+    code_prefix = _def_key("ResponseCodes", "")
+    codes_schema = max(
+        (d for k, d in definitions.items() if k.startswith(code_prefix) and "enum" in d),
+        key=lambda d: len(d["enum"]),
+        default={},
+    )
     return Spec(
         directory=directory,
         definitions=definitions,
