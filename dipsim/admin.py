@@ -232,16 +232,14 @@ def build_admin(service: Service) -> web.Application:
         parts = [
             "<!doctype html><meta charset=utf-8><title>dipsim</title>",
             "<style>body{font:14px system-ui;margin:2em}td,th{padding:2px 8px;text-align:left}"
-            "table{border-collapse:collapse}tr:nth-child(even){background:#f4f4f4}</style>",
+            "table{border-collapse:collapse}tr:nth-child(even){background:#f4f4f4}"
+            ".bar{display:inline-block;height:10px;background:#3b7dd8;vertical-align:middle}</style>",
             f"<h1>dipsim ({html.escape(sim.settings.env)})</h1>",
             f"<p>API {html.escape(service.base_url)} &middot; schemas: {html.escape(sim.validators.source)}</p>",
             "<h2>Counters</h2><table>",
-            *[
-                f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
-                for k, v in sorted(sim.counters.items())
-            ],
+            *_bar_rows(dict(sim.counters)),
             "</table><h2>Deliveries</h2><table>",
-            *[f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(counts.items())],
+            *_bar_rows(counts),
             f"</table><h2>Faults</h2><pre>{html.escape(json.dumps(faults, indent=1))}</pre>",
             "<h2>Latest messages</h2><table><tr><th>received</th><th>channel</th><th>event</th>"
             "<th>sender</th><th>recipients</th><th>transaction</th></tr>",
@@ -268,3 +266,14 @@ def build_admin(service: Service) -> web.Application:
 
     app.add_routes(routes)
     return app
+
+
+def _bar_rows(values: dict[str, int]) -> list[str]:
+    """Table rows with a bar beside each figure, scaled to the largest, so volumes compare at a
+    glance."""
+    top = max(values.values(), default=0) or 1
+    return [
+        f"<tr><td>{html.escape(k)}</td><td>{v}</td>"
+        f'<td><span class="bar" style="width:{round(240 * v / top)}px"></span></td></tr>'
+        for k, v in sorted(values.items())
+    ]
