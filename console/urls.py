@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import auth, certificates, home
+from console.views import account, auth, certificates, home
 
 app_name = "console"
 
@@ -11,6 +11,8 @@ urlpatterns = [
     path("login/", auth.login_view, name="login"),
     path("logout/", auth.logout_view, name="logout"),
     path("tenant/switch/", auth.switch_tenant, name="tenant-switch"),
+    path("login/verify/", auth.login_verify, name="login-verify"),
+    path("account/second-factor/", account.second_factor, name="account-mfa"),
     path("flows/", home.area, {"area": "flows"}, name="flows"),
     path("messages/", home.area, {"area": "messages"}, name="messages"),
     path("exceptions/", home.area, {"area": "exceptions"}, name="exceptions"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health
@@ -22,6 +23,9 @@ api_patterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),
 ]
+
+# Staff pages need a verified second factor, not only a password.
+admin.site.__class__ = OTPAdminSite
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

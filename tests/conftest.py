@@ -32,6 +32,7 @@ GLOBAL_TABLES = {
     "django_migrations": "schema history",
     "django_session": "session store, keyed by an unguessable id; holds the chosen tenant id only",
     "django_admin_log": "staff actions in Django admin (staff only)",
+    "core_totpsecondfactor": "a person's second factor, not a tenant's; its seed is encrypted",
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -12,9 +14,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
+from django_otp import login as otp_login
+from django_otp import match_token, user_has_device
 
 from core.audit import record_event, request_source
 from tenants.selectors import SESSION_TENANT_KEY
+
+MFA_PENDING_KEY = "busbar_mfa_pending"
 
 
 def _throttle_keys(request: HttpRequest, username: str) -> list[str]:
@@ -55,18 +61,19 @@ def login_view(request: HttpRequest) -> HttpResponse:
             )
         elif form.is_valid():
             user = form.get_user()
-            login(request, user)
-            request.session.pop(SESSION_TENANT_KEY, None)
-            record_event(
-                action="login.succeeded",
-                actor=user.get_username(),
-                actor_user_id=user.pk,
-                category="security",
-                source_address=request_source(request),
-            )
             target = request.GET.get("next", "")
             if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
                 target = reverse("console:home")
+            if user_has_device(user):
+                # The password was right; the session is not signed in until the second factor is.
+                request.session[MFA_PENDING_KEY] = {
+                    "user_id": user.pk,
+                    "backend": user.backend,
+                    "next": target,
+                    "since": time.time(),
+                }
+                return redirect("console:login-verify")
+            _complete_login(request, user, device=None)
             return HttpResponseRedirect(target)
         else:
             _count_failure(request, username)
@@ -80,6 +87,55 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(
         request, "console/login.html", {"form": form, "throttled": throttled}, status=status
     )
+
+
+def _complete_login(request: HttpRequest, user: object, *, device: object | None) -> None:
+    login(request, user)
+    if device is not None:
+        otp_login(request, device)
+    request.session.pop(SESSION_TENANT_KEY, None)
+    record_event(
+        action="login.succeeded",
+        actor=user.get_username(),
+        actor_user_id=user.pk,  # type: ignore[attr-defined]
+        category="security",
+        source_address=request_source(request),
+        detail={"second_factor": device is not None},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def login_verify(request: HttpRequest) -> HttpResponse:
+    """The second step of a sign-in for users with an authenticator app."""
+    pending = request.session.get(MFA_PENDING_KEY)
+    if not pending or time.time() - pending["since"] > settings.MFA_PENDING_SECONDS:
+        request.session.pop(MFA_PENDING_KEY, None)
+        messages.error(request, "Sign in again: the second step was not completed in time.")
+        return redirect("console:login")
+    user = get_user_model().objects.get(pk=pending["user_id"])
+    user.backend = pending["backend"]
+    error = ""
+    status = 200
+    if request.method == "POST":
+        token = request.POST.get("token", "").replace(" ", "")
+        if _is_throttled(request, user.get_username()):
+            error, status = "Too many failed attempts. Wait a few minutes before trying again.", 429
+        else:
+            device = match_token(user, token)
+            if device is not None:
+                request.session.pop(MFA_PENDING_KEY, None)
+                _complete_login(request, user, device=device)
+                return HttpResponseRedirect(pending["next"])
+            _count_failure(request, user.get_username())
+            record_event(
+                action="login.second_factor_failed",
+                actor=user.get_username(),
+                actor_user_id=user.pk,
+                category="security",
+                source_address=request_source(request),
+            )
+            error = "That code is not valid. Use the current code from your authenticator app."
+    return render(request, "console/login_verify.html", {"error": error}, status=status)
 
 
 @require_POST

@@ -11,7 +11,11 @@ from core.models import AuditEvent
 from core.tenancy import tenant_context
 from tests.conftest import GLOBAL_TABLES
 
-CLOSED_TABLES = {"guardian_userobjectpermission", "guardian_groupobjectpermission"}
+CLOSED_TABLES = {
+    "guardian_userobjectpermission",
+    "guardian_groupobjectpermission",
+    "otp_totp_totpdevice",  # would hold second-factor seeds in clear
+}
 
 
 def public_tables() -> dict[str, tuple[bool, bool, int, bool]]:

@@ -13,10 +13,21 @@ from tests.conftest import PASSWORD, build_world
 
 
 def staff(username: str, role: StaffRole) -> Client:
+    """A staff member signed in with a verified second factor (staff pages require one)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    from core.models import TOTPSecondFactor
+
     user = get_user_model().objects.create_user(username, password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get_or_create(name=role.value)[0])
+    device = TOTPSecondFactor.new_for(user)
+    device.confirmed = True
+    device.save()
     client = Client()
     client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
     return client
 
 
