@@ -508,7 +508,8 @@ Busbar is running.
     alice    acme tenant admin
     bob      acme message operator
     charlie  globex tenant admin
-    sam      provider support (staff)
+    sam      provider support (staff pages ask for a second factor: set one up
+             by clicking your name in the console's top bar)
 
 Press Ctrl-C to stop everything.
 """
