@@ -6,6 +6,7 @@ from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health
+from messaging import api as messaging_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -19,6 +20,11 @@ api_patterns = [
         "certificates/<uuid:certificate_id>/revoke/",
         certificate_api.CertificateRevokeApi.as_view(),
         name="certificate-revoke",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/rotate/",
+        messaging_api.CertificateRotateApi.as_view(),
+        name="certificate-rotate",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),

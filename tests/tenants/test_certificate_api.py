@@ -140,3 +140,44 @@ def test_globex_cannot_touch_acmes_connection_or_certificates(api, ca):
         f"/api/v1/certificates/{mine['id']}/revoke/", {"reason": "key compromise"}
     )
     assert revoked.json()["status"] == "revoked"
+
+
+def test_a_rotation_is_queued_for_a_worker_and_never_runs_in_the_request(
+    api, ca, django_capture_on_commit_callbacks
+):
+    import redis
+    from django.conf import settings
+
+    key = new_key()
+    staged = (
+        client(api["acme_manage"])
+        .post(
+            "/api/v1/certificates/",
+            {
+                "connection_id": api["acme_connection"],
+                "purpose": "signing",
+                "bundle_base64": base64.b64encode(
+                    pem(ca.issue(key.public_key())) + key_pem(key)
+                ).decode(),
+            },
+            format="json",
+        )
+        .json()
+    )
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("maintenance")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client(api["acme_manage"]).post(f"/api/v1/certificates/{staged['id']}/rotate/")
+    assert response.status_code == 202
+    assert broker.llen("maintenance") == 1
+    broker.delete("maintenance")
+    assert (
+        client(api["globex_manage"])
+        .post(f"/api/v1/certificates/{staged['id']}/rotate/")
+        .status_code
+        == 404
+    )
+    assert (
+        client(api["acme_read"]).post(f"/api/v1/certificates/{staged['id']}/rotate/").status_code
+        == 403
+    )
