@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
-from tenants.models import CertificatePurpose
+from tenants.models import CertificatePurpose, Connection
 
 MAX_UPLOAD_BYTES = 64 * 1024
 
 
 class BoundedFileField(forms.FileField):
-    def clean(self, data: object, initial: object = None) -> object:
+    def clean(self, data: Any, initial: Any = None) -> Any:
         upload = super().clean(data, initial)
         if upload and upload.size > MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
@@ -35,9 +37,9 @@ class CsrForm(forms.Form):
         coerce=int, choices=[(3072, "RSA 3072"), (2048, "RSA 2048"), (4096, "RSA 4096")]
     )
 
-    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+    def __init__(self, *args: Any, connections: list[Connection], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]  # type: ignore[attr-defined]
 
 
 class ImportForm(forms.Form):
@@ -47,9 +49,9 @@ class ImportForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput, required=False, strip=False)
     label = forms.CharField(max_length=100, required=False)
 
-    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+    def __init__(self, *args: Any, connections: list[Connection], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]  # type: ignore[attr-defined]
 
 
 class SignedCertificateForm(forms.Form):
@@ -71,6 +73,6 @@ class ApiKeyForm(forms.Form):
         help_text="From the DIP portal's API Keys page. Stored encrypted; never shown again.",
     )
 
-    def __init__(self, *args: object, connections: list, **kwargs: object) -> None:
+    def __init__(self, *args: Any, connections: list[Connection], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]
+        self.fields["connection"].choices = [(c.id, str(c)) for c in connections]  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.operations.base import Operation
+from django.db.migrations.state import ProjectState
 
 # The policy reads the tenant from a transaction-local setting. current_setting(..., true) returns
 # '' (not NULL) once the setting has been used in a session, hence nullif. The sub-select makes
@@ -89,10 +91,22 @@ class EnableTenantRLS(Operation):
             statements.insert(0, f'REVOKE ALL ON {t} FROM "{settings.DB_SUPPORT_ROLE}"')
         return statements
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state) -> None:  # type: ignore[no-untyped-def]
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
         for statement in self.forward_sql():
             schema_editor.execute(statement)
 
-    def database_backwards(self, app_label, schema_editor, from_state, to_state) -> None:  # type: ignore[no-untyped-def]
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
         for statement in self.backward_sql():
             schema_editor.execute(statement)

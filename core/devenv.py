@@ -136,6 +136,8 @@ def start_embedded_postgres(services_started: list) -> str:
         )
 
         entry = ensure_user_exists(EMBEDDED_PG_USER)
+        if entry is None:
+            sys.exit(f"busbar: could not create the system user {EMBEDDED_PG_USER} for PostgreSQL")
         data.mkdir(parents=True, exist_ok=True)
         ensure_prefix_permissions(data)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
@@ -260,7 +262,7 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
             )
     params = conninfo_to_dict(admin_conninfo)
     params["dbname"] = dbname
-    with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+    with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OWNER_ROLE)))
         db, owner = sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
         app, support = sql.Identifier(RUNTIME_ROLE), sql.Identifier(SUPPORT_ROLE)
@@ -282,7 +284,7 @@ def role_conninfo(admin_conninfo: str, *, role: str, password: str, dbname: str)
     params = conninfo_to_dict(admin_conninfo)
     params.pop("connect_timeout", None)
     params.update(user=role, password=password, dbname=dbname)
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 # --- Redis -----------------------------------------------------------------------------------

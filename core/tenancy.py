@@ -99,4 +99,4 @@ def tenant_task[**P, R](func: Callable[P, R]) -> Callable[P, R]:
         with tenant_context(tenant_id):
             return func(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -236,6 +236,7 @@ class Simulator:
             dcp_id = _get_ci(s1, "DIPConnectionProviderID")
             route: tuple[list[str], list[str], list[str]] | None = None
             if failure is None:
+                assert isinstance(payload, dict)  # validated: an object
                 failure, route = self._envelope(
                     channel, payload, caller, registry, now_dt, future_limit, known_surs, batch_surs
                 )

@@ -12,6 +12,7 @@ or ``egress`` (pushes dipsim makes to webhooks; ``dip_id`` matches the recipient
 
 from __future__ import annotations
 
+import builtins
 import random
 import time
 from dataclasses import dataclass
@@ -130,12 +131,13 @@ class FaultSet:
         self._expire()
         return any(rule["kind"] == "outage" for rule in self._faults.values())
 
-    def pick(self, direction: str, channel: str | None, dip_id: str | None) -> list[Fault]:
+    # builtins.list: inside this class, plain ``list`` names the method above.
+    def pick(self, direction: str, channel: str | None, dip_id: str | None) -> builtins.list[Fault]:
         """Return the rules that fire for this request or push, consuming their ``remaining`` counts."""
         if not self._faults:
             return []
         self._expire()
-        fired: list[Fault] = []
+        fired: builtins.list[Fault] = []
         for fault_id, rule in list(self._faults.items()):
             if rule["direction"] != direction:
                 continue

@@ -202,7 +202,8 @@ class Pusher:
             return
         max_bytes = int(webhook["max_kb"]) * 1024 if webhook["max_kb"] else None
         if max_bytes:
-            kept, size = [], 2
+            kept: list[Any] = []
+            size = 2
             for row, body in items:
                 if kept and size + len(body) + 1 > max_bytes:
                     break

@@ -405,8 +405,9 @@ def variant_schema(
         "patternProperties": {r"^B\d{3}(List)?$": {"type": ["object", "array"]}},
         "additionalProperties": False,
     }
+    properties: dict[str, Any] = custom["properties"]  # type: ignore[assignment]
     for name, block in BLOCKS.items():
-        custom["properties"].setdefault(name, block)
+        properties.setdefault(name, block)
     return obj({"CommonBlock": obj(common_required, common_optional), "CustomBlock": custom})
 
 

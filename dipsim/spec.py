@@ -211,7 +211,7 @@ def load_spec(directory: str | Path) -> Spec:
         key_case.setdefault(name.lower(), name)
     # The response-code file holds one enumeration: the codes (found by shape, not by name).
     code_prefix = _def_key("ResponseCodes", "")
-    codes_schema = max(
+    codes_schema: dict[str, Any] = max(
         (d for k, d in definitions.items() if k.startswith(code_prefix) and "enum" in d),
         key=lambda d: len(d["enum"]),
         default={},

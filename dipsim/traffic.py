@@ -149,7 +149,7 @@ class Traffic:
             return pool
         store = self.sim.store
         pool = store.mpans_for(target.role, target.dip_id, limit=size)
-        rows = []
+        rows: list[Any] = []
         while len(pool) + len(rows) < size:
             mpan = messages.make_mpan(self.rng, "20")
             parties = {

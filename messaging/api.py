@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from messaging.credentials import request_certificate_rotation
 from tenants import selectors
-from tenants.authentication import HasScope
+from tenants.authentication import HasScope, api_client
 from tenants.models import ApiScope
 
 
@@ -28,7 +28,7 @@ class CertificateRotateApi(APIView):
     )
     def post(self, request: Request, certificate_id: str) -> Response:
         certificate = selectors.get_certificate(certificate_id=certificate_id)
-        request_certificate_rotation(certificate=certificate, actor=request.user.label)
+        request_certificate_rotation(certificate=certificate, actor=api_client(request).label)
         return Response(
             {
                 "detail": "rotation queued: a canary runs first; the cut-over follows only if it passes"

@@ -62,6 +62,14 @@ def resolve_api_key(key: str) -> ApiClient:
     )
 
 
+def api_client(request: Request) -> ApiClient:
+    """The client system behind an authenticated API request (the views require one)."""
+    client = request.user
+    if not isinstance(client, ApiClient):
+        raise exceptions.NotAuthenticated()
+    return client
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiClient, None] | None:
         django_request = request._request

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants import certificates, selectors
-from tenants.authentication import HasScope
+from tenants.authentication import HasScope, api_client
 from tenants.models import ApiScope, CertificatePurpose
 
 
@@ -47,7 +47,8 @@ class CertificateListApi(APIView):
         purpose = serializers.ChoiceField(choices=CertificatePurpose.choices)
         bundle_base64 = serializers.CharField(help_text="PEM text or PKCS#12 bytes, base64-encoded")
         password = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-        label = serializers.CharField(required=False, allow_blank=True, max_length=100)
+        # A field may share the name of Field.label: DRF moves declared fields aside.
+        label = serializers.CharField(required=False, allow_blank=True, max_length=100)  # type: ignore[assignment]
 
         def validate_bundle_base64(self, value: str) -> bytes:
             try:
@@ -75,7 +76,7 @@ class CertificateListApi(APIView):
             data=data["bundle_base64"],
             password=data.get("password") or None,
             label=data.get("label", ""),
-            actor=request.user.label,
+            actor=api_client(request).label,
         )
         return Response(CertificateOutput(imported).data, status=status.HTTP_201_CREATED)
 
@@ -95,6 +96,6 @@ class CertificateRevokeApi(APIView):
         revoked = certificates.revoke_certificate(
             certificate=certificate,
             reason=payload.validated_data["reason"],
-            actor=request.user.label,
+            actor=api_client(request).label,
         )
         return Response(CertificateOutput(revoked).data)

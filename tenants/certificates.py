@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -241,7 +242,7 @@ def generate_key_and_csr(
     organizational_unit: str = "",
     key_size: int = 3072,
     actor: str,
-    owner: object | None = None,
+    owner: User | None = None,
 ) -> Certificate:
     """Make a new RSA key (encrypted at once) and a CSR for the given subject.
 
@@ -370,7 +371,7 @@ def import_certificate(
     password: str | None = None,
     label: str = "",
     actor: str,
-    owner: object | None = None,
+    owner: User | None = None,
     now: datetime | None = None,
 ) -> Certificate:
     """Import a PEM or PKCS#12 bundle. Signing and mTLS certificates need their key (staged);
@@ -595,8 +596,8 @@ def check_certificate_expiry(*, now: datetime | None = None) -> list[Notificatio
     from django.core.mail import send_mass_mail
 
     now = now or timezone.now()
-    notifications = []
-    emails = []
+    notifications: list[Notification] = []
+    emails: list[tuple[str, str, str, list[str]]] = []
     recipients = [
         m.user.email
         for m in Membership.objects.select_related("user").filter(
@@ -609,7 +610,7 @@ def check_certificate_expiry(*, now: datetime | None = None) -> list[Notificatio
         .select_related("connection__identity")
         .filter(status__in=WATCHED, not_after__lte=now + WARN_FROM)
     ):
-        if not warning_due(certificate, now=now):
+        if certificate.not_after is None or not warning_due(certificate, now=now):
             continue
         days_left = (certificate.not_after - now).days
         where = f"{certificate.connection.identity} {certificate.connection.environment}"

@@ -43,7 +43,7 @@ class TenantMiddleware:
                 return self.get_response(request)
             request.membership = membership  # type: ignore[attr-defined]
             request.tenant = membership.tenant  # type: ignore[attr-defined]
-            with tenant_context(membership.tenant_id):
+            with tenant_context(membership.tenant.id):
                 return self.get_response(request)
 
     def _as_api_client(self, request: HttpRequest, key: str) -> HttpResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -59,7 +60,7 @@ class Tenant(models.Model):
         return self.name
 
 
-def tenant_key(*, on_delete: object = models.PROTECT) -> models.ForeignKey:
+def tenant_key(*, on_delete: Callable[..., None] = models.PROTECT) -> models.ForeignKey:
     """The tenant column every tenant table carries: it defaults to the current tenant context
     (raising outside one) and is never taken from user input."""
     return models.ForeignKey(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from uuid import UUID
+
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import Http404
@@ -21,7 +23,7 @@ from tenants.models import (
 SESSION_TENANT_KEY = "busbar_tenant_id"
 
 
-def list_memberships_for_user(*, user: AbstractBaseUser) -> list[Membership]:
+def list_memberships_for_user(*, user: User) -> list[Membership]:
     """The user's memberships in every tenant (readable through the ``app.user_id`` policy)."""
     return list(
         Membership.objects.filter(user=user, tenant__is_active=True)
@@ -68,7 +70,7 @@ def list_certificates() -> list[Certificate]:
     )
 
 
-def get_certificate(*, certificate_id: object) -> Certificate:
+def get_certificate(*, certificate_id: UUID | str) -> Certificate:
     """One certificate of the current tenant; another tenant's and a missing one are both 404."""
     try:
         return Certificate.objects.select_related("connection__identity").get(id=certificate_id)
@@ -76,7 +78,7 @@ def get_certificate(*, certificate_id: object) -> Certificate:
         raise Http404("No such certificate") from exc
 
 
-def get_connection(*, connection_id: object) -> Connection:
+def get_connection(*, connection_id: int | str) -> Connection:
     try:
         return Connection.objects.select_related("identity").get(id=connection_id)
     except (Connection.DoesNotExist, ValueError) as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -64,7 +64,7 @@ def create_tenant(
 
 
 @transaction.atomic
-def add_member(*, user: AbstractBaseUser, roles: list[str], actor: str = "system") -> Membership:
+def add_member(*, user: User, roles: list[str], actor: str = "system") -> Membership:
     """Give ``user`` these roles in the current tenant (replacing any roles they had)."""
     unknown = sorted(set(roles) - set(Role.values))
     if unknown:
@@ -85,7 +85,7 @@ def add_member(*, user: AbstractBaseUser, roles: list[str], actor: str = "system
 @transaction.atomic
 def create_user(
     *, username: str, email: str, password: str, roles: list[str], actor: str = "system"
-) -> AbstractBaseUser:
+) -> User:
     """Create a user (password checked against the configured rules) and add them to the tenant."""
     from django.contrib.auth.password_validation import validate_password
 
@@ -126,8 +126,10 @@ def _unique(model: type, noun: str, **fields: object) -> None:
         raise ValidationError(f"this tenant already has a {noun} with {described}")
 
 
-def api_key_context(tenant_id: uuid.UUID) -> str:
+def api_key_context(tenant_id: uuid.UUID | None) -> str:
     """Associated data binding an encrypted DIP API key to its tenant and column."""
+    if tenant_id is None:
+        raise ValueError("an API key belongs to a tenant")
     return f"tenant:{tenant_id}:connection.api_key"
 
 
@@ -260,7 +262,7 @@ def issue_api_credential(
     name: str,
     scopes: list[str],
     environment: str,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     actor: str = "system",
 ) -> IssuedApiKey:
     """Issue an API key for a client system: ``bb_<prefix>_<secret>``, returned once."""

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -16,6 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
 from django_otp import match_token, user_has_device
+from django_otp.models import Device
 
 from core.audit import record_event, request_source
 from tenants.selectors import SESSION_TENANT_KEY
@@ -89,7 +91,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _complete_login(request: HttpRequest, user: object, *, device: object | None) -> None:
+def _complete_login(request: HttpRequest, user: User, *, device: Device | None) -> None:
     login(request, user)
     if device is not None:
         otp_login(request, device)
@@ -97,7 +99,7 @@ def _complete_login(request: HttpRequest, user: object, *, device: object | None
     record_event(
         action="login.succeeded",
         actor=user.get_username(),
-        actor_user_id=user.pk,  # type: ignore[attr-defined]
+        actor_user_id=user.pk,
         category="security",
         source_address=request_source(request),
         detail={"second_factor": device is not None},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -25,6 +27,12 @@ def _is_certificate_admin(request: HttpRequest) -> bool:
     return selectors.user_has_role(request.membership, Role.CERTIFICATE_ADMIN)  # type: ignore[attr-defined]
 
 
+def _user(request: HttpRequest) -> User:
+    """The signed-in user (every view here requires one)."""
+    assert isinstance(request.user, User)
+    return request.user
+
+
 def _actor(request: HttpRequest) -> str:
     return request.user.get_username()
 
@@ -33,7 +41,7 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
     return render(request, "console/403.html", {"need": "certificate admin"}, status=403)
 
 
-def _rows(now: object) -> list[dict]:
+def _rows(now: datetime) -> list[dict]:
     rows = []
     for certificate in selectors.list_certificates():
         days_left = (certificate.not_after - now).days if certificate.not_after else None
@@ -93,7 +101,7 @@ def certificate_csr(request: HttpRequest) -> HttpResponse:
                 connection=selectors.get_connection(connection_id=data.pop("connection")),
                 **data,
                 actor=_actor(request),
-                owner=request.user,
+                owner=_user(request),
             )
         except ValidationError as exc:
             messages.error(request, "; ".join(exc.messages))
@@ -123,7 +131,7 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
                 password=data["password"] or None,
                 label=data["label"],
                 actor=_actor(request),
-                owner=request.user,
+                owner=_user(request),
             )
         except ValidationError as exc:
             messages.error(request, "The certificate was not imported: " + "; ".join(exc.messages))

@@ -274,13 +274,13 @@ def message_outcomes(
 
     outcomes = []
     for index, reference in enumerate(references):
-        entry = matched.get(index)
-        if entry is None:
+        found = matched.get(index)
+        if found is None:
             action = Action.RECONCILE if success else Action.RESEND
             outcomes.append(MessageOutcome(index=index, sender_reference=reference, action=action))
             continue
-        code = parse_code(entry.get("message"))
-        transaction = entry.get("transactionID")
+        code = parse_code(found.get("message"))
+        transaction = found.get("transactionID")
         if success and code in (None, "MSG0000"):
             # Accepted; without a transaction id Busbar cannot prove it, so it reconciles.
             action = Action.ACCEPTED if isinstance(transaction, str) else Action.RECONCILE
@@ -295,8 +295,8 @@ def message_outcomes(
                 action=action,
                 transaction_id=transaction if isinstance(transaction, str) and success else None,
                 code=code,
-                message=entry.get("message"),
-                help=entry.get("help"),
+                message=found.get("message"),
+                help=found.get("help"),
             )
         )
     return outcomes, isolate

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import uuid
 from argparse import ArgumentParser
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,28 +36,42 @@ from tenants.services import get_connection_api_key
 DEMO_PASSWORD = "busbar-demo-pass"
 DIP_BASE_URL = "https://127.0.0.1:8443"
 
+
+@dataclass(frozen=True)
+class DemoTenant:
+    slug: str
+    name: str
+    identities: list[tuple[str, str, str]]  # MPID, role code, DIP ID
+    users: list[tuple[str, list[str]]]  # username, roles
+    channels: dict[str, list[str]]  # direction -> interface ids
+
+
 DEMO = [
-    {
-        "slug": "acme",
-        "name": "Acme Energy Supply",
-        "identities": [("ACME", "SUP", "1000000001")],
-        "users": [
+    DemoTenant(
+        slug="acme",
+        name="Acme Energy Supply",
+        identities=[("ACME", "SUP", "1000000001")],
+        users=[
             ("alice", [Role.TENANT_ADMIN, Role.CERTIFICATE_ADMIN, Role.APPROVER]),
             ("bob", [Role.MESSAGE_OPERATOR]),
             ("victor", [Role.VIEWER]),
             ("audrey", [Role.AUDITOR]),
         ],
-        "inbound": ["IF-021", "IF-032", "IF-035", "IF-036", "IF-001"],
-        "outbound": ["IF-031", "IF-041"],
-    },
-    {
-        "slug": "globex",
-        "name": "Globex Smart Data",
-        "identities": [("GLBX", "SDS", "1000000002")],
-        "users": [("charlie", [Role.TENANT_ADMIN, Role.MESSAGE_OPERATOR])],
-        "inbound": ["IF-033", "IF-041"],
-        "outbound": ["IF-021", "IF-034"],
-    },
+        channels={
+            Direction.INBOUND: ["IF-021", "IF-032", "IF-035", "IF-036", "IF-001"],
+            Direction.OUTBOUND: ["IF-031", "IF-041"],
+        },
+    ),
+    DemoTenant(
+        slug="globex",
+        name="Globex Smart Data",
+        identities=[("GLBX", "SDS", "1000000002")],
+        users=[("charlie", [Role.TENANT_ADMIN, Role.MESSAGE_OPERATOR])],
+        channels={
+            Direction.INBOUND: ["IF-033", "IF-041"],
+            Direction.OUTBOUND: ["IF-021", "IF-034"],
+        },
+    ),
 ]
 
 
@@ -87,20 +102,20 @@ class Command(BaseCommand):
     def _tenants(self, dip_base_url: str) -> None:
         user_model = get_user_model()
         for spec in DEMO:
-            tenant_id = demo_tenant_id(spec["slug"])
+            tenant_id = demo_tenant_id(spec.slug)
             with tenant_context(tenant_id):
                 if Tenant.objects.filter(id=tenant_id).exists():
-                    self.stdout.write(f"demo tenant {spec['slug']} already present")
+                    self.stdout.write(f"demo tenant {spec.slug} already present")
                     for connection in Connection.objects.all():  # dipsim may listen elsewhere now
                         services.update_connection(
                             connection=connection, dip_base_url=dip_base_url, actor="seed"
                         )
                     continue
             tenant = services.create_tenant(
-                slug=spec["slug"], name=spec["name"], tenant_id=tenant_id, actor="seed"
+                slug=spec.slug, name=spec.name, tenant_id=tenant_id, actor="seed"
             )
             with tenant_context(tenant.id):
-                for mpid, role_code, dip_id in spec["identities"]:
+                for mpid, role_code, dip_id in spec.identities:
                     identity = services.create_identity(
                         mpid=mpid, role_code=role_code, dip_id=dip_id, actor="seed"
                     )
@@ -112,8 +127,8 @@ class Command(BaseCommand):
                         api_key=f"dipsim-{mpid.lower()}-key",
                         actor="seed",
                     )
-                    for direction in (Direction.INBOUND, Direction.OUTBOUND):
-                        for interface_id in spec[direction]:
+                    for direction, interface_ids in spec.channels.items():
+                        for interface_id in interface_ids:
                             services.create_channel(
                                 connection=connection,
                                 interface_id=interface_id,
@@ -121,26 +136,26 @@ class Command(BaseCommand):
                                 expected_cadence=timedelta(hours=1),
                                 actor="seed",
                             )
-                for username, roles in spec["users"]:
+                for username, roles in spec.users:
                     user = user_model.objects.filter(username=username).first()
                     if user is None:
                         services.create_user(
                             username=username,
-                            email=f"{username}@{spec['slug']}.example",
+                            email=f"{username}@{spec.slug}.example",
                             password=DEMO_PASSWORD,
                             roles=roles,
                             actor="seed",
                         )
                     else:
                         services.add_member(user=user, roles=roles, actor="seed")
-            self.stdout.write(f"created demo tenant {spec['slug']}")
+            self.stdout.write(f"created demo tenant {spec.slug}")
 
     def _dipsim_credentials(self, ca_dir: Path, data_dir: Path) -> None:
         """Register each demo identity with dipsim, and install certificates from dipsim's CA:
         its CA as the trust anchor, a signing and an mTLS certificate per connection. The key
         files dipsim writes live only in a temporary folder until they are encrypted here."""
         for spec in DEMO:
-            with tenant_context(demo_tenant_id(spec["slug"])):
+            with tenant_context(demo_tenant_id(spec.slug)):
                 for connection in Connection.objects.select_related("identity"):
                     identity = connection.identity
                     self._dipsim(
@@ -159,7 +174,7 @@ class Command(BaseCommand):
                         "--env",
                         connection.environment,
                         "--name",
-                        spec["name"],
+                        spec.name,
                     )
                     if certificates.active_certificate(connection=connection, purpose="signing"):
                         continue
