@@ -69,8 +69,10 @@ def add_member(*, user: User, roles: list[str], actor: str = "system") -> Member
     unknown = sorted(set(roles) - set(Role.values))
     if unknown:
         raise ValidationError({"roles": f"unknown role(s): {', '.join(unknown)}"})
+    # Name the tenant: inside a request the user context also shows the acting user's
+    # memberships of other tenants, which must never be the row updated here.
     membership, _ = Membership.objects.update_or_create(
-        user=user, defaults={"roles": sorted(roles)}
+        tenant_id=current_tenant_id(), user=user, defaults={"roles": sorted(roles)}
     )
     record_event(
         action="membership.roles_set",

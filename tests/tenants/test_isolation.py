@@ -96,3 +96,15 @@ def test_guardian_permissions_for_a_channel_stay_in_the_tenant(world):
         assert ChannelUserObjectPermission.objects.count() == 1
     with tenant_context(world.globex.id):
         assert ChannelUserObjectPermission.objects.count() == 0
+
+
+def test_changing_your_own_roles_touches_only_the_current_tenant(world):
+    """Inside a request both contexts are set; the user context must not widen a write."""
+    with tenant_context(world.globex.id):
+        services.add_member(user=world.alice.user, roles=["viewer"])
+    with user_context(world.alice.user.pk), tenant_context(world.acme.id):
+        services.add_member(user=world.alice.user, roles=["tenant_admin"])
+    with tenant_context(world.globex.id):
+        assert Membership.objects.get(user=world.alice.user).roles == ["viewer"]
+    with tenant_context(world.acme.id):
+        assert Membership.objects.get(user=world.alice.user).roles == ["tenant_admin"]
