@@ -435,9 +435,10 @@ def rotate_certificate(
 ) -> Certificate:
     """Canary the staged certificate, then cut over in one transaction.
 
-    The canary (a real signed submission to the DIP with the staged credentials) runs outside any
-    transaction: it talks to the outside world. If it fails nothing changes, which is the rollback;
-    the result is recorded on the certificate either way. Raises CertificateError on failure.
+    The canary (a signed, mutually authenticated request to the DIP with the staged credentials)
+    runs before the cut-over's transaction opens, as it talks to the outside world. If it fails
+    nothing changes, which is the rollback; the result is recorded on the certificate either way.
+    Raises CertificateError on failure.
     """
     if certificate.status != CertificateStatus.STAGED:
         raise CertificateError(
@@ -445,14 +446,13 @@ def rotate_certificate(
         )
     result = canary(certificate)
     now = now or timezone.now()
-    with transaction.atomic():
-        staged = Certificate.objects.select_for_update().get(id=certificate.id)
-        staged.last_canary_at, staged.last_canary_ok = now, result.ok
-        staged.last_canary_detail = result.detail[:500]
-        if not result.ok:
-            staged.save(update_fields=["last_canary_at", "last_canary_ok", "last_canary_detail"])
-            _audit("canary_failed", staged, actor=actor, canary=result.detail[:500])
-    if not result.ok:  # raised after the block, so the failure stays recorded
+    if not result.ok:
+        with transaction.atomic():
+            failed = Certificate.objects.select_for_update().get(id=certificate.id)
+            failed.last_canary_at, failed.last_canary_ok = now, False
+            failed.last_canary_detail = result.detail[:500]
+            failed.save(update_fields=["last_canary_at", "last_canary_ok", "last_canary_detail"])
+            _audit("canary_failed", failed, actor=actor, canary=result.detail[:500])
         raise CertificateError(
             f"the canary failed, so the current certificate stays in use: {result.detail}"
         )
