@@ -95,6 +95,10 @@ class Membership(TenantOwned):
     def __str__(self) -> str:
         return f"{self.user} in {self.tenant_id}: {', '.join(self.roles)}"
 
+    @property
+    def role_labels(self) -> list[str]:
+        return [Role(role).label for role in self.roles if role in Role.values]
+
 
 mpid_validator = RegexValidator(r"^[A-Z]{4}$", "An MPID is four capital letters (DT-027).")
 role_code_validator = RegexValidator(
