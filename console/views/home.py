@@ -39,6 +39,7 @@ def home(request: HttpRequest) -> HttpResponse:
     context = {
         "identities": selectors.list_identities(),
         "channels": selectors.list_channels(),
+        "notifications": selectors.list_notifications(membership=request.membership, limit=5),  # type: ignore[attr-defined]
     }
     return render(request, "console/home.html", context)
 

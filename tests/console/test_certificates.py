@@ -184,7 +184,9 @@ def test_no_private_key_reaches_any_page(world, ca, acme_connection):
         assert "PRIVATE KEY" not in page
         assert secret_body not in page
         assert not re.search(r"v1\.\w+\.[\w-]{20,}", page)  # nor the ciphertext
-    assert "expires in 4 days" in pages[0]  # the notice, for the certificate admin
+    assert "expires in 4 days" in pages[0]  # the notice, for the certificate admin...
+    assert "expires in 4 days" in pages[3]  # ...on the overview too
+    assert "expires in 4 days" not in signed_in("bob").get("/").content.decode()  # not his role
 
 
 def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
