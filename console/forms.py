@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from tenants.models import CertificatePurpose, Connection
+from tenants.models import ApiScope, CertificatePurpose, Connection, Environment, Role
 
 MAX_UPLOAD_BYTES = 64 * 1024
 
@@ -76,3 +76,21 @@ class ApiKeyForm(forms.Form):
     def __init__(self, *args: Any, connections: list[Connection], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["connection"].choices = [(c.id, str(c)) for c in connections]  # type: ignore[attr-defined]
+
+
+class ApiCredentialForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Which client system uses it, e.g. billing")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple
+    )
+    environment = forms.ChoiceField(choices=Environment.choices, initial=Environment.UIT)
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    email = forms.EmailField(required=False, help_text="Needed for a new account")
+    roles = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
+
+
+class RolesForm(forms.Form):
+    roles = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, auth, certificates, home
+from console.views import account, activity, auth, certificates, home, settings
 
 app_name = "console"
 
@@ -51,5 +51,18 @@ urlpatterns = [
         name="certificate-revoke",
     ),
     path("evidence/", home.area, {"area": "evidence"}, name="evidence"),
-    path("settings/", home.settings_page, name="settings"),
+    path("settings/", settings.settings_page, name="settings"),
+    path("settings/api-keys/", settings.api_key_issue, name="api-key-issue"),
+    path(
+        "settings/api-keys/<int:credential_id>/revoke/",
+        settings.api_key_revoke,
+        name="api-key-revoke",
+    ),
+    path("settings/members/", settings.member_add, name="member-add"),
+    path("settings/members/<int:membership_id>/roles/", settings.member_roles, name="member-roles"),
+    path(
+        "settings/members/<int:membership_id>/remove/", settings.member_remove, name="member-remove"
+    ),
+    path("activity/", activity.activity, name="activity"),
+    path("account/password/", account.password_change, name="account-password"),
 ]

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import Http404
 
+from core.tenancy import current_tenant_id
 from tenants.models import (
     ApiCredential,
     Certificate,
@@ -92,6 +93,31 @@ def list_notifications(*, membership: Membership | None, limit: int = 20) -> lis
     return list(
         Notification.objects.filter(role__in=membership.roles).order_by("-created_at")[:limit]
     )
+
+
+def list_members() -> list[Membership]:
+    """The current tenant's members (only its own rows, even inside a user context)."""
+    return list(
+        Membership.objects.filter(tenant_id=current_tenant_id())
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def get_member(*, membership_id: int | str) -> Membership:
+    try:
+        return Membership.objects.select_related("user").get(
+            id=membership_id, tenant_id=current_tenant_id()
+        )
+    except (Membership.DoesNotExist, ValueError) as exc:
+        raise Http404("No such member") from exc
+
+
+def get_api_credential(*, credential_id: int | str) -> ApiCredential:
+    try:
+        return ApiCredential.objects.get(id=credential_id)
+    except (ApiCredential.DoesNotExist, ValueError) as exc:
+        raise Http404("No such API key") from exc
 
 
 def list_api_credentials() -> list[ApiCredential]:

@@ -63,12 +63,26 @@ def create_tenant(
     return tenant
 
 
+def _keep_an_admin(*, losing: User) -> None:
+    """Refuse a change that would leave the current tenant with no tenant admin."""
+    others = Membership.objects.filter(
+        tenant_id=current_tenant_id(), roles__contains=[Role.TENANT_ADMIN]
+    ).exclude(user=losing)
+    if not others.exists():
+        raise ValidationError("a tenant keeps at least one tenant admin: appoint another first")
+
+
 @transaction.atomic
 def add_member(*, user: User, roles: list[str], actor: str = "system") -> Membership:
     """Give ``user`` these roles in the current tenant (replacing any roles they had)."""
     unknown = sorted(set(roles) - set(Role.values))
     if unknown:
         raise ValidationError({"roles": f"unknown role(s): {', '.join(unknown)}"})
+    if not roles:
+        raise ValidationError({"roles": "choose at least one role"})
+    current = Membership.objects.filter(tenant_id=current_tenant_id(), user=user).first()
+    if current and Role.TENANT_ADMIN in current.roles and Role.TENANT_ADMIN not in roles:
+        _keep_an_admin(losing=user)
     # Name the tenant: inside a request the user context also shows the acting user's
     # memberships of other tenants, which must never be the row updated here.
     membership, _ = Membership.objects.update_or_create(
@@ -99,6 +113,22 @@ def create_user(
     user.save()
     add_member(user=user, roles=roles, actor=actor)
     return user
+
+
+@transaction.atomic
+def remove_member(*, membership: Membership, actor: str) -> None:
+    """Take a user out of the current tenant (their account and other tenants stay)."""
+    if Role.TENANT_ADMIN in membership.roles:
+        _keep_an_admin(losing=membership.user)
+    username = membership.user.get_username()
+    membership.delete()
+    record_event(
+        action="membership.removed",
+        actor=actor,
+        object_type="user",
+        object_id=membership.user_id,
+        detail={"username": username},
+    )
 
 
 @transaction.atomic
@@ -357,6 +387,7 @@ __all__ = [
     "get_connection_api_key",
     "issue_api_credential",
     "onboard_tenant",
+    "remove_member",
     "revoke_api_credential",
     "update_connection",
 ]

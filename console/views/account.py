@@ -6,13 +6,16 @@ import io
 from base64 import b32encode
 
 from django.contrib import messages
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 from django_otp.qr import write_qrcode_image
 
+from console.views.home import signed_in_user
 from core.audit import record_event, request_source
 from core.models import TOTPSecondFactor
 
@@ -67,3 +70,17 @@ def second_factor(request: HttpRequest) -> HttpResponse:
         "secret": b32encode(pending.bin_key).decode(),
     }
     return render(request, "console/account/mfa.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def password_change(request: HttpRequest) -> HttpResponse:
+    """Change one's own password (the temporary one an admin handed over, say)."""
+    form = PasswordChangeForm(signed_in_user(request), request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        update_session_auth_hash(request, user)  # stay signed in on this session
+        _audit(request, "password.changed")
+        messages.success(request, "Password changed.")
+        return redirect("console:home")
+    return render(request, "console/account/password.html", {"form": form})

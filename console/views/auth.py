@@ -20,9 +20,39 @@ from django_otp import match_token, user_has_device
 from django_otp.models import Device
 
 from core.audit import record_event, request_source
-from tenants.selectors import SESSION_TENANT_KEY
+from core.tenancy import tenant_context, user_context
+from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
 
 MFA_PENDING_KEY = "busbar_mfa_pending"
+
+
+def _security_event(
+    request: HttpRequest, action: str, *, username: str, detail: dict | None = None
+) -> None:
+    """Record a sign-in event in the audit log of every tenant the user belongs to, so each
+    tenant sees what happens to its people's accounts; for an unknown name, or a user of no
+    tenant, once without a tenant (provider support sees those)."""
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    tenant_ids = []
+    if user is not None:
+        with user_context(user.pk):
+            tenant_ids = [m.tenant_id for m in list_memberships_for_user(user=user)]
+
+    def record() -> None:
+        record_event(
+            action=action,
+            actor=username or "anonymous",
+            actor_user_id=user.pk if user else None,
+            category="security",
+            source_address=request_source(request),
+            detail=detail,
+        )
+
+    if not tenant_ids:
+        record()
+    for tenant_id in tenant_ids:
+        with tenant_context(str(tenant_id)):
+            record()
 
 
 def _throttle_keys(request: HttpRequest, username: str) -> list[str]:
@@ -55,12 +85,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if _is_throttled(request, username):
             throttled = True
             form.errors.clear()
-            record_event(
-                action="login.throttled",
-                actor=username or "anonymous",
-                category="security",
-                source_address=request_source(request),
-            )
+            _security_event(request, "login.throttled", username=username)
         elif form.is_valid():
             user = form.get_user()
             target = request.GET.get("next", "")
@@ -79,12 +104,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             return HttpResponseRedirect(target)
         else:
             _count_failure(request, username)
-            record_event(
-                action="login.failed",
-                actor=username or "anonymous",
-                category="security",
-                source_address=request_source(request),
-            )
+            _security_event(request, "login.failed", username=username)
     status = 429 if throttled else 200
     return render(
         request, "console/login.html", {"form": form, "throttled": throttled}, status=status
@@ -96,12 +116,10 @@ def _complete_login(request: HttpRequest, user: User, *, device: Device | None) 
     if device is not None:
         otp_login(request, device)
     request.session.pop(SESSION_TENANT_KEY, None)
-    record_event(
-        action="login.succeeded",
-        actor=user.get_username(),
-        actor_user_id=user.pk,
-        category="security",
-        source_address=request_source(request),
+    _security_event(
+        request,
+        "login.succeeded",
+        username=user.get_username(),
         detail={"second_factor": device is not None},
     )
 
@@ -129,13 +147,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
                 _complete_login(request, user, device=device)
                 return HttpResponseRedirect(pending["next"])
             _count_failure(request, user.get_username())
-            record_event(
-                action="login.second_factor_failed",
-                actor=user.get_username(),
-                actor_user_id=user.pk,
-                category="security",
-                source_address=request_source(request),
-            )
+            _security_event(request, "login.second_factor_failed", username=user.get_username())
             error = "That code is not valid. Use the current code from your authenticator app."
     return render(request, "console/login_verify.html", {"error": error}, status=status)
 
@@ -143,13 +155,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        record_event(
-            action="logout",
-            actor=request.user.get_username(),
-            actor_user_id=request.user.pk,
-            category="security",
-            source_address=request_source(request),
-        )
+        _security_event(request, "logout", username=request.user.get_username())
     logout(request)
     return redirect("console:login")
 

@@ -8,7 +8,6 @@ from functools import wraps
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -16,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from console.forms import ApiKeyForm, CsrForm, ImportForm, RevokeForm, SignedCertificateForm
-from console.views.home import tenant_required
+from console.views.home import signed_in_user, tenant_required
 from messaging import exchanges
 from messaging.credentials import request_certificate_rotation
 from tenants import certificates, selectors, services
@@ -25,12 +24,6 @@ from tenants.models import Certificate, Role
 
 def _is_certificate_admin(request: HttpRequest) -> bool:
     return selectors.user_has_role(request.membership, Role.CERTIFICATE_ADMIN)  # type: ignore[attr-defined]
-
-
-def _user(request: HttpRequest) -> User:
-    """The signed-in user (every view here requires one)."""
-    assert isinstance(request.user, User)
-    return request.user
 
 
 def _actor(request: HttpRequest) -> str:
@@ -101,7 +94,7 @@ def certificate_csr(request: HttpRequest) -> HttpResponse:
                 connection=selectors.get_connection(connection_id=data.pop("connection")),
                 **data,
                 actor=_actor(request),
-                owner=_user(request),
+                owner=signed_in_user(request),
             )
         except ValidationError as exc:
             messages.error(request, "; ".join(exc.messages))
@@ -131,7 +124,7 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
                 password=data["password"] or None,
                 label=data["label"],
                 actor=_actor(request),
-                owner=_user(request),
+                owner=signed_in_user(request),
             )
         except ValidationError as exc:
             messages.error(request, "The certificate was not imported: " + "; ".join(exc.messages))

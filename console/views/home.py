@@ -6,11 +6,11 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tenants import selectors
-from tenants.models import Role
 
 AREAS = {
     "flows": ("Flow health", "Volumes, latency and silence per channel will appear here."),
@@ -18,6 +18,12 @@ AREAS = {
     "exceptions": ("Exceptions", "Validation and delivery failures routed to owner queues."),
     "evidence": ("Evidence", "Signed assurance evidence packs to download."),
 }
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    """The signed-in user, for views behind login_required."""
+    assert isinstance(request.user, User), "this view needs a signed-in user"
+    return request.user
 
 
 def tenant_required(view: Any) -> Any:
@@ -48,18 +54,3 @@ def home(request: HttpRequest) -> HttpResponse:
 def area(request: HttpRequest, area: str) -> HttpResponse:
     title, blurb = AREAS[area]
     return render(request, "console/area.html", {"area": area, "title": title, "blurb": blurb})
-
-
-@tenant_required
-def settings_page(request: HttpRequest) -> HttpResponse:
-    """Identities, connections and channels. API keys are listed for tenant admins only."""
-    is_admin = selectors.user_has_role(request.membership, Role.TENANT_ADMIN)  # type: ignore[attr-defined]
-    context = {
-        "identities": selectors.list_identities(),
-        "connections": selectors.list_connections(),
-        "channels": selectors.list_channels(),
-        "api_credentials": selectors.list_api_credentials() if is_admin else None,
-    }
-    if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "console/settings.html#channel-table", context)
-    return render(request, "console/settings.html", context)

@@ -51,14 +51,21 @@ def test_a_wrong_password_is_refused_and_recorded_as_a_security_event(committed_
     response = Client().post("/login/", {"username": "alice", "password": "wrong"})
     assert response.status_code == 200
     assert "do not match" in response.content.decode()
-    # The event belongs to no tenant: the tenant cannot see it, provider support can.
+    Client().post("/login/", {"username": "mallory", "password": "guess"})
+    # alice's tenant sees the attempt on her account; globex does not.
     with tenant_context(world.acme.id):
+        assert list(
+            AuditEvent.objects.filter(action="login.failed").values_list("actor", flat=True)
+        ) == ["alice"]
+    with tenant_context(world.globex.id):
         assert not AuditEvent.objects.filter(action="login.failed").exists()
+    # A name that belongs to no tenant is provider support's to see.
     with connections["support"].cursor() as cursor:
         cursor.execute(
-            "SELECT actor, category, tenant_id FROM core_auditevent WHERE action = 'login.failed'"
+            "SELECT actor, category, tenant_id IS NULL FROM core_auditevent"
+            " WHERE action = 'login.failed' ORDER BY actor"
         )
-        assert cursor.fetchall() == [("alice", "security", None)]
+        assert cursor.fetchall() == [("alice", "security", False), ("mallory", "security", True)]
 
 
 def test_repeated_failures_throttle_even_the_right_password(world):
