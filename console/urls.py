@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, activity, auth, certificates, home, settings
+from console.views import account, activity, auth, certificates, home, settings, support
 
 app_name = "console"
 
@@ -64,5 +64,6 @@ urlpatterns = [
         "settings/members/<int:membership_id>/remove/", settings.member_remove, name="member-remove"
     ),
     path("activity/", activity.activity, name="activity"),
+    path("support/", support.support_overview, name="support"),
     path("account/password/", account.password_change, name="account-password"),
 ]
