@@ -39,6 +39,7 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import pg_baseline  # noqa: E402
 from dipsim import messages, pki  # noqa: E402
 from dipsim.signing import Signer  # noqa: E402
 from dipsim.store import Store  # noqa: E402
@@ -224,6 +225,7 @@ async def main_async(args: argparse.Namespace) -> None:
             payloads[200 : args.messages], args.batch, args.concurrency
         )
         accepted = args.messages - 200
+        accept_rate = accepted / elapsed
         print(
             f"accept: {accepted} msgs in batches of {args.batch}, {args.concurrency} senders:"
             f" {accepted / elapsed:,.0f} msg/s ({elapsed:.2f} s, {failures} failed requests)"
@@ -243,6 +245,19 @@ async def main_async(args: argparse.Namespace) -> None:
             f" {args.push_parallel} in flight:"
             f" {received / elapsed:,.0f} msg/s ({elapsed:.2f} s)"
         )
+        push_rate = received / elapsed
+        if args.pg:
+            # Busbar's webhook-ingest goal is 0.8 of raw batched inserts of the same messages. A
+            # push ratio under 0.8 means that benchmark must drive Busbar with its own load
+            # generator: dipsim's pushes alone could not show the goal met.
+            baseline = pg_baseline.measure(
+                conninfo=args.pg, body=json.dumps(payloads[0]), rows=min(args.messages, 10_000)
+            )
+            print(pg_baseline.describe(baseline))
+            print(
+                f"ratios to raw batched inserts: accept {accept_rate / baseline.batched_rows_per_second:.2f},"
+                f" push {push_rate / baseline.batched_rows_per_second:.2f}"
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -270,6 +285,11 @@ def main() -> None:
         "--spec-dir", help="validate against the official spec instead of dipsim's own schemas"
     )
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("BENCH_DATABASE_URL", pg_baseline.DEFAULT_CONNINFO),
+        help="PostgreSQL for the raw baseline measured in the same run ('' to skip)",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
