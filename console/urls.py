@@ -53,6 +53,7 @@ urlpatterns = [
     path("evidence/", home.area, {"area": "evidence"}, name="evidence"),
     path("settings/", settings.settings_page, name="settings"),
     path("settings/api-keys/", settings.api_key_issue, name="api-key-issue"),
+    path("settings/second-factor/", settings.second_factor_policy, name="second-factor-policy"),
     path(
         "settings/api-keys/<int:credential_id>/revoke/",
         settings.api_key_revoke,

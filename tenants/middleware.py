@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
 
 from core.tenancy import tenant_context, user_context
 from tenants.authentication import ApiKeyError, read_api_key, resolve_api_key
 from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
+
+
+def _verified(request: HttpRequest) -> bool:
+    """Whether this session signed in with a second factor (django-otp's middleware runs first)."""
+    return bool(getattr(request.user, "is_verified", lambda: False)())
 
 
 class TenantMiddleware:
@@ -41,10 +49,24 @@ class TenantMiddleware:
                 membership = memberships[0]
             if membership is None:
                 return self.get_response(request)
+            if membership.tenant.require_second_factor and not _verified(request):
+                return self._second_factor_first(request)
             request.membership = membership  # type: ignore[attr-defined]
             request.tenant = membership.tenant  # type: ignore[attr-defined]
             with tenant_context(membership.tenant.id):
                 return self.get_response(request)
+
+    def _second_factor_first(self, request: HttpRequest) -> HttpResponse:
+        """The tenant requires a second factor this session has not given: only the pages to
+        set one up (or to leave) are served; everything else goes there."""
+        allowed = (reverse("console:account-mfa"), reverse("console:logout"))
+        if request.path in allowed:
+            return self.get_response(request)
+        messages.info(
+            request,
+            "Your tenant requires an authenticator app: set one up (or sign in again with it).",
+        )
+        return redirect("console:account-mfa")
 
     def _as_api_client(self, request: HttpRequest, key: str) -> HttpResponse:
         try:

@@ -54,6 +54,9 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
+    require_second_factor = models.BooleanField(
+        default=False, help_text="Members must sign in with an authenticator app to act here."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

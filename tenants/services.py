@@ -116,6 +116,22 @@ def create_user(
 
 
 @transaction.atomic
+def set_second_factor_policy(*, tenant: Tenant, required: bool, actor: str) -> Tenant:
+    """Require (or stop requiring) an authenticator app of everyone acting for the tenant."""
+    tenant.require_second_factor = required
+    tenant.save(update_fields=["require_second_factor"])
+    record_event(
+        action="tenant.second_factor_policy",
+        actor=actor,
+        category="security",
+        object_type="tenant",
+        object_id=tenant.id,
+        detail={"required": required},
+    )
+    return tenant
+
+
+@transaction.atomic
 def remove_member(*, membership: Membership, actor: str) -> None:
     """Take a user out of the current tenant (their account and other tenants stay)."""
     if Role.TENANT_ADMIN in membership.roles:
@@ -389,5 +405,6 @@ __all__ = [
     "onboard_tenant",
     "remove_member",
     "revoke_api_credential",
+    "set_second_factor_policy",
     "update_connection",
 ]

@@ -85,6 +85,23 @@ def api_key_issue(request: HttpRequest) -> HttpResponse:
 
 
 @tenant_admin_only
+def second_factor_policy(request: HttpRequest) -> HttpResponse:
+    required = request.POST.get("required") == "on"
+    services.set_second_factor_policy(
+        tenant=request.tenant,  # type: ignore[attr-defined]
+        required=required,
+        actor=request.user.get_username(),
+    )
+    messages.success(
+        request,
+        "Members now need an authenticator app to act here."
+        if required
+        else "An authenticator app is now each member's choice.",
+    )
+    return redirect("console:settings")
+
+
+@tenant_admin_only
 def api_key_revoke(request: HttpRequest, credential_id: int) -> HttpResponse:
     credential = selectors.get_api_credential(credential_id=credential_id)
     services.revoke_api_credential(credential=credential, actor=request.user.get_username())

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test import Client
 from django_otp.oath import TOTP
 
-from core.models import TOTPSecondFactor
+from core.models import AuditEvent, TOTPSecondFactor
+from core.tenancy import tenant_context
 from tests.conftest import PASSWORD
 
 
@@ -130,3 +131,23 @@ def test_staff_pages_need_a_verified_second_factor(world):
     fresh.post("/login/", {"username": "sam", "password": PASSWORD})
     fresh.post("/login/verify/", {"token": code(secret, steps_ahead=1)})
     assert fresh.get("/staff/admin/").status_code == 200
+
+
+def test_a_tenant_can_require_a_second_factor_of_its_members(world):
+    alice = signed_in("alice")
+    alice.post("/settings/second-factor/", {"required": "on"})
+    # alice signed in with a password only: every page now sends her to set up an app...
+    response = alice.get("/certificates/")
+    assert response.status_code == 302
+    assert response["Location"] == "/account/second-factor/"
+    enrol(alice)  # ...and setting one up verifies this session, so she may go on.
+    assert alice.get("/certificates/").status_code == 200
+    # bob has no app: he can sign in, but cannot act for acme until he sets one up.
+    bob = signed_in("bob")
+    assert bob.get("/")["Location"] == "/account/second-factor/"
+    assert bob.get("/account/second-factor/").status_code == 200
+    # globex did not opt in: charlie is unaffected.
+    assert signed_in("charlie").get("/").status_code == 200
+    with tenant_context(world.acme.id):
+        event = AuditEvent.objects.get(action="tenant.second_factor_policy")
+    assert event.detail == {"required": True}
