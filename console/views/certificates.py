@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from console.expiry import expiry_gauge
 from console.forms import ApiKeyForm, CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import signed_in_user, tenant_required
 from messaging import exchanges
@@ -35,27 +36,10 @@ def _forbidden(request: HttpRequest) -> HttpResponse:
 
 
 def _rows(now: datetime) -> list[dict]:
-    rows = []
-    for certificate in selectors.list_certificates():
-        days_left = (certificate.not_after - now).days if certificate.not_after else None
-        rows.append(
-            {
-                "certificate": certificate,
-                "days_left": days_left,
-                # Width of the expiry bar: a year or more is full.
-                "bar": max(0, min(100, round((days_left or 0) / 365 * 100))),
-                "urgency": (
-                    "expired"
-                    if days_left is not None and days_left < 0
-                    else "critical"
-                    if days_left is not None and days_left <= 14
-                    else "warning"
-                    if days_left is not None and days_left <= 60
-                    else "ok"
-                ),
-            }
-        )
-    return rows
+    return [
+        {"certificate": certificate, "expiry": expiry_gauge(certificate.not_after, now=now)}
+        for certificate in selectors.list_certificates()
+    ]
 
 
 @tenant_required

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
+from console.expiry import expiry_gauge
 from tenants import support
 from tenants.models import StaffRole
 
@@ -41,20 +42,9 @@ def staff_with_second_factor(view: Callable[..., HttpResponse]) -> Callable[...,
 @staff_with_second_factor
 def support_overview(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    rows = []
-    for health in support.list_tenant_health():
-        days = (health.soonest_expiry - now).days if health.soonest_expiry else None
-        rows.append(
-            {
-                "health": health,
-                "days_left": days,
-                "bar": max(0, min(100, round((days or 0) / 365 * 100))),
-                "urgency": "critical"
-                if days is not None and days <= 14
-                else "warning"
-                if days is not None and days <= 60
-                else "ok",
-            }
-        )
+    rows = [
+        {"health": health, "expiry": expiry_gauge(health.soonest_expiry, now=now)}
+        for health in support.list_tenant_health()
+    ]
     context = {"rows": rows, "events": support.list_recent_security_events()}
     return render(request, "console/support.html", context)
