@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.db.models import Func, IntegerField, Q, Sum
 from django.utils import timezone
 
 from messaging.credentials import dip_client_for
@@ -139,8 +140,6 @@ def count_messages_with_certificate(*, certificate: Certificate) -> int:
         if certificate.purpose == "mtls"
         else "signing_certificate_fingerprint"
     )
-    from django.db.models import Func, IntegerField, Sum
-
     total = DipExchange.objects.filter(
         **{field: certificate.fingerprint_sha256}, operation=ExchangeOperation.SUBMIT
     ).aggregate(
@@ -152,8 +151,6 @@ def count_messages_with_certificate(*, certificate: Certificate) -> int:
 def find_exchanges_for_message(*, reference: str) -> list[DipExchange]:
     """Every exchange that carried a message, by its sender reference or DIP transaction id:
     "which certificate signed this message?"."""
-    from django.db.models import Q
-
     return list(
         DipExchange.objects.filter(
             Q(sender_references__contains=[reference]) | Q(transaction_ids__contains=[reference])

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -302,14 +302,25 @@ def message_outcomes(
     return outcomes, isolate
 
 
+class MessageCriteria(TypedDict, total=False):
+    """What a replay or requeue asks for (MessageRequest); any left out is sent as null."""
+
+    datetime_from: dt.datetime | None
+    datetime_to: dt.datetime | None
+    event: str | None
+    mpan: str | None
+    version: str | None
+    transaction_ids: Sequence[str] | None
+
+
 def _message_request(
     *,
-    datetime_from: dt.datetime | None,
-    datetime_to: dt.datetime | None,
-    event: str | None,
-    mpan: str | None,
-    version: str | None,
-    transaction_ids: Sequence[str] | None,
+    datetime_from: dt.datetime | None = None,
+    datetime_to: dt.datetime | None = None,
+    event: str | None = None,
+    mpan: str | None = None,
+    version: str | None = None,
+    transaction_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     # The five filters are required keys with nullable values (MessageRequest, v2.1.0).
     body: dict[str, Any] = {
@@ -614,58 +625,24 @@ class DipClient:
         return self._call("DELETE", f"/statusmessage/config/{_segment(recipient_dip_id)}")
 
     def replay(
-        self,
-        interface_id: str,
-        recipient_dip_id: str,
-        *,
-        datetime_from: dt.datetime | None = None,
-        datetime_to: dt.datetime | None = None,
-        event: str | None = None,
-        mpan: str | None = None,
-        version: str | None = None,
-        transaction_ids: Sequence[str] | None = None,
+        self, interface_id: str, recipient_dip_id: str, **criteria: Unpack[MessageCriteria]
     ) -> DipResponse:
         """Fetch past publications synchronously; on 200 ``data`` is the egress message array."""
-        path = f"/dip-channel/{_segment(check_interface_id(interface_id))}/replay/{_segment(recipient_dip_id)}"
-        return self._call(
-            "POST",
-            path,
-            _message_request(
-                datetime_from=datetime_from,
-                datetime_to=datetime_to,
-                event=event,
-                mpan=mpan,
-                version=version,
-                transaction_ids=transaction_ids,
-            ),
-        )
+        return self._past_publications("replay", interface_id, recipient_dip_id, criteria)
 
     def requeue(
-        self,
-        interface_id: str,
-        recipient_dip_id: str,
-        *,
-        datetime_from: dt.datetime | None = None,
-        datetime_to: dt.datetime | None = None,
-        event: str | None = None,
-        mpan: str | None = None,
-        version: str | None = None,
-        transaction_ids: Sequence[str] | None = None,
+        self, interface_id: str, recipient_dip_id: str, **criteria: Unpack[MessageCriteria]
     ) -> DipResponse:
         """Ask the DIP to push past publications to the registered webhook again (200)."""
-        path = f"/dip-channel/{_segment(check_interface_id(interface_id))}/requeue/{_segment(recipient_dip_id)}"
-        return self._call(
-            "POST",
-            path,
-            _message_request(
-                datetime_from=datetime_from,
-                datetime_to=datetime_to,
-                event=event,
-                mpan=mpan,
-                version=version,
-                transaction_ids=transaction_ids,
-            ),
-        )
+        return self._past_publications("requeue", interface_id, recipient_dip_id, criteria)
+
+    def _past_publications(
+        self, verb: str, interface_id: str, recipient_dip_id: str, criteria: MessageCriteria
+    ) -> DipResponse:
+        """``POST /dip-channel/{id}/{replay|requeue}/{recipient}`` with a MessageRequest."""
+        channel = _segment(check_interface_id(interface_id))
+        path = f"/dip-channel/{channel}/{verb}/{_segment(recipient_dip_id)}"
+        return self._call("POST", path, _message_request(**criteria))
 
     def send_status(self, entries: Sequence[Mapping[str, Any]]) -> DipResponse:
         """Send status messages (``envelope.status_entry``) to the DIP (201 with a
