@@ -139,6 +139,22 @@ class Counterparties:
 
     # ---- registration service -----------------------------------------------------------------
 
+    def _chain_arguments(self, regs: Any, facts: dict[str, Any], supplier: Any) -> dict[str, Any]:
+        """What every message of one appointment chain repeats (messages.appointment's keywords)."""
+        return {
+            "service": facts["service"],
+            "sender": regs.dip_id,
+            "role": regs.role,
+            "mpan": facts["mpan"],
+            "supplier": supplier,
+            "provider": facts["provider"],
+            "effective": facts["effective"],
+            "env": self.sim.settings.env,
+            "correlation": facts["correlation"],
+            "distributor": facts["distributor"],
+            "registration_id": facts["registration_id"],
+        }
+
     def _send(self, channel: str, payload: dict[str, Any]) -> None:
         outcome = self.sim.ingest(channel, [{"payload": payload}], None)
         self.sim.count(
@@ -179,19 +195,7 @@ class Counterparties:
         if supplier_participant is None:
             return
         supplier = (supplier_participant.dip_id, supplier_participant.mpid)
-        common = {
-            "service": facts["service"],
-            "sender": regs.dip_id,
-            "role": regs.role,
-            "mpan": facts["mpan"],
-            "supplier": supplier,
-            "provider": facts["provider"],
-            "effective": facts["effective"],
-            "env": self.sim.settings.env,
-            "correlation": facts["correlation"],
-            "distributor": facts["distributor"],
-            "registration_id": facts["registration_id"],
-        }
+        common = self._chain_arguments(regs, facts, supplier)
         self._send("IF-032", messages.appointment("IF-032", recipients=[supplier[0]], **common))
         if facts["provider"][0] not in registry.participants:
             self._send(
@@ -222,19 +226,7 @@ class Counterparties:
             return
         accepted = custom.get("B007", {}).get("responseCode") == "A"
         reason = custom.get("B007", {}).get("proposedAppointmentResponseCode")
-        common = {
-            "service": facts["service"],
-            "sender": regs.dip_id,
-            "role": regs.role,
-            "mpan": facts["mpan"],
-            "supplier": supplier,
-            "provider": facts["provider"],
-            "effective": facts["effective"],
-            "env": self.sim.settings.env,
-            "correlation": facts["correlation"],
-            "distributor": facts["distributor"],
-            "registration_id": facts["registration_id"],
-        }
+        common = self._chain_arguments(regs, facts, supplier)
         recipients = list(dict.fromkeys([supplier[0], facts["provider"][0]]))
         outcome = "Accepted" if accepted else "Rejected"
         self._send(
