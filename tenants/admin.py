@@ -19,16 +19,8 @@ from django.urls import reverse
 
 from core.models import AuditEvent
 from tenants import services
+from tenants.authentication import in_staff_role
 from tenants.models import Channel, Connection, DipIdentity, Environment, StaffRole, Tenant
-
-
-def in_staff_role(request: HttpRequest, *roles: StaffRole) -> bool:
-    user = request.user
-    return bool(
-        user.is_active
-        and user.is_staff
-        and (user.is_superuser or user.groups.filter(name__in=[r.value for r in roles]).exists())
-    )
 
 
 class SupportReadOnlyAdmin(admin.ModelAdmin):

@@ -33,6 +33,22 @@ class ApiClient:
         return f"api:{self.prefix}"
 
 
+def session_has_second_factor(request: HttpRequest) -> bool:
+    """Whether this session signed in with a second factor. django-otp's middleware gives the
+    user is_verified(); where it did not run, nobody is verified."""
+    return bool(getattr(request.user, "is_verified", lambda: False)())
+
+
+def in_staff_role(request: HttpRequest, *roles: str) -> bool:
+    """An active Busbar staff member holding one of ``roles`` (Django groups), or a superuser."""
+    user = request.user
+    return bool(
+        user.is_active
+        and user.is_staff
+        and (user.is_superuser or user.groups.filter(name__in=list(roles)).exists())
+    )
+
+
 class ApiKeyError(Exception):
     """The request carried an API key that is malformed, unknown or revoked."""
 

@@ -10,13 +10,13 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from core.tenancy import tenant_context, user_context
-from tenants.authentication import ApiKeyError, read_api_key, resolve_api_key
+from tenants.authentication import (
+    ApiKeyError,
+    read_api_key,
+    resolve_api_key,
+    session_has_second_factor,
+)
 from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
-
-
-def _verified(request: HttpRequest) -> bool:
-    """Whether this session signed in with a second factor (django-otp's middleware runs first)."""
-    return bool(getattr(request.user, "is_verified", lambda: False)())
 
 
 class TenantMiddleware:
@@ -49,7 +49,7 @@ class TenantMiddleware:
                 membership = memberships[0]
             if membership is None:
                 return self.get_response(request)
-            if membership.tenant.require_second_factor and not _verified(request):
+            if membership.tenant.require_second_factor and not session_has_second_factor(request):
                 return self._second_factor_first(request)
             request.membership = membership  # type: ignore[attr-defined]
             request.tenant = membership.tenant  # type: ignore[attr-defined]

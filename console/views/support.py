@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from console.expiry import expiry_gauge
 from tenants import support
+from tenants.authentication import in_staff_role, session_has_second_factor
 from tenants.models import StaffRole
 
 
@@ -24,12 +25,9 @@ def staff_with_second_factor(view: Callable[..., HttpResponse]) -> Callable[...,
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        roles = [StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN]
-        if not (user.is_staff and user.groups.filter(name__in=roles).exists()):
+        if not in_staff_role(request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN):
             raise Http404("No such page")
-        # django-otp's middleware gives the user is_verified(); without it, nobody is verified.
-        if not getattr(user, "is_verified", lambda: False)():
+        if not session_has_second_factor(request):
             messages.info(
                 request, "Support pages need a second factor: set one up, then sign in again."
             )
