@@ -1,5 +1,6 @@
 """A connection's credentials put to work: the DIP client built from its active (or candidate)
-certificates, the rotation canary, and the request to rotate.
+certificates, sending a batch with them, the rotation canary, and the request to rotate. Every
+signed request leaves its evidence through ``messaging.exchanges``.
 
 Keys are decrypted here, in the worker, only for as long as a client is being built; the client
 holds them in an SSL context and a signing key object, never on disk or in a log.
@@ -9,13 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from django.db import transaction
 from django.utils import timezone
 
 from core.audit import record_event
-from messaging.dip import DipClient, DipTransportError
+from messaging.dip import DipClient, DipTransportError, SubmitResult, encode_batch
+from messaging.exchanges import record_call, record_failure, record_submit
+from messaging.models import ExchangeOperation
 from tenants import certificates
 from tenants.certificates import CanaryResult, CertificateError, KeyMaterial
 from tenants.models import Certificate, CertificatePurpose, CertificateStatus, Connection
@@ -80,9 +85,6 @@ def dip_client_for(*, connection: Connection, candidate: Certificate | None = No
 def dip_canary(candidate: Certificate) -> CanaryResult:
     """Try ``candidate`` against the DIP for real: a signed, mutually authenticated replay request
     for an empty window. Any refusal (TLS, API key, signature, ownership) fails the canary."""
-    from messaging.exchanges import record_call, record_failure
-    from messaging.models import ExchangeOperation
-
     connection = candidate.connection
     started_at = timezone.now()
     try:
@@ -121,7 +123,7 @@ def dip_canary(candidate: Certificate) -> CanaryResult:
 def request_certificate_rotation(*, certificate: Certificate, actor: str) -> None:
     """Ask a worker to canary ``certificate`` and cut over to it (the DIP is never called inside a
     web request). Raises CertificateError at once when it cannot be rotated in."""
-    from messaging.tasks import rotate_certificate_task
+    from messaging.tasks import rotate_certificate_task  # the tasks module imports this one
 
     if certificate.status != CertificateStatus.STAGED:
         raise CertificateError(
@@ -158,3 +160,26 @@ def rotate_certificate(*, certificate_id: str, actor: str) -> Certificate | None
             extra={"certificate_id": certificate_id, "reason": str(exc)},
         )
         return None
+
+
+def submit_batch(
+    *, connection: Connection, interface_id: str, messages: Sequence[Mapping[str, Any] | bytes]
+) -> SubmitResult:
+    """Sign and send ``messages`` with the connection's active certificates and record the
+    exchange. Raises DipTransportError (recorded first) when no answer arrived."""
+    started_at = timezone.now()
+    with dip_client_for(connection=connection) as client:
+        try:
+            result = client.submit(interface_id, messages)
+        except DipTransportError as exc:
+            record_failure(
+                connection=connection,
+                operation=ExchangeOperation.SUBMIT,
+                error=exc,
+                started_at=started_at,
+                interface_id=interface_id,
+                sender_references=[r for r in encode_batch(messages)[1] if r],
+            )
+            raise
+    record_submit(connection=connection, result=result, started_at=started_at)
+    return result

@@ -1,6 +1,6 @@
-"""Talking to the DIP with a connection's credentials, leaving evidence of every signed request.
+"""Evidence of every signed request to the DIP, and the questions it answers.
 
-Each call writes one ``DipExchange``: which certificates signed and carried it, the body's hash,
+Each request writes one ``DipExchange``: which certificates signed and carried it, the body's hash,
 the messages it held and what the DIP answered, including transport failures (a request that may
 have arrived is exactly what evidence is for).
 """
@@ -8,14 +8,11 @@ have arrived is exactly what evidence is for).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from django.db.models import Func, IntegerField, Q, Sum
-from django.utils import timezone
 
-from messaging.credentials import dip_client_for
-from messaging.dip import DipResponse, DipTransportError, SubmitResult, encode_batch
+from messaging.dip import DipResponse, DipTransportError, SubmitResult
 from messaging.models import DipExchange, ExchangeOperation
 from tenants.models import Certificate, Connection
 
@@ -92,29 +89,6 @@ def record_failure(
         mtls_certificate_fingerprint=error.mtls_certificate_fingerprint,
         sender_references=list(sender_references),
     )
-
-
-def submit_batch(
-    *, connection: Connection, interface_id: str, messages: Sequence[Mapping[str, Any] | bytes]
-) -> SubmitResult:
-    """Sign and send ``messages`` with the connection's active certificates and record the
-    exchange. Raises DipTransportError (recorded first) when no answer arrived."""
-    started_at = timezone.now()
-    with dip_client_for(connection=connection) as client:
-        try:
-            result = client.submit(interface_id, messages)
-        except DipTransportError as exc:
-            record_failure(
-                connection=connection,
-                operation=ExchangeOperation.SUBMIT,
-                error=exc,
-                started_at=started_at,
-                interface_id=interface_id,
-                sender_references=[r for r in encode_batch(messages)[1] if r],
-            )
-            raise
-    record_submit(connection=connection, result=result, started_at=started_at)
-    return result
 
 
 def list_exchanges_with_certificate(

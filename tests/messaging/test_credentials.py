@@ -173,7 +173,7 @@ def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
                 for _attempt in range(5):
                     try:
                         with tenant_context(world.globex.id):
-                            result = exchanges.submit_batch(
+                            result = credentials.submit_batch(
                                 connection=connection, interface_id="IF-021", messages=messages
                             )
                         break
