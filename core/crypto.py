@@ -60,6 +60,7 @@ def generate_kek() -> str:
 
 
 def _keyring() -> Keyring:
+    # Imported here so the module works without Django (explicit keyrings, offline tools).
     from django.conf import settings
 
     return Keyring.parse(settings.BUSBAR_KEKS or "", settings.BUSBAR_ACTIVE_KEK or "")

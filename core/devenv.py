@@ -15,9 +15,11 @@ Nothing here imports Django: it runs before settings can be known.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -25,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -78,7 +82,6 @@ def load_secrets() -> dict[str, str]:
     path = VAR / "dev-secrets.json"
     VAR.mkdir(parents=True, exist_ok=True)
     data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    import base64
 
     wanted = {
         "owner_password": lambda: secrets.token_urlsafe(18),
@@ -301,8 +304,6 @@ def _redis_ping(url: str) -> bool:
 
 def with_redis_db(url: str, db: int) -> str:
     """The same Redis server, another numbered database."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{db}"))
 
@@ -474,8 +475,6 @@ def run(args: argparse.Namespace) -> int:
                 say(f"{', '.join(failed)} exited early; see {logs}")
                 return 1
             try:
-                import urllib.request
-
                 with urllib.request.urlopen(url + "readyz", timeout=2) as response:
                     if response.status == 200:
                         break
@@ -555,8 +554,6 @@ def stop_embedded(args: argparse.Namespace) -> int:
     if (data / "postmaster.pid").exists():
         run_as: dict = {}
         if os.geteuid() == 0:
-            import pwd
-
             entry = pwd.getpwnam(EMBEDDED_PG_USER)
             run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
         say("stopping embedded PostgreSQL")

@@ -11,6 +11,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.celery import app
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,8 +35,6 @@ def _check_migrations() -> str | None:
 
 
 def _check_broker() -> str | None:
-    from core.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return None

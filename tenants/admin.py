@@ -15,6 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from core.models import AuditEvent
@@ -93,8 +94,6 @@ class TenantAdmin(SupportReadOnlyAdmin):
             "form": form,
             "opts": self.model._meta,
         }
-        from django.template.response import TemplateResponse
-
         return TemplateResponse(request, "admin/tenants/onboard.html", context)
 
 

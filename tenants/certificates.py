@@ -25,8 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mass_mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -592,9 +594,6 @@ def check_certificate_expiry(*, now: datetime | None = None) -> list[Notificatio
     Each warning is a console notification, an email to every certificate admin, and an audit
     event; ``last_expiry_warning_at`` makes the job idempotent within an interval.
     """
-    from django.conf import settings
-    from django.core.mail import send_mass_mail
-
     now = now or timezone.now()
     notifications: list[Notification] = []
     emails: list[tuple[str, str, str, list[str]]] = []

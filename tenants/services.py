@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -103,8 +104,6 @@ def create_user(
     *, username: str, email: str, password: str, roles: list[str], actor: str = "system"
 ) -> User:
     """Create a user (password checked against the configured rules) and add them to the tenant."""
-    from django.contrib.auth.password_validation import validate_password
-
     user_model = get_user_model()
     user = user_model(username=username, email=email)
     validate_password(password, user)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -35,8 +36,6 @@ class Command(BaseCommand):
 
 
 def _configured() -> tuple[str, str]:
-    from django.conf import settings
-
     return settings.BUSBAR_KEKS or "", settings.BUSBAR_ACTIVE_KEK or ""
 
 
