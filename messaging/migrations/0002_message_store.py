@@ -227,7 +227,9 @@ def tables_sql() -> list[str]:
         ) PARTITION BY RANGE (id)
         """,
         # Hot-path indexes only: every one slows receipt. Searches use the partial ones.
-        "CREATE INDEX message_work ON messaging_message (tenant_id, direction, state, next_attempt_at)"
+        # Work is taken oldest first by id (ids are time-ordered), which also makes "age of the
+        # oldest waiting message" one index probe per state.
+        "CREATE INDEX message_work ON messaging_message (tenant_id, direction, state, id)"
         " WHERE state NOT IN ('delivered', 'acknowledged', 'rejected', 'superseded')",
         "CREATE INDEX message_raw ON messaging_message (tenant_id, raw_id)",
         "CREATE INDEX message_transaction ON messaging_message (tenant_id, transaction_id)"
