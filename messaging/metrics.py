@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from django.core.cache import cache
 from django.db import connections
@@ -27,13 +28,13 @@ from messaging.store.states import InboundState, OutboundState
 logger = logging.getLogger(__name__)
 
 # Where a message waits for Busbar (not for a person or the DIP): their age is Busbar's lag.
-WORK_STATES = {
+WORK_STATES: dict[str, list[str]] = {
     "inbound": [InboundState.RECEIVED, InboundState.AWAITING, InboundState.VALID],
     "outbound": [OutboundState.ACCEPTED, OutboundState.READY, OutboundState.SENDING],
 }
 
 
-def _families() -> dict[str, Metric]:
+def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     labels = ["tenant", "direction", "interface", "state"]
     return {
         "messages": GaugeMetricFamily(
@@ -84,7 +85,7 @@ class MessageFlowCollector(Collector):
             families["heartbeat"].add_metric([], float(beat))
         yield from families.values()
 
-    def _collect_store(self, families: dict[str, Metric]) -> None:
+    def _collect_store(self, families: dict[str, GaugeMetricFamily | CounterMetricFamily]) -> None:
         with connections["support"].cursor() as cursor:
             cursor.execute("SELECT id, slug FROM tenants_tenant")
             slugs = {row[0]: row[1] for row in cursor.fetchall()}
@@ -92,7 +93,7 @@ class MessageFlowCollector(Collector):
                 "SELECT tenant_id, direction, interface_id, state, sum(count)"
                 " FROM messaging_state_count GROUP BY 1, 2, 3, 4"
             )
-            waiting: set[tuple[object, str, str]] = set()
+            waiting: set[tuple[Any, str, str]] = set()
             for tenant_id, direction, interface, state, count in cursor.fetchall():
                 labels = [slugs.get(tenant_id, "unknown"), direction, interface, state]
                 families["messages"].add_metric(labels, float(count))
