@@ -77,6 +77,22 @@ class Services:
 # --- secrets that persist across runs --------------------------------------------------------
 
 
+def _new_evidence_key() -> str:
+    """An Ed25519 key (PKCS#8 PEM) that signs the ledger and evidence packs locally."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
 def load_secrets() -> dict[str, str]:
     """Role passwords, the Django secret key and a KEK for local use, made once under var/."""
     path = VAR / "dev-secrets.json"
@@ -89,6 +105,7 @@ def load_secrets() -> dict[str, str]:
         "support_password": lambda: secrets.token_urlsafe(18),
         "django_secret_key": lambda: secrets.token_urlsafe(50),
         "kek": lambda: "dev1:" + base64.b64encode(os.urandom(32)).decode(),
+        "evidence_key": _new_evidence_key,
     }
     changed = False
     for key, make in wanted.items():
@@ -379,6 +396,8 @@ def prepare(*, dbname: str) -> tuple[Services, dict[str, str]]:
         "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "false"),
         "BUSBAR_SECURE_COOKIES": os.environ.get("BUSBAR_SECURE_COOKIES", "false"),
         "BUSBAR_KEKS": os.environ.get("BUSBAR_KEKS", secrets_["kek"]),
+        "BUSBAR_EVIDENCE_KEY": os.environ.get("BUSBAR_EVIDENCE_KEY", secrets_["evidence_key"]),
+        "BUSBAR_EVIDENCE_DIR": os.environ.get("BUSBAR_EVIDENCE_DIR", str(VAR / "evidence")),
         "BUSBAR_ADMIN_DATABASE_URL": admin,
         "BUSBAR_DATABASE_URL": role_conninfo(
             admin, role=RUNTIME_ROLE, password=secrets_["runtime_password"], dbname=dbname

@@ -222,6 +222,9 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.rotate_certificate_task": {"queue": "maintenance"},
     "messaging.tasks.sweep_task": {"queue": "maintenance"},
     "messaging.tasks.ensure_partitions_task": {"queue": "maintenance"},
+    "messaging.tasks.seal_ledgers_task": {"queue": "maintenance"},
+    "messaging.tasks.verify_ledgers_task": {"queue": "maintenance"},
+    "messaging.tasks.generate_evidence_pack_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
@@ -232,6 +235,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "messaging.tasks.sweep_task",
         "schedule": envint("BUSBAR_SWEEP_SECONDS", 30),
     },
+    "seal-ledgers": {
+        "task": "messaging.tasks.seal_ledgers_task",
+        "schedule": envint("BUSBAR_SEAL_SECONDS", 10),
+    },
+    "verify-ledgers": {"task": "messaging.tasks.verify_ledgers_task", "schedule": 900.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
     "certificate-maintenance": {
         "task": "tenants.tasks.certificate_maintenance_task",
@@ -265,6 +273,14 @@ SPECTACULAR_SETTINGS = {
 # never stored in the database. The active one wraps new secrets; the others still unwrap.
 BUSBAR_KEKS = env("BUSBAR_KEKS", "")
 BUSBAR_ACTIVE_KEK = env("BUSBAR_ACTIVE_KEK", "")
+
+# The evidence key (Ed25519, PEM) signs ledger seals and evidence packs; like the KEKs it lives
+# outside the database. Its public half is published at /evidence/key for auditors.
+BUSBAR_EVIDENCE_KEY = env("BUSBAR_EVIDENCE_KEY", "")
+BUSBAR_EVIDENCE_DIR = Path(env("BUSBAR_EVIDENCE_DIR", str(BASE_DIR / "var" / "evidence")))
+# A seal covers entries older than this, so a transaction still open never misses its seal.
+BUSBAR_EVIDENCE_SETTLE_SECONDS = envint("BUSBAR_EVIDENCE_SETTLE_SECONDS", 120)
+BUSBAR_EVIDENCE_PACK_DAYS = envint("BUSBAR_EVIDENCE_PACK_DAYS", 30)
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,8 @@ DIP: which certificates signed it and carried it, what it held, and what came ba
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Now
@@ -238,3 +240,100 @@ class StateCount(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.interface_id} {self.state}: {self.count}"
+
+
+# --- Evidence: the sealed ledger and assurance packs (messaging/evidence) ----------------------
+
+
+class Seal(TenantOwned):
+    """One signed Merkle root over a tenant's ledger entries of one time window, chained to the
+    previous seal. ``body`` is exactly what was signed (canonical JSON); immutable once written."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "seq")
+    seq = models.IntegerField()
+    window_from = models.DateTimeField()
+    window_to = models.DateTimeField()
+    size = models.IntegerField()
+    root = models.CharField(max_length=64)
+    prev = models.CharField(max_length=64)
+    body = models.JSONField()
+    signature = models.CharField(max_length=200)
+    key_id = models.CharField(max_length=32)
+    sealed_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "messaging_seal"
+
+    def __str__(self) -> str:
+        return f"seal {self.seq} ({self.size} entries)"
+
+
+class SealLeaf(TenantOwned):
+    """One entry of a seal: which record (source and id) and the hash it was sealed with."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "seal_seq", "idx")
+    seal_seq = models.IntegerField()
+    idx = models.IntegerField()
+    source = models.CharField(max_length=12)
+    ref = models.CharField(max_length=40)
+    leaf_hash = models.BinaryField()
+
+    class Meta:
+        db_table = "messaging_seal_leaf"
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.ref} in seal {self.seal_seq}"
+
+
+class LedgerCheck(TenantOwned):
+    """One run of the ledger verification job for a tenant, kept as evidence (append-only)."""
+
+    id = models.BigAutoField(primary_key=True)
+    checked_at = models.DateTimeField(auto_now_add=True)
+    seals_checked = models.IntegerField()
+    entries_checked = models.IntegerField()
+    problems = models.JSONField(default=list)
+
+    class Meta:
+        db_table = "messaging_ledger_check"
+        indexes = [models.Index(fields=["tenant", "checked_at"], name="ledger_check_time")]
+
+    def __str__(self) -> str:
+        return f"ledger check {self.checked_at:%Y-%m-%d %H:%M}: {len(self.problems)} problem(s)"
+
+
+class PackState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Being generated"
+    READY = "ready", "Ready to download"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+
+
+class EvidencePack(TenantOwned):
+    """A requested assurance pack: its scope, its progress while generated, and its file."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    period_from = models.DateTimeField()
+    period_to = models.DateTimeField()
+    interfaces = ArrayField(models.CharField(max_length=8), default=list, blank=True)
+    include_payloads = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=PackState.choices, default=PackState.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=200, blank=True)
+    file_name = models.CharField(max_length=200, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    message_count = models.IntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "messaging_evidence_pack"
+        indexes = [models.Index(fields=["tenant", "requested_at"], name="evidence_pack_time")]
+
+    def __str__(self) -> str:
+        return f"evidence {self.period_from:%Y-%m-%d}..{self.period_to:%Y-%m-%d} ({self.state})"

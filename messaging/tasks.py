@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from core.tenancy import tenant_task
+from core.tenancy import tenant_context, tenant_task
 from messaging import credentials
+from messaging.evidence import ledger, packs
 from messaging.store import services as store_services
 from messaging.store import sweeper
+from tenants.selectors import list_active_tenant_ids
 
 
 @shared_task
@@ -30,3 +32,30 @@ def sweep_task() -> dict[str, int]:
 def ensure_partitions_task() -> int:
     """Beat, daily: create the message store's monthly partitions three months ahead."""
     return store_services.ensure_partitions(months_ahead=3)
+
+
+@shared_task
+def seal_ledgers_task() -> int:
+    """Beat, every few seconds: seal each tenant's settled ledger entries (bounded per run)."""
+    made = 0
+    for tenant_id in list_active_tenant_ids():
+        with tenant_context(tenant_id):
+            made += ledger.seal_until_current(tenant_id=tenant_id)
+    return made
+
+
+@shared_task
+def verify_ledgers_task() -> int:
+    """Beat: re-check every tenant's seals against their sources; returns the problems found."""
+    problems = 0
+    for tenant_id in list_active_tenant_ids():
+        with tenant_context(tenant_id):
+            problems += len(ledger.verify_ledger(tenant_id=tenant_id).problems)
+    return problems
+
+
+@shared_task
+def generate_evidence_pack_task(tenant_id: str, pack_id: str) -> str | None:
+    """Build one requested evidence pack (idempotent: a finished pack is left alone)."""
+    pack = packs.generate_pack(tenant_id=tenant_id, pack_id=pack_id)
+    return pack.state if pack else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,8 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
-from messaging.models import DipExchange
+from messaging.evidence import ledger
+from messaging.models import DipExchange, EvidencePack
 from messaging.store import services as store
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -92,6 +94,14 @@ def _populate_message_store(tenant_id) -> None:
         stage="syntactic", severity="fatal", code="SCHEMA", path="$", text="empty", rule="r1"
     )
     store.record_findings(tenant_id=tenant_id, findings=[(stored.message_ids[0], finding)])
+    # evidence: a seal over it (with its entries), a verification run and a requested pack
+    ledger.seal_tenant(tenant_id=tenant_id, now=timezone.now() + timedelta(hours=1))
+    ledger.verify_ledger(tenant_id=tenant_id)
+    EvidencePack.objects.create(
+        requested_by="pytest",
+        period_from=timezone.now() - timedelta(days=1),
+        period_to=timezone.now(),
+    )
 
 
 def tenant_of(row) -> object:

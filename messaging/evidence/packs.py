@@ -1,0 +1,460 @@
+"""Evidence packs: a signed ZIP of what a tenant sent and received in a period, and how it was
+handled, that anyone can verify offline with the ``verify.py`` inside it.
+
+Generation streams: every record set is read in chunks and written straight into the ZIP on disk,
+so memory stays bounded whatever the period holds. Progress is kept on the pack's row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import logging
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.audit import record_event
+from core.tenancy import tenant_context
+from messaging.evidence import keys, verify_pack
+from messaging.evidence.ledger import _iso, entries_in_window, seal_until_current
+from messaging.evidence.merkle import root_and_proofs
+from messaging.models import EvidencePack, PackState, Seal, SealLeaf
+from messaging.store.ids import id_floor, id_time
+from messaging.store.services import decompress
+from tenants.models import Certificate, Tenant
+
+logger = logging.getLogger(__name__)
+
+VERIFIER_SOURCE = Path(verify_pack.__file__)
+PUBLIC_KEY_FILE = "evidence-public-key.pem"
+CHUNK = 2000
+
+
+class PackWriter:
+    """Writes files into the ZIP while hashing them for the manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.zip.writestr(name, data)
+        self.files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    def write_lines(self, name: str, records: Iterable[dict[str, Any]]) -> int:
+        digest, size, count = hashlib.sha256(), 0, 0
+        with self.zip.open(name, "w", force_zip64=True) as handle:
+            for record in records:
+                line = json.dumps(record, sort_keys=True, default=str).encode() + b"\n"
+                handle.write(line)
+                digest.update(line)
+                size += len(line)
+                count += 1
+        self.files[name] = {"sha256": digest.hexdigest(), "size": size, "records": count}
+        return count
+
+    def close(self) -> None:
+        self.zip.close()
+
+
+def _rows(sql: str, params: list[Any]) -> Iterator[tuple]:
+    """Stream a query in chunks with a server-side cursor (bounded memory)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(CHUNK):
+            yield from rows
+
+
+def _progress(pack: EvidencePack, percent: int, stage: str) -> None:
+    # Written in its own short transaction so the console sees it while generation goes on.
+    EvidencePack.objects.filter(id=pack.id).update(progress=percent, stage=stage[:200])
+
+
+def _interface_filter(pack: EvidencePack) -> tuple[str, list[Any]]:
+    if pack.interfaces:
+        return " AND interface_id = ANY(%s)", [list(pack.interfaces)]
+    return "", []
+
+
+def _messages(
+    pack: EvidencePack, tenant: str, counts: Counter[str], raw_ids: set[int]
+) -> Iterator[dict[str, Any]]:
+    where, extra = _interface_filter(pack)
+    for row in _rows(
+        "SELECT id, direction, interface_id, schema_version, event_code, transaction_id,"
+        " sender_unique_reference, correlation_id, mpan, state, created_at, state_changed_at,"
+        " raw_id, raw_offset, raw_length, sha256, attempts, last_error FROM messaging_message"
+        " WHERE tenant_id = %s AND id >= %s AND id < %s" + where + " ORDER BY id",
+        [tenant, id_floor(pack.period_from), id_floor(pack.period_to), *extra],
+    ):
+        (mid, direction, iface, sv, ev, tx, sur, corr, mpan, state, created, changed) = row[:12]
+        raw_id, offset, length, sha, attempts, error = row[12:]
+        counts[f"{direction}:{state}"] += 1
+        if raw_id is not None:
+            raw_ids.add(raw_id)
+        counts[f"interface:{iface}:{direction}"] += 1
+        yield {
+            "id": mid,
+            "direction": direction,
+            "interface": iface,
+            "schema_version": sv,
+            "event_code": ev,
+            "transaction_id": tx,
+            "sender_unique_reference": sur,
+            "correlation_id": corr,
+            "mpan": mpan if pack.include_payloads else "",
+            "state": state,
+            "created_at": _iso(created),
+            "state_changed_at": _iso(changed),
+            "raw_id": raw_id,
+            "offset": offset,
+            "length": length,
+            "sha256": bytes(sha).hex() if sha is not None else None,
+            "attempts": attempts,
+            "last_error": error,
+        }
+
+
+def _by_message(pack: EvidencePack, tenant: str, sql: str) -> Iterator[tuple]:
+    """Rows of a per-message table for the pack's messages (joined, streamed)."""
+    where, extra = _interface_filter(pack)
+    return _rows(
+        sql.format(
+            messages="SELECT id FROM messaging_message WHERE tenant_id = %s AND id >= %s"
+            " AND id < %s" + where
+        ),
+        [tenant, tenant, id_floor(pack.period_from), id_floor(pack.period_to), *extra],
+    )
+
+
+def _transitions(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
+    for tid, message_id, at, from_state, to_state, actor, reason, detail in _by_message(
+        pack,
+        tenant,
+        "SELECT id, message_id, at, from_state, to_state, actor, reason, detail"
+        " FROM messaging_transition WHERE tenant_id = %s AND message_id IN ({messages})"
+        " ORDER BY id",
+    ):
+        yield {
+            "id": tid,
+            "message": message_id,
+            "at": _iso(at),
+            "from": from_state,
+            "to": to_state,
+            "actor": actor,
+            "reason": reason,
+            "detail": detail,
+        }
+
+
+def _findings(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
+    for row in _by_message(
+        pack,
+        tenant,
+        "SELECT message_id, run_at, registry_version, stage, severity, code, path, text, rule"
+        " FROM messaging_finding WHERE tenant_id = %s AND message_id IN ({messages})"
+        " ORDER BY id",
+    ):
+        message_id, run_at, version, stage, severity, code, path, text, rule = row
+        yield {
+            "message": message_id,
+            "run_at": _iso(run_at),
+            "registry_version": version,
+            "stage": stage,
+            "severity": severity,
+            "code": code,
+            "path": path,
+            "text": text,
+            "rule": rule,
+        }
+
+
+def _certificates() -> Iterator[dict[str, Any]]:
+    for cert in Certificate.objects.order_by("created_at").iterator(chunk_size=CHUNK):
+        yield {
+            "connection": cert.connection_id,
+            "purpose": cert.purpose,
+            "status": cert.status,
+            "subject": cert.subject,
+            "issuer": cert.issuer,
+            "serial": cert.serial,
+            "fingerprint_sha256": cert.fingerprint_sha256,
+            "not_before": _iso(cert.not_before),
+            "not_after": _iso(cert.not_after),
+            "activated_at": _iso(cert.activated_at),
+            "retired_at": _iso(cert.retired_at),
+            "revoked_at": _iso(cert.revoked_at),
+            "revocation_reason": cert.revocation_reason,
+        }
+
+
+def _ledger(
+    pack: EvidencePack, tenant: str, writer: PackWriter, span: tuple[datetime, datetime]
+) -> tuple[list[int], int]:
+    """Every seal overlapping ``span`` (the period, widened to the raw blobs its messages point
+    at: an outbound message's final bytes may be sent after the period ends), with all their
+    entries and inclusion proofs. Returns the raw blob ids sealed in the pack and the entry count.
+    """
+    first, last = span
+    seals = list(Seal.objects.filter(window_to__gt=first, window_from__lte=last).order_by("seq"))
+    writer.write_lines(
+        "ledger/seals.jsonl",
+        ({"body": s.body, "signature": s.signature, "key_id": s.key_id} for s in seals),
+    )
+    raw_ids: list[int] = []
+    count = 0
+
+    def entries() -> Iterator[dict[str, Any]]:
+        nonlocal count
+        for seal in seals:
+            leaves = [
+                bytes(h)
+                for h in SealLeaf.objects.filter(seal_seq=seal.seq)
+                .order_by("idx")
+                .values_list("leaf_hash", flat=True)
+            ]
+            _, proofs = root_and_proofs(leaves)
+            for n, entry in enumerate(
+                entries_in_window(
+                    tenant_id=tenant, window_from=seal.window_from, window_to=seal.window_to
+                )
+            ):
+                if entry.source == "raw":
+                    raw_ids.append(int(entry.ref))
+                count += 1
+                yield {
+                    "seal": seal.seq,
+                    "index": n,
+                    "record": entry.record,
+                    "proof": [p.hex() for p in proofs[n]] if n < len(proofs) else [],
+                }
+
+    writer.write_lines("ledger/entries.jsonl", entries())
+    return raw_ids, count
+
+
+def _summary_html(
+    pack: EvidencePack, tenant: Tenant, counts: Counter[str], manifest: dict
+) -> bytes:
+    """A human-readable summary with bar charts drawn in SVG (no script, opens anywhere)."""
+    states = sorted((k, v) for k, v in counts.items() if not k.startswith("interface:"))
+    interfaces = sorted(
+        (k.removeprefix("interface:"), v) for k, v in counts.items() if k.startswith("interface:")
+    )
+
+    def bars(rows: list[tuple[str, int]]) -> str:
+        if not rows:
+            return "<p>None in this period.</p>"
+        top = max(v for _, v in rows) or 1
+        height = 24 * len(rows) + 8
+        parts = [f'<svg role="img" width="640" height="{height}" viewBox="0 0 640 {height}">']
+        for n, (label, value) in enumerate(rows):
+            width = max(1, int(360 * value / top))
+            y = 8 + 24 * n
+            parts.append(
+                f'<text x="0" y="{y + 14}" font-size="13">{html.escape(label)}</text>'
+                f'<rect x="220" y="{y}" width="{width}" height="18" fill="#2b6cb0"/>'
+                f'<text x="{226 + width}" y="{y + 14}" font-size="13">{value}</text>'
+            )
+        parts.append("</svg>")
+        return "".join(parts)
+
+    files = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{f.get('records', '')}</td><td>{f['size']}</td>"
+        f"<td><code>{f['sha256'][:16]}…</code></td></tr>"
+        for n, f in sorted(manifest["files"].items())
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Busbar evidence: {html.escape(tenant.name)}</title>
+<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto;color:#1a202c}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #cbd5e0;padding:.25rem .5rem;text-align:left}}</style>
+</head><body>
+<h1>Evidence pack: {html.escape(tenant.name)}</h1>
+<p>Period {html.escape(_iso(pack.period_from) or "")} to {html.escape(_iso(pack.period_to) or "")}
+(UTC, end exclusive). Generated {html.escape(manifest["generated_at"])} for
+{html.escape(pack.requested_by)}. Interfaces: {html.escape(", ".join(pack.interfaces) or "all")}.
+Raw payloads {"included" if pack.include_payloads else "not included (hashes only)"}.</p>
+<h2>Messages by direction and state</h2>{bars(states)}
+<h2>Messages by interface</h2>{bars(interfaces)}
+<h2>Ledger</h2><p>{manifest["counts"]["seals"]} seals, {manifest["counts"]["ledger_entries"]}
+entries with inclusion proofs, signed with evidence key <code>{html.escape(manifest["key_id"])}</code>.</p>
+<h2>How to verify</h2><p><code>python3 verify.py this-pack.zip --key evidence-key.pem</code>, with
+the key published by Busbar (obtained independently of this pack). It needs Python 3 and the
+<code>cryptography</code> package only.</p>
+<h2>Files</h2><table><tr><th>file</th><th>records</th><th>bytes</th><th>sha256</th></tr>{files}</table>
+</body></html>
+""".encode()
+
+
+def pack_path(pack: EvidencePack) -> Path:
+    return Path(settings.BUSBAR_EVIDENCE_DIR) / str(pack.tenant_id) / f"{pack.id}.zip"
+
+
+def generate_pack(*, tenant_id: UUID | str, pack_id: UUID | str) -> EvidencePack | None:
+    """Build the pack (idempotent: a pack that is no longer queued or running is left alone)."""
+    with tenant_context(tenant_id):
+        claimed = EvidencePack.objects.filter(
+            id=pack_id, state__in=[PackState.QUEUED, PackState.RUNNING]
+        ).update(state=PackState.RUNNING, progress=1, stage="starting")
+        if not claimed:
+            return None
+        pack = EvidencePack.objects.get(id=pack_id)
+        tenant = Tenant.objects.get(id=tenant_id)
+    path = pack_path(pack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    try:
+        with tenant_context(tenant_id):
+            seal_until_current(tenant_id=tenant_id)  # so the period's last entries have proofs
+        with tenant_context(tenant_id):
+            manifest = _write_pack(pack, tenant, partial)
+        partial.replace(path)
+    except Exception as exc:
+        logger.exception("evidence.pack_failed", extra={"pack": str(pack_id)})
+        partial.unlink(missing_ok=True)
+        with tenant_context(tenant_id):
+            EvidencePack.objects.filter(id=pack_id).update(
+                state=PackState.FAILED, error=f"{type(exc).__name__}: {exc}"[:500], stage="failed"
+            )
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    with tenant_context(tenant_id):
+        EvidencePack.objects.filter(id=pack_id).update(
+            state=PackState.READY,
+            progress=100,
+            stage="ready",
+            file_name=f"busbar-evidence-{tenant.slug}-{pack.period_from:%Y%m%d}-{pack.period_to:%Y%m%d}.zip",
+            size=path.stat().st_size,
+            sha256=digest.hexdigest(),
+            message_count=manifest["counts"]["messages"],
+            finished_at=timezone.now(),
+            expires_at=timezone.now() + timedelta(days=settings.BUSBAR_EVIDENCE_PACK_DAYS),
+        )
+        record_event(
+            action="evidence.pack_generated",
+            actor=pack.requested_by,
+            object_type="evidence_pack",
+            object_id=pack.id,
+            detail={"messages": manifest["counts"]["messages"], "sha256": digest.hexdigest()},
+        )
+        return EvidencePack.objects.get(id=pack_id)
+
+
+def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any]:
+    tid = str(tenant.id)
+    writer = PackWriter(path)
+    counts: Counter[str] = Counter()
+    try:
+        _progress(pack, 5, "messages")
+        referenced: set[int] = set()
+        message_count = writer.write_lines(
+            "messages.jsonl", _messages(pack, tid, counts, referenced)
+        )
+        _progress(pack, 30, "timeline")
+        writer.write_lines("timeline.jsonl", _transitions(pack, tid))
+        _progress(pack, 45, "validation findings")
+        writer.write_lines("findings.jsonl", _findings(pack, tid))
+        _progress(pack, 55, "certificates")
+        writer.write_lines("certificates.jsonl", _certificates())
+        _progress(pack, 60, "ledger and proofs")
+        times = [id_time(r) for r in referenced] or [pack.period_from]
+        span = (min(pack.period_from, *times), max(pack.period_to, *times))
+        raw_ids, entry_count = _ledger(pack, tid, writer, span)
+        included: list[int] = []
+        if pack.include_payloads:
+            _progress(pack, 80, "raw payloads")
+            for raw_id, body in _rows(
+                "SELECT id, body_zstd FROM messaging_raw WHERE tenant_id = %s AND id = ANY(%s)"
+                " AND body_zstd IS NOT NULL ORDER BY id",
+                [tid, sorted(set(raw_ids))],
+            ):
+                writer.write_bytes(f"raw/{raw_id}.bin", decompress(bytes(body)))
+                included.append(raw_id)
+        _progress(pack, 92, "summary and signature")
+        writer.write_bytes(PUBLIC_KEY_FILE, keys.public_key_pem())
+        writer.write_bytes("verify.py", VERIFIER_SOURCE.read_bytes())
+        manifest: dict[str, Any] = {
+            "format": verify_pack.FORMAT,
+            "tenant": {"id": tid, "slug": tenant.slug, "name": tenant.name},
+            "period": {"from": _iso(pack.period_from), "to": _iso(pack.period_to)},
+            "interfaces": list(pack.interfaces),
+            "include_payloads": pack.include_payloads,
+            "requested_by": pack.requested_by,
+            "generated_at": _iso(timezone.now()),
+            "key_id": keys.key_id(),
+            "public_key_file": PUBLIC_KEY_FILE,
+            "raw_included": included,
+            "counts": {
+                "messages": message_count,
+                "seals": writer.files["ledger/seals.jsonl"]["records"],
+                "ledger_entries": entry_count,
+            },
+            "files": {},
+        }
+        manifest["files"] = dict(writer.files)
+        writer.write_bytes("summary.html", _summary_html(pack, tenant, counts, manifest))
+        manifest["files"] = dict(writer.files)
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        writer.zip.writestr(verify_pack.MANIFEST, manifest_bytes)
+        writer.zip.writestr(verify_pack.SIGNATURE, base64.b64encode(keys.sign(manifest_bytes)))
+    finally:
+        writer.close()
+    return manifest
+
+
+@transaction.atomic
+def request_pack(
+    *,
+    requested_by: str,
+    period_from: datetime,
+    period_to: datetime,
+    interfaces: list[str] | None = None,
+    include_payloads: bool = False,
+) -> EvidencePack:
+    """Queue a pack for the current tenant; the worker builds it after commit."""
+    from messaging.tasks import generate_evidence_pack_task
+
+    if period_to <= period_from:
+        raise ValueError("the period must end after it starts")
+    settled = timezone.now() - timedelta(seconds=settings.BUSBAR_EVIDENCE_SETTLE_SECONDS)
+    if period_to > settled:
+        raise ValueError(
+            f"the ledger seals entries {settings.BUSBAR_EVIDENCE_SETTLE_SECONDS} s after they"
+            f" happen: choose a period ending by {_iso(settled)}"
+        )
+    pack = EvidencePack.objects.create(
+        requested_by=requested_by,
+        period_from=period_from,
+        period_to=period_to,
+        interfaces=interfaces or [],
+        include_payloads=include_payloads,
+    )
+    record_event(
+        action="evidence.pack_requested",
+        actor=requested_by,
+        object_type="evidence_pack",
+        object_id=pack.id,
+        detail={
+            "from": _iso(period_from),
+            "to": _iso(period_to),
+            "interfaces": interfaces or [],
+            "include_payloads": include_payloads,
+        },
+    )
+    generate_evidence_pack_task.delay_on_commit(str(pack.tenant_id), str(pack.id))
+    return pack
