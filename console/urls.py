@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, activity, auth, certificates, home, settings, support
+from console.views import (
+    account,
+    activity,
+    auth,
+    certificates,
+    evidence,
+    home,
+    settings,
+    support,
+)
 
 app_name = "console"
 
@@ -50,7 +59,9 @@ urlpatterns = [
         certificates.certificate_revoke,
         name="certificate-revoke",
     ),
-    path("evidence/", home.area, {"area": "evidence"}, name="evidence"),
+    path("evidence/", evidence.evidence_list, name="evidence"),
+    path("evidence/key/", evidence.evidence_key, name="evidence-key"),
+    path("evidence/<uuid:pack_id>/download/", evidence.evidence_download, name="evidence-download"),
     path("settings/", settings.settings_page, name="settings"),
     path("settings/api-keys/", settings.api_key_issue, name="api-key-issue"),
     path("settings/second-factor/", settings.second_factor_policy, name="second-factor-policy"),

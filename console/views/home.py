@@ -16,7 +16,6 @@ AREAS = {
     "flows": ("Flow health", "Volumes, latency and silence per channel will appear here."),
     "messages": ("Messages", "Every inbound and outbound message, searchable, will appear here."),
     "exceptions": ("Exceptions", "Validation and delivery failures routed to owner queues."),
-    "evidence": ("Evidence", "Signed assurance evidence packs to download."),
 }
 
 
