@@ -96,7 +96,7 @@ def evidence_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_required
 @require_GET
-def evidence_download(request: HttpRequest, pack_id: str) -> HttpResponse:
+def evidence_download(request: HttpRequest, pack_id: str) -> FileResponse:
     """The pack's ZIP; every download lands in the audit log."""
     if not _may_request(request):
         raise Http404
