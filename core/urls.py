@@ -26,6 +26,22 @@ api_patterns = [
         messaging_api.CertificateRotateApi.as_view(),
         name="certificate-rotate",
     ),
+    path(
+        "evidence-packs/",
+        messaging_api.EvidencePackCreateApi.as_view(),
+        name="evidence-pack-create",
+    ),
+    path(
+        "evidence-packs/<uuid:pack_id>/",
+        messaging_api.EvidencePackDetailApi.as_view(),
+        name="evidence-pack-detail",
+    ),
+    path(
+        "evidence-packs/<uuid:pack_id>/download/",
+        messaging_api.EvidencePackDownloadApi.as_view(),
+        name="evidence-pack-download",
+    ),
+    path("evidence/key/", messaging_api.EvidenceKeyApi.as_view(), name="evidence-key"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),
 ]
