@@ -60,6 +60,16 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "How often a channel is expected to carry traffic (channels with a cadence only).",
             labels=["tenant", "direction", "interface"],
         ),
+        "ledger_problems": GaugeMetricFamily(
+            "busbar_ledger_problems",
+            "Differences the latest ledger verification found between seals and their sources.",
+            labels=["tenant"],
+        ),
+        "ledger_sealed": GaugeMetricFamily(
+            "busbar_ledger_sealed_until_timestamp_seconds",
+            "End of the latest sealed ledger window (Unix time).",
+            labels=["tenant"],
+        ),
         "heartbeat": GaugeMetricFamily(
             "busbar_beat_heartbeat_timestamp_seconds",
             "When a worker last ran beat's heartbeat task (Unix time).",
@@ -126,6 +136,19 @@ class MessageFlowCollector(Collector):
                     families["oldest"].add_metric(
                         [slugs.get(tenant_id, "unknown"), direction, state], round(age, 3)
                     )
+            cursor.execute(
+                "SELECT DISTINCT ON (tenant_id) tenant_id, jsonb_array_length(problems)"
+                " FROM messaging_ledger_check ORDER BY tenant_id, checked_at DESC"
+            )
+            for tenant_id, problems in cursor.fetchall():
+                families["ledger_problems"].add_metric(
+                    [slugs.get(tenant_id, "unknown")], float(problems)
+                )
+            cursor.execute("SELECT tenant_id, max(window_to) FROM messaging_seal GROUP BY 1")
+            for tenant_id, sealed_until in cursor.fetchall():
+                families["ledger_sealed"].add_metric(
+                    [slugs.get(tenant_id, "unknown")], sealed_until.timestamp()
+                )
             cursor.execute(
                 "SELECT tenant_id, direction, interface_id,"
                 " extract(epoch FROM expected_cadence) FROM tenants_channel"

@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from prometheus_client import REGISTRY
 
 from core.audit import record_event
 from core.models import AuditEvent
@@ -147,6 +148,12 @@ def test_the_verification_job_names_an_entry_edited_behind_the_guard(
         alert = AuditEvent.objects.get(action="evidence.ledger_mismatch")
         assert alert.category == "security"
         assert LedgerCheck.objects.count() == 1
+    scraped = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+    }
+    assert scraped[("busbar_ledger_problems", (("tenant", "acme"),))] == len(check.problems)
 
 
 def test_the_runtime_role_cannot_rewrite_a_seal(world) -> None:
