@@ -225,6 +225,7 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.seal_ledgers_task": {"queue": "maintenance"},
     "messaging.tasks.verify_ledgers_task": {"queue": "maintenance"},
     "messaging.tasks.generate_evidence_pack_task": {"queue": "maintenance"},
+    "messaging.tasks.purge_expired_payloads_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
@@ -240,6 +241,7 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": envint("BUSBAR_SEAL_SECONDS", 10),
     },
     "verify-ledgers": {"task": "messaging.tasks.verify_ledgers_task", "schedule": 900.0},
+    "purge-payloads": {"task": "messaging.tasks.purge_expired_payloads_task", "schedule": 86400.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
     "certificate-maintenance": {
         "task": "tenants.tasks.certificate_maintenance_task",

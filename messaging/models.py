@@ -9,6 +9,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Now
 
+from core.tenancy import current_tenant_id
 from tenants.models import Channel, Connection, Direction, TenantOwned
 
 
@@ -337,3 +338,28 @@ class EvidencePack(TenantOwned):
 
     def __str__(self) -> str:
         return f"evidence {self.period_from:%Y-%m-%d}..{self.period_to:%Y-%m-%d} ({self.state})"
+
+
+class RetentionPolicy(TenantOwned):
+    """How long a tenant's raw payloads are kept. At the end, the bytes are removed and their
+    hashes stay, so sealed ledger entries and inclusion proofs keep verifying."""
+
+    MIN_PAYLOAD_DAYS = 1
+
+    tenant = models.OneToOneField(
+        "tenants.Tenant",
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="+",
+        default=current_tenant_id,
+        editable=False,
+    )
+    payload_days = models.PositiveIntegerField(default=730)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        db_table = "messaging_retention_policy"
+
+    def __str__(self) -> str:
+        return f"payloads kept {self.payload_days} days"

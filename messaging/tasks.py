@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.tenancy import tenant_context, tenant_task
 from messaging import credentials
-from messaging.evidence import ledger, packs
+from messaging.evidence import ledger, packs, retention
 from messaging.store import services as store_services
 from messaging.store import sweeper
 from tenants.selectors import list_active_tenant_ids
@@ -59,3 +59,13 @@ def generate_evidence_pack_task(tenant_id: str, pack_id: str) -> str | None:
     """Build one requested evidence pack (idempotent: a finished pack is left alone)."""
     pack = packs.generate_pack(tenant_id=tenant_id, pack_id=pack_id)
     return pack.state if pack else None
+
+
+@shared_task
+def purge_expired_payloads_task() -> int:
+    """Beat, daily: remove payloads past each tenant's retention (their hashes stay)."""
+    purged = 0
+    for tenant_id in list_active_tenant_ids():
+        with tenant_context(tenant_id):
+            purged += retention.purge_expired_payloads()
+    return purged

@@ -18,16 +18,18 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from prometheus_client import REGISTRY
 
 from core.audit import record_event
 from core.models import AuditEvent
 from core.tenancy import tenant_context
-from messaging.evidence import keys, ledger, packs
+from messaging.evidence import keys, ledger, packs, retention
 from messaging.evidence.merkle import root_and_proofs
 from messaging.evidence.verify_pack import leaf_hash, merkle_root, root_from_proof, verify
 from messaging.models import EvidencePack, LedgerCheck, Message, Seal
 from messaging.store import services as store
+from messaging.store.ids import id_floor
 from tenants.models import Channel, Connection
 from tests.conftest import admin_conninfo, build_world
 
@@ -308,3 +310,32 @@ def test_a_pack_period_must_be_settled(world) -> None:
             period_from=datetime.now(UTC) - timedelta(hours=1),
             period_to=datetime.now(UTC),
         )
+
+
+def test_retention_removes_old_payloads_and_the_ledger_still_verifies(world, settings) -> None:
+    settings.BUSBAR_EVIDENCE_SETTLE_SECONDS = 0
+    ids = _traffic(world.acme.id)
+    with tenant_context(world.acme.id):
+        fresh = Message.objects.get(id=ids[0])
+        old_id = id_floor(datetime.now(UTC) - timedelta(days=3)) + 7
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO messaging_raw (tenant_id, id, kind, direction, connection_id,"
+                " body_zstd, body_sha256, body_size) SELECT tenant_id, %s, 'delivery',"
+                " 'inbound', connection_id, body_zstd, body_sha256, body_size FROM messaging_raw"
+                " WHERE id = %s",
+                [old_id, fresh.raw_id],
+            )
+        ledger.seal_tenant(tenant_id=world.acme.id)
+        assert retention.purge_expired_payloads() == 0  # no policy: keep everything
+        with pytest.raises(ValueError, match="at least 1 day"):
+            retention.set_payload_retention(days=0, actor="alice")
+        retention.set_payload_retention(days=2, actor="alice")
+        assert retention.purge_expired_payloads() == 1
+        with pytest.raises(LookupError, match="end of its retention"):
+            store.raw_body(tenant_id=world.acme.id, raw_id=old_id)
+        assert store.message_bytes(fresh)  # inside retention: still there
+        assert ledger.verify_ledger(tenant_id=world.acme.id).problems == []
+        assert AuditEvent.objects.filter(action="retention.payloads_removed").count() == 1
+    with tenant_context(world.globex.id):
+        assert retention.purge_expired_payloads() == 0  # acme's policy is acme's

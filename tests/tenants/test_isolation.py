@@ -13,7 +13,7 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
-from messaging.evidence import ledger
+from messaging.evidence import ledger, retention
 from messaging.models import DipExchange, EvidencePack
 from messaging.store import services as store
 from tenants import certificates, services
@@ -97,6 +97,7 @@ def _populate_message_store(tenant_id) -> None:
     # evidence: a seal over it (with its entries), a verification run and a requested pack
     ledger.seal_tenant(tenant_id=tenant_id, now=timezone.now() + timedelta(hours=1))
     ledger.verify_ledger(tenant_id=tenant_id)
+    retention.set_payload_retention(days=365, actor="pytest")
     EvidencePack.objects.create(
         requested_by="pytest",
         period_from=timezone.now() - timedelta(days=1),
