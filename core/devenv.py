@@ -249,7 +249,8 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
 
     The owner grants by default privileges, so every table its migrations create is readable and
     writable by the runtime role (under RLS) and by nobody else; support gets column grants per
-    table from the migrations.
+    table from the migrations. The runtime role gets no TEMPORARY and no sequences; migrations take
+    away what else it must not do (core 0004).
     """
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         if drop:
@@ -271,14 +272,20 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
         app, support = sql.Identifier(RUNTIME_ROLE), sql.Identifier(SUPPORT_ROLE)
         for statement in (
             "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
-            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+            # No TEMPORARY: a temporary object could hijack a SECURITY DEFINER function. Revoked
+            # explicitly too, for databases made when it was still granted.
+            "REVOKE TEMPORARY ON DATABASE {db} FROM {app}",
+            "GRANT CONNECT ON DATABASE {db} TO {app}",
             "GRANT CONNECT ON DATABASE {db} TO {support}",
             "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
             "GRANT USAGE ON SCHEMA public TO {app}, {support}",
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
             " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+            # Identity columns need no privilege on their sequence; reading one would tell a
+            # tenant how many rows every tenant has. A sequence the runtime role must draw from is
+            # granted by the migration that creates it.
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
-            " GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+            " REVOKE ALL ON SEQUENCES FROM {app}",
         ):
             conn.execute(sql.SQL(statement).format(db=db, owner=owner, app=app, support=support))
 

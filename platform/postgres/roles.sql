@@ -29,8 +29,9 @@
 --   * busbar_owner: LOGIN NOSUPERUSER NOBYPASSRLS. Owns the database and, through migrations,
 --     every table; tables FORCE row-level security, so even the owner is bound by the policies.
 --   * busbar_app: LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE. Owns nothing. Gets
---     SELECT/INSERT/UPDATE/DELETE on every table and USAGE/SELECT on every sequence that the owner
---     creates in schema public, by default privileges. Web and workers must connect as this role:
+--     CONNECT (never TEMPORARY) and SELECT/INSERT/UPDATE/DELETE on every table that the owner
+--     creates in schema public, by default privileges, and nothing on sequences; the migrations
+--     take away the rest it must not do (core 0004). Web and workers must connect as this role:
 --     row-level security only holds for a role that is neither superuser, BYPASSRLS nor owner.
 --   * busbar_support: LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE. CONNECT and USAGE
 --     only here; its per-column grants and policies come from the migrations.
@@ -118,14 +119,18 @@ SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L TEMPLATE template0',
 SET ROLE :"owner_role";
 
 REVOKE ALL ON DATABASE :"dbname" FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE :"dbname" TO :"app_role";
+-- No TEMPORARY: a temporary object could hijack a SECURITY DEFINER function and run as the owner.
+REVOKE TEMPORARY ON DATABASE :"dbname" FROM :"app_role";
+GRANT CONNECT ON DATABASE :"dbname" TO :"app_role";
 GRANT CONNECT ON DATABASE :"dbname" TO :"support_role";
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO :"app_role", :"support_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"app_role";
+-- Identity columns need no privilege on their sequence; reading one would tell a tenant how many
+-- rows every tenant has. A sequence the runtime role must draw from is granted by its migration.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO :"app_role";
+    REVOKE ALL ON SEQUENCES FROM :"app_role";
 
 RESET ROLE;
 
