@@ -2,9 +2,10 @@
 --
 -- Semantically identical to bootstrap_roles() and bootstrap_database() in core/devenv.py, which is
 -- the reference and does the same for local runs and tests. Change both together. The one
--- difference: devenv.py always (re)sets the role passwords from var/dev-secrets.json, while this
--- file sets a password only when its psql variable is given, so an existing role keeps its password
--- otherwise. Everything in it can be run again safely.
+-- difference: devenv.py gives a role a password when it creates it, and an existing role only when
+-- it first records that server's passwords (per server, in ~/.config/busbar, shared by every
+-- checkout on the machine), while this file sets a password only when its psql variable is given,
+-- so an existing role keeps its password otherwise. Everything in it can be run again safely.
 --
 -- Run it as a superuser, connected to any database of the cluster (usually "postgres"):
 --
