@@ -167,7 +167,7 @@ def test_every_tenant_table_refuses_writes_for_another_tenant(populated):
                         accepted.append((table.name, tenant, name, state))
                 elif state is None and rows:
                     accepted.append((table.name, tenant, name, f"{rows} rows"))
-    assert accepted == [], "\n".join(accepted)
+    assert accepted == [], "\n".join(map(str, accepted))
     assert {table.name: fingerprint(table, world.acme.id) for table in tables} == before
 
 
@@ -568,7 +568,7 @@ def test_no_tenant_row_can_point_at_another_tenants_row(populated):
                 if state != "23503" and not (name == "update" and state == "42501"):
                     accepted.append(f"{name} {table}.{column}: {state} {exc}")
     assert untested == [], "give acme and globex rows in these tables (tests/tenants/populate)"
-    assert accepted == [], "\n".join(accepted)
+    assert accepted == [], "\n".join(map(str, accepted))
 
 
 def _unique_text_columns(table: str) -> list[str]:
