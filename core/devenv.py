@@ -298,6 +298,16 @@ def bootstrap_roles(
                 conn.execute(statement)
 
 
+STATISTICS_REVOKES = (
+    "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC",
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC",
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) FROM PUBLIC",
+    "GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_monitor",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_monitor",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_monitor",
+)
+
+
 def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) -> None:
     """Create ``dbname`` owned by the owner role, and the runtime and support roles' access to it.
 
@@ -321,6 +331,11 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
     params = conninfo_to_dict(admin_conninfo)
     params["dbname"] = dbname
     with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
+        # As the administrator: another session's query text (with its literal values, under
+        # client-side binding) is readable by any session of the same role, so one tenant's
+        # request could read another's. Monitoring keeps it through pg_monitor.
+        for statement in STATISTICS_REVOKES:
+            conn.execute(statement)
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OWNER_ROLE)))
         db, owner = sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
         app, support = sql.Identifier(RUNTIME_ROLE), sql.Identifier(SUPPORT_ROLE)

@@ -115,6 +115,16 @@ SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L TEMPLATE template0',
 
 \connect :"dbname"
 
+-- As the superuser: another session's query text (with its literal values, under client-side
+-- binding) is readable by any session of the same role, so one tenant's request could read
+-- another's. Monitoring keeps it through pg_monitor.
+REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) FROM PUBLIC;
+GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_monitor;
+
 -- Everything below runs as the owner, so the grants are the owner's own and the default privileges
 -- apply to the objects the owner's migrations will create.
 SET ROLE :"owner_role";

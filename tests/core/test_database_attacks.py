@@ -326,6 +326,28 @@ def test_every_security_definer_function_pins_search_path_with_pg_temp_last(runt
     assert unpinned == {}
 
 
+def test_another_sessions_query_text_is_out_of_reach(runtime_session):
+    """Web and workers all connect as one role, and Django binds values into the query text, so a
+    session that can read pg_stat_activity reads other tenants' requests as they run."""
+    marker = f"tenant-secret-{uuid.uuid4().hex}"
+    with psycopg.connect(runtime_conninfo(), autocommit=True) as other:
+        other.execute(f"SELECT '{marker}'")  # its last query stays visible while it idles
+        seen = []
+        for probe in (
+            "SELECT coalesce(string_agg(query, ' '), '') FROM pg_stat_activity",
+            "SELECT coalesce(string_agg(query, ' '), '') FROM pg_stat_get_activity(NULL)",
+            "SELECT coalesce(string_agg(pg_stat_get_backend_activity(b), ' '), '')"
+            " FROM pg_stat_get_backend_idset() b",
+        ):
+            try:
+                text = runtime_session.execute(probe).fetchone()[0]
+            except psycopg.errors.InsufficientPrivilege:
+                runtime_session.rollback()
+                continue
+            seen.append((probe, marker in text))
+    assert seen == []
+
+
 # --- pooled connections --------------------------------------------------------------------------
 
 
