@@ -94,7 +94,11 @@ def _new_evidence_key() -> str:
 
 
 def load_secrets() -> dict[str, str]:
-    """Role passwords, the Django secret key and a KEK for local use, made once under var/."""
+    """Role passwords, the Django secret key and a KEK for local use, made once under var/.
+
+    The role passwords are only proposals: a server keeps the ones first recorded for it (see
+    ``server_passwords``), which may be another checkout's.
+    """
     path = VAR / "dev-secrets.json"
     VAR.mkdir(parents=True, exist_ok=True)
     data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
@@ -234,31 +238,91 @@ def find_postgres(services_started: list) -> str:
     return start_embedded_postgres(services_started)
 
 
-def bootstrap_roles(admin_conninfo: str, passwords: dict[str, str]) -> None:
-    """Create the owner, runtime and support roles (idempotent) with least privilege."""
+ROLE_PASSWORDS = ("owner_password", "runtime_password", "support_password")
+# Where each PostgreSQL server's role passwords are kept, shared by every checkout on this machine.
+CREDENTIALS_DIR = Path(
+    os.environ.get("BUSBAR_CREDENTIALS_DIR") or Path.home() / ".config" / "busbar"
+)
+
+
+def server_passwords(
+    admin_conninfo: str, checkout: dict[str, str], *, store: Path | None = None
+) -> tuple[dict[str, str], bool]:
+    """The three role passwords of this PostgreSQL server, and whether this call recorded them.
+
+    Roles belong to the whole server, so every checkout that uses it must use one set of
+    passwords: they are kept per server (by its system identifier) under ``store``, by default
+    ``~/.config/busbar``. The first checkout to meet a server records its own passwords there (and
+    only then are existing roles given them); every later one reads them back.
+    """
+    store = store or CREDENTIALS_DIR
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    path = store / f"postgres-{row[0] if row else 'unknown'}.json"
+    if path.exists():
+        return json.loads(path.read_text()), False
+    store.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = {key: checkout[key] for key in ROLE_PASSWORDS}
+    draft = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(draft, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(data, file, indent=2)
+    try:
+        os.link(draft, path)  # atomic: of two checkouts starting at once, one records
+    except FileExistsError:
+        return json.loads(path.read_text()), False
+    finally:
+        draft.unlink()
+    return data, True
+
+
+def bootstrap_roles(
+    admin_conninfo: str,
+    passwords: dict[str, str],
+    *,
+    set_passwords: bool = False,
+    names: tuple[str, str, str] = (OWNER_ROLE, RUNTIME_ROLE, SUPPORT_ROLE),
+) -> None:
+    """Create the owner, runtime and support roles (idempotent) with least privilege.
+
+    A role gets its password when it is created; an existing role's password changes only with
+    ``set_passwords`` (when this checkout has just recorded the server's passwords), so starting
+    one checkout never locks out another that uses the same server.
+    """
+    owner, runtime, support = names
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         for role, password, attributes in (
-            (OWNER_ROLE, passwords["owner_password"], "LOGIN NOSUPERUSER NOBYPASSRLS"),
+            (owner, passwords["owner_password"], "LOGIN NOSUPERUSER NOBYPASSRLS"),
             (
-                RUNTIME_ROLE,
+                runtime,
                 passwords["runtime_password"],
                 "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
             ),
             (
-                SUPPORT_ROLE,
+                support,
                 passwords["support_password"],
                 "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
             ),
         ):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-            verb = "ALTER" if exists else "CREATE"
+            statement = sql.SQL("{} ROLE {} " + attributes).format(
+                sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(role)
+            )
+            if not exists or set_passwords:
+                statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(password))
             # A concurrent run may create the role between the check and here: that is fine.
             with contextlib.suppress(psycopg.errors.DuplicateObject):
-                conn.execute(
-                    sql.SQL("{} ROLE {} " + attributes + " PASSWORD {}").format(
-                        sql.SQL(verb), sql.Identifier(role), sql.Literal(password)
-                    )
-                )
+                conn.execute(statement)
+
+
+STATISTICS_REVOKES = (
+    "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC",
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC",
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) FROM PUBLIC",
+    "GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_monitor",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_monitor",
+    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_monitor",
+)
 
 
 def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) -> None:
@@ -266,7 +330,8 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
 
     The owner grants by default privileges, so every table its migrations create is readable and
     writable by the runtime role (under RLS) and by nobody else; support gets column grants per
-    table from the migrations.
+    table from the migrations. The runtime role gets no TEMPORARY and no sequences; migrations take
+    away what else it must not do (core 0004).
     """
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         if drop:
@@ -283,19 +348,30 @@ def bootstrap_database(admin_conninfo: str, dbname: str, *, drop: bool = False) 
     params = conninfo_to_dict(admin_conninfo)
     params["dbname"] = dbname
     with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
+        # As the administrator: another session's query text (with its literal values, under
+        # client-side binding) is readable by any session of the same role, so one tenant's
+        # request could read another's. Monitoring keeps it through pg_monitor.
+        for statement in STATISTICS_REVOKES:
+            conn.execute(statement)
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OWNER_ROLE)))
         db, owner = sql.Identifier(dbname), sql.Identifier(OWNER_ROLE)
         app, support = sql.Identifier(RUNTIME_ROLE), sql.Identifier(SUPPORT_ROLE)
         for statement in (
             "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
-            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+            # No TEMPORARY: a temporary object could hijack a SECURITY DEFINER function. Revoked
+            # explicitly too, for databases made when it was still granted.
+            "REVOKE TEMPORARY ON DATABASE {db} FROM {app}",
+            "GRANT CONNECT ON DATABASE {db} TO {app}",
             "GRANT CONNECT ON DATABASE {db} TO {support}",
             "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
             "GRANT USAGE ON SCHEMA public TO {app}, {support}",
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
             " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+            # Identity columns need no privilege on their sequence; reading one would tell a
+            # tenant how many rows every tenant has. A sequence the runtime role must draw from is
+            # granted by the migration that creates it.
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
-            " GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+            " REVOKE ALL ON SEQUENCES FROM {app}",
         ):
             conn.execute(sql.SQL(statement).format(db=db, owner=owner, app=app, support=support))
 
@@ -388,7 +464,9 @@ def prepare(*, dbname: str) -> tuple[Services, dict[str, str]]:
     redis_url = find_redis(started)
     services = Services(admin_conninfo=admin, redis_url=redis_url, started=started)
     secrets_ = load_secrets()
-    bootstrap_roles(admin, secrets_)
+    passwords, recorded = server_passwords(admin, secrets_)
+    secrets_ = {**secrets_, **passwords}
+    bootstrap_roles(admin, passwords, set_passwords=recorded)
     bootstrap_database(admin, dbname)
     env = {
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "core.settings"),

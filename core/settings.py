@@ -13,6 +13,8 @@ from typing import overload
 
 from psycopg.conninfo import conninfo_to_dict
 
+from core.pool import reset_pooled_connection
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -47,14 +49,18 @@ def envlist(name: str, default: str = "") -> list[str]:
 def database_from_url(url: str, *, pool: bool) -> dict:
     """Turn a libpq URL into a Django DATABASES entry (psycopg parses it, so every libpq form works)."""
     parts = conninfo_to_dict(url)
-    options: dict = {}
+    # UTC from start-up, not only from Django's SET on first connect: it is then what a reset
+    # (RESET ALL, DISCARD ALL) goes back to.
+    options: dict = {"options": "-c TimeZone=UTC"}
     if pool:
-        # Django's built-in psycopg pool: tenant settings are transaction-local (set_config(..., true)),
-        # so a pooled connection never carries one tenant's context into another's request.
+        # Django's built-in psycopg pool. Tenant settings are transaction-local (set_config(...,
+        # true)), but a session-level SET, set_config(..., false) or temporary object would survive
+        # into the next request on the same connection: each connection is reset on its way back.
         options["pool"] = {
             "min_size": 1,
             "max_size": envint("BUSBAR_DB_POOL_SIZE", 10),
             "timeout": 10,
+            "reset": reset_pooled_connection,
         }
     return {
         "ENGINE": "django.db.backends.postgresql",

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dipsim.pki import cert_dip_ids
 
@@ -93,6 +94,34 @@ class Signer:
         }
 
 
+# Extended key usages that make a certificate a TLS one (client or server authentication).
+TLS_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH})
+
+
+def check_signing_profile(cert: x509.Certificate) -> None:
+    """Refuse a certificate whose profile is not a message-signing one, as the DIP does.
+
+    Signing and mTLS certificates are issued separately: a signing certificate's key usage allows
+    digital signatures (a critical KeyUsage is required), and it carries no extended key usage
+    that limits it to TLS. An mTLS certificate, whose extended key usage is client and/or server
+    authentication and nothing else, cannot sign messages.
+    """
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise SignatureError("signature certificate has no key usage") from None
+    if not usage.digital_signature:
+        raise SignatureError("signature certificate's key usage does not allow digital signatures")
+    try:
+        extended = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return
+    if extended and extended <= TLS_USAGES:
+        raise SignatureError(
+            "signature certificate is a TLS (mTLS) certificate, not a signing certificate"
+        )
+
+
 def parse_signature_date(value: str) -> dt.datetime:
     """Parse an ``X-DIP-Signature-Date``; accepts ``Z`` or an explicit offset, with or without millis."""
     text = value.strip()
@@ -150,6 +179,7 @@ class SignatureVerifier:
             break
         else:
             raise SignatureError("signature certificate is not issued by a trusted CA")
+        check_signing_profile(cert)
         with self._lock:
             self._cache[header_value] = cert
             while len(self._cache) > self._cache_size:

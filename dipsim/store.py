@@ -13,6 +13,7 @@ and batches are written in one transaction, which is faster than handing work to
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -160,6 +161,12 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "dipsim.sqlite3"
+        # The database holds participants' API keys in clear: owner-only, from the first byte.
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (self.path, *(Path(f"{self.path}{suffix}") for suffix in ("-wal", "-shm"))):
+            if path.exists():
+                path.chmod(0o600)
         self.db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30
         )

@@ -2,9 +2,10 @@
 --
 -- Semantically identical to bootstrap_roles() and bootstrap_database() in core/devenv.py, which is
 -- the reference and does the same for local runs and tests. Change both together. The one
--- difference: devenv.py always (re)sets the role passwords from var/dev-secrets.json, while this
--- file sets a password only when its psql variable is given, so an existing role keeps its password
--- otherwise. Everything in it can be run again safely.
+-- difference: devenv.py gives a role a password when it creates it, and an existing role only when
+-- it first records that server's passwords (per server, in ~/.config/busbar, shared by every
+-- checkout on the machine), while this file sets a password only when its psql variable is given,
+-- so an existing role keeps its password otherwise. Everything in it can be run again safely.
 --
 -- Run it as a superuser, connected to any database of the cluster (usually "postgres"):
 --
@@ -29,8 +30,9 @@
 --   * busbar_owner: LOGIN NOSUPERUSER NOBYPASSRLS. Owns the database and, through migrations,
 --     every table; tables FORCE row-level security, so even the owner is bound by the policies.
 --   * busbar_app: LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE. Owns nothing. Gets
---     SELECT/INSERT/UPDATE/DELETE on every table and USAGE/SELECT on every sequence that the owner
---     creates in schema public, by default privileges. Web and workers must connect as this role:
+--     CONNECT (never TEMPORARY) and SELECT/INSERT/UPDATE/DELETE on every table that the owner
+--     creates in schema public, by default privileges, and nothing on sequences; the migrations
+--     take away the rest it must not do (core 0004). Web and workers must connect as this role:
 --     row-level security only holds for a role that is neither superuser, BYPASSRLS nor owner.
 --   * busbar_support: LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE. CONNECT and USAGE
 --     only here; its per-column grants and policies come from the migrations.
@@ -113,19 +115,33 @@ SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L TEMPLATE template0',
 
 \connect :"dbname"
 
+-- As the superuser: another session's query text (with its literal values, under client-side
+-- binding) is readable by any session of the same role, so one tenant's request could read
+-- another's. Monitoring keeps it through pg_monitor.
+REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) FROM PUBLIC;
+GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_monitor;
+
 -- Everything below runs as the owner, so the grants are the owner's own and the default privileges
 -- apply to the objects the owner's migrations will create.
 SET ROLE :"owner_role";
 
 REVOKE ALL ON DATABASE :"dbname" FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE :"dbname" TO :"app_role";
+-- No TEMPORARY: a temporary object could hijack a SECURITY DEFINER function and run as the owner.
+REVOKE TEMPORARY ON DATABASE :"dbname" FROM :"app_role";
+GRANT CONNECT ON DATABASE :"dbname" TO :"app_role";
 GRANT CONNECT ON DATABASE :"dbname" TO :"support_role";
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO :"app_role", :"support_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"app_role";
+-- Identity columns need no privilege on their sequence; reading one would tell a tenant how many
+-- rows every tenant has. A sequence the runtime role must draw from is granted by its migration.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO :"app_role";
+    REVOKE ALL ON SEQUENCES FROM :"app_role";
 
 RESET ROLE;
 

@@ -32,6 +32,7 @@ def devenv(var: Path, pg_port: int, redis_port: int, *args: str) -> str:
     env.pop("REDIS_URL", None)
     env.update(
         BUSBAR_VAR_DIR=str(var),
+        BUSBAR_CREDENTIALS_DIR=str(var / "credentials"),  # not the machine's shared record
         BUSBAR_SERVICES="embedded",
         BUSBAR_EMBEDDED_PG_PORT=str(pg_port),
         BUSBAR_EMBEDDED_REDIS_PORT=str(redis_port),

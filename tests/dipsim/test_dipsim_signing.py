@@ -183,6 +183,8 @@ def test_it_refuses_a_signature_over_another_url(start_dipsim: StartDipsim) -> N
         ("rogue-sign", 401, "trusted CA"),
         ("acme-expired-sign", 401, "expired"),
         ("globex-sign", 403, "does not belong"),
+        # acme's own mTLS certificate, from the trusted CA, is not a signing certificate
+        ("acme-mtls", 401, "not a signing certificate"),
     ],
 )
 def test_it_refuses_signing_certificates_it_must_not_trust(

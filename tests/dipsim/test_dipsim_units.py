@@ -4,14 +4,22 @@ schemas against the official variant list, and the API's answers to unknown path
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import stat
 
 import httpx
 import pytest
 from conftest import Running, StartDipsim
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dipsim import codes, messages
+from dipsim import codes, messages, pki
 from dipsim.engine import CHANNELS
+from dipsim.signing import SignatureError, check_signing_profile
+from dipsim.store import Store
 from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
 
 
@@ -130,3 +138,101 @@ def test_the_channels_dipsim_serves_are_the_specifications_dt000(
     spec = official_validators.spec
     assert spec is not None
     assert set(spec.definitions["DataTypes__DT-000-InterfaceID"]["enum"]) == set(CHANNELS)
+
+
+def _leaf(
+    ca_cert: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    *,
+    usage: x509.KeyUsage | None,
+    extended: list[x509.ObjectIdentifier] | None,
+) -> x509.Certificate:
+    key = pki.new_key()
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    if usage is not None:
+        builder = builder.add_extension(usage, critical=True)
+    if extended is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _key_usage(*, digital_signature: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=True,
+        key_encipherment=not digital_signature,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def test_only_a_signing_profile_may_sign_messages() -> None:
+    ca_cert, ca_key = pki.make_ca("profile test CA")
+    signing, _ = pki.issue_cert(ca_cert, ca_key, kind="signing", common_name="s")
+    mtls, _ = pki.issue_cert(ca_cert, ca_key, kind="mtls", common_name="m")
+    server, _ = pki.issue_cert(ca_cert, ca_key, kind="server", common_name="w")
+    check_signing_profile(signing)
+    refused = {
+        "mTLS": mtls,
+        "server": server,
+        "client only": _leaf(
+            ca_cert,
+            ca_key,
+            usage=_key_usage(digital_signature=True),
+            extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        ),
+        "no key usage": _leaf(ca_cert, ca_key, usage=None, extended=None),
+        "no digitalSignature": _leaf(
+            ca_cert, ca_key, usage=_key_usage(digital_signature=False), extended=None
+        ),
+    }
+    reasons = {}
+    for name, cert in refused.items():
+        with pytest.raises(SignatureError) as caught:
+            check_signing_profile(cert)
+        reasons[name] = str(caught.value)
+    assert "not a signing certificate" in reasons["mTLS"]
+    assert "not a signing certificate" in reasons["client only"]
+    assert "no key usage" in reasons["no key usage"]
+    assert "does not allow digital signatures" in reasons["no digitalSignature"]
+    # A signing certificate that also names a non-TLS usage (document signing) is still one.
+    check_signing_profile(
+        _leaf(
+            ca_cert,
+            ca_key,
+            usage=_key_usage(digital_signature=True),
+            extended=[ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION],
+        )
+    )
+
+
+def test_the_simulators_database_is_readable_by_its_owner_only(tmp_path) -> None:
+    previous = os.umask(0o022)  # the usual umask: new files world-readable unless asked otherwise
+    try:
+        store = Store(tmp_path / "data")
+        store.upsert_participant(dip_id="1000000001", mpid="ACME", role="SUP", api_key="key-acme")
+        files = [p for p in (tmp_path / "data").iterdir() if p.name.startswith("dipsim.sqlite3")]
+        assert {p.name for p in files} >= {"dipsim.sqlite3", "dipsim.sqlite3-wal"}
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {
+            p.name: 0o600 for p in files
+        }
+        store.close()
+        # A file left world-readable by an earlier version is tightened on the next start.
+        (tmp_path / "data" / "dipsim.sqlite3").chmod(0o644)
+        Store(tmp_path / "data").close()
+        assert stat.S_IMODE((tmp_path / "data" / "dipsim.sqlite3").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)

@@ -33,6 +33,12 @@ def tenant_models() -> list:
 
 @pytest.fixture
 def populated(world):
+    return populate(world)
+
+
+def populate(world):
+    """Give both tenants a row in every tenant table the world leaves empty (also used by the
+    database-attack tests)."""
     anchor = pem(TestCA.create().cert)
     for tenant_id, name in ((world.acme.id, "billing"), (world.globex.id, "crm")):
         with tenant_context(tenant_id):
