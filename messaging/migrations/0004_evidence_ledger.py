@@ -28,7 +28,7 @@ IMMUTABLE_BACKWARD = [f"DROP TRIGGER IF EXISTS {t}_immutable ON {t}" for t in IM
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0002_message_store"),
+        ("messaging", "0003_same_tenant_foreign_keys"),
         ("tenants", "0007_tenant_require_second_factor"),
     ]
 

@@ -43,7 +43,7 @@ PURGE_SQL = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0003_evidence_ledger"),
+        ("messaging", "0004_evidence_ledger"),
         ("tenants", "0007_tenant_require_second_factor"),
     ]
 
