@@ -3,15 +3,17 @@ schemas against the official variant list, and the API's answers to unknown path
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import random
 
 import httpx
 import pytest
-from conftest import Running, StartDipsim
+from conftest import ACME, Pki, Running, StartDipsim
 
-from dipsim import codes, messages
+from dipsim import codes, messages, pki
 from dipsim.engine import CHANNELS
+from dipsim.signing import H_DATE, H_HASH, H_SIGNATURE, SignatureError, SignatureVerifier, Signer
 from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
 
 
@@ -130,3 +132,31 @@ def test_the_channels_dipsim_serves_are_the_specifications_dt000(
     spec = official_validators.spec
     assert spec is not None
     assert set(spec.definitions["DataTypes__DT-000-InterfaceID"]["enum"]) == set(CHANNELS)
+
+
+def test_dipsim_signs_and_verifies_a_lower_case_method_upper_cased(test_pki: Pki) -> None:
+    """The method in the signed string is upper case whatever case the caller used, on both of
+    dipsim's sides (its signer, for pushes, and its verifier, for requests)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signer = Signer.from_files(
+        str(test_pki.prefix("acme-sign.crt")), str(test_pki.prefix("acme-sign.key"))
+    )
+    url, body = "https://127.0.0.1:8443/dip-channel/IF-031", b"[]"
+    headers = signer.headers("post", url, body)
+    public_key = signer.key.public_key()
+    signature = base64.b64decode(headers[H_SIGNATURE])
+    text = f"{{}};{url.lower()};{headers[H_DATE]};{headers[H_HASH]}"
+    public_key.verify(signature, text.format("POST").encode(), padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(InvalidSignature):
+        public_key.verify(
+            signature, text.format("post").encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+
+    verifier = SignatureVerifier([pki.load_cert(test_pki.ca.ca_cert)])
+    upper = signer.headers("POST", url, body)
+    assert verifier.verify(upper, "post", url, body).dip_ids == frozenset({ACME})
+    with pytest.raises(SignatureError, match="signature does not verify"):
+        verifier.verify(upper, "put", url, body)
