@@ -2,11 +2,12 @@
 #   make run    Busbar with demo data: web, workers, beat, DIP simulator (Ctrl-C stops it all)
 #   make test   the whole test suite against real PostgreSQL and Redis
 # Extra pytest arguments: make test ARGS="-k tenancy -x"
+#   make mutate  mutation testing of the riskiest modules, bounded (MINUTES=20); not part of CI
 
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint env clean
+.PHONY: run test lint env clean mutate
 
 $(VENV)/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	./scripts/bootstrap.sh
@@ -18,6 +19,10 @@ run: $(VENV)/.synced
 test: $(VENV)/.synced
 	$(PY) -m core.devenv test $(ARGS)
 
+MINUTES ?= 20
+mutate: $(VENV)/.synced
+	$(PY) -m core.devenv mutate --minutes $(MINUTES)
+
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -27,4 +32,4 @@ env: $(VENV)/.synced
 	@$(PY) -m core.devenv env
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var mutants

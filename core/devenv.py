@@ -3,6 +3,7 @@ database, and run every Busbar process. ``make run`` and ``make test`` call this
 
     python -m core.devenv run    # web, workers, beat, dipsim, demo data; Ctrl-C stops it all
     python -m core.devenv test   # the whole test suite against real PostgreSQL and Redis
+    python -m core.devenv mutate # bounded mutation testing of the riskiest modules (mutmut)
     python -m core.devenv env    # print the environment the other two use (servers stay up)
     python -m core.devenv stop   # stop the embedded servers that ``env`` left running
 
@@ -615,6 +616,17 @@ DEMO_PASSWORD = "busbar-demo-pass"
 DEMO_BANNER = DEMO_BANNER.replace("{password}", DEMO_PASSWORD)
 
 
+def test_environment(env: dict[str, str]) -> dict[str, str]:
+    """The environment of the test suite, from ``prepare``'s (shared by ``test`` and ``mutate``)."""
+    env = dict(env, DJANGO_SETTINGS_MODULE="tests.settings")
+    # Its own Redis database, so the suite never shares queues or cache with a running demo; the
+    # test settings also prefix every key with the checkout's id, so two checkouts never collide.
+    env["REDIS_URL"] = with_redis_db(
+        env["REDIS_URL"], int(os.environ.get("BUSBAR_TEST_REDIS_DB", "1"))
+    )
+    return env
+
+
 def test(args: argparse.Namespace) -> int:
     """Set up like ``run`` (without starting Busbar) and run pytest with the given arguments."""
     services, env = prepare(dbname=args.database)
@@ -623,15 +635,43 @@ def test(args: argparse.Namespace) -> int:
             "Debian's chromium is not installed: browser tests will be skipped"
             " (apt-get install chromium, or set BUSBAR_REQUIRE_BROWSER=1 to fail instead)"
         )
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    # Its own Redis database, so the suite never shares queues or cache with a running demo.
-    env["REDIS_URL"] = with_redis_db(
-        env["REDIS_URL"], int(os.environ.get("BUSBAR_TEST_REDIS_DB", "1"))
-    )
+    env = test_environment(env)
     try:
         return subprocess.run(
             [PYTHON, "-m", "pytest", *args.pytest_args], env={**os.environ, **env}, cwd=ROOT
         ).returncode
+    finally:
+        services.stop()
+
+
+def mutate(args: argparse.Namespace) -> int:
+    """Run mutmut (configured in pyproject.toml) for at most ``--minutes``, then list survivors.
+
+    mutmut forks its workers from a process that has run the tests: no connection pool may be
+    open across a fork, so the runtime role connects unpooled here. Results persist in mutants/,
+    so a second run continues where a bounded one stopped.
+    """
+    services, env = prepare(dbname=args.database)
+    env = test_environment(env)
+    env["BUSBAR_DB_POOL"] = "false"
+    full_env = {**os.environ, **env}
+    mutmut = str(Path(PYTHON).parent / "mutmut")
+    try:
+        say(f"mutating for at most {args.minutes} minutes (results in mutants/)")
+        try:
+            subprocess.run(
+                [mutmut, "run", "--max-children", str(args.max_children)],
+                env=full_env,
+                cwd=ROOT,
+                timeout=args.minutes * 60,
+            )
+        except subprocess.TimeoutExpired:
+            say("time is up; `make mutate` again continues where this run stopped")
+        results = subprocess.run(
+            [mutmut, "results"], env=full_env, cwd=ROOT, capture_output=True, text=True
+        )
+        print(results.stdout, end="")
+        return results.returncode
     finally:
         services.stop()
 
@@ -699,6 +739,13 @@ def main(argv: list[str] | None = None) -> int:
     test_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
     test_parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test_parser.set_defaults(func=test)
+    mutate_parser = sub.add_parser("mutate", help="bounded mutation testing (mutmut)")
+    mutate_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
+    mutate_parser.add_argument(
+        "--minutes", type=float, default=float(os.environ.get("BUSBAR_MUTATE_MINUTES", "20"))
+    )
+    mutate_parser.add_argument("--max-children", type=int, default=1)
+    mutate_parser.set_defaults(func=mutate)
     env_parser = sub.add_parser("env", help="print the environment as shell exports")
     env_parser.add_argument("--database", default=os.environ.get("BUSBAR_DB_NAME", "busbar"))
     env_parser.set_defaults(func=print_env)

@@ -202,11 +202,14 @@ STORAGES = {
 }
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Prefixes every Redis key (cache entries and Celery's queues), so several Busbars (two checkouts'
+# test runs, a demo beside them) can share one Redis database without touching each other's keys.
+REDIS_KEY_PREFIX = env("BUSBAR_REDIS_PREFIX", "")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "busbar",
+        "KEY_PREFIX": f"{REDIS_KEY_PREFIX}busbar",
     }
 }
 
@@ -218,7 +221,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = envint("BUSBAR_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 # The visibility timeout must exceed the longest task, or Redis redelivers a task still running.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+    "global_keyprefix": REDIS_KEY_PREFIX,
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 # One queue per family, each served by its own worker pool, so one cannot starve another.

@@ -206,8 +206,10 @@ def build_admin(service: Service) -> web.Application:
                 fault_share=float(body.get("fault_share", 0.0)),
                 targets=body.get("targets"),
                 mix=body.get("mix"),
+                count=int(body.get("count", 0)),
+                seed=None if body.get("seed") is None else int(body["seed"]),
             )
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             return _json({"detail": str(err)}, 400)
         return _json(run.as_dict(), 201)
 

@@ -29,6 +29,8 @@ from dipsim.pki import CaPaths
 from dipsim.signing import H_MPO, H_SIGNATURE, Signer
 
 logger = logging.getLogger("dipsim.push")
+# How long a lone message waits for a second one under an ``out_of_order`` fault, per attempt.
+HOLD_SECONDS = 0.3
 
 
 def client_ssl_context(ca_paths: CaPaths, extra_ca_files: list[Any]) -> ssl.SSLContext:
@@ -156,7 +158,12 @@ class Pusher:
         limit = sim.settings.push_batch_max
         if webhook is not None and webhook["max_count"]:
             limit = max(1, min(limit, int(webhook["max_count"])))
-        rows = sim.store.due_deliveries(recipient, channel, time.time(), limit + len(self.inflight))
+        due_by = time.time()
+        if target in self._held_faults:
+            # A message held back for an out_of_order fault goes with the next one to arrive,
+            # however soon that one comes: that is the order the fault is there to break.
+            due_by += HOLD_SECONDS * 2
+        rows = sim.store.due_deliveries(recipient, channel, due_by, limit + len(self.inflight))
         rows = [row for row in rows if row["id"] not in self.inflight][:limit]
         if not rows:
             if self.busy.get(target, 0) > 1:
@@ -228,7 +235,7 @@ class Pusher:
                 self._held_faults[target] = next(f for f in faults if f.kind == "out_of_order")
                 self._finish(
                     [(row, "pending", None, None) for row, _ in items],
-                    delay=0.3,
+                    delay=HOLD_SECONDS,
                     count_attempt=False,
                 )
                 return

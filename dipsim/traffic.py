@@ -67,6 +67,7 @@ class TrafficRun:
     fault_share: float
     targets: list[str]
     mix: dict[str, float]
+    count: int = 0  # stop after this many generated messages (0: no limit)
     started: float = field(default_factory=time.time)
     sent: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
@@ -79,6 +80,7 @@ class TrafficRun:
             "fault_share": self.fault_share,
             "targets": self.targets,
             "mix": self.mix,
+            "count": self.count,
             "started": self.started,
             "sent": self.sent,
             "rejected": self.rejected,
@@ -118,9 +120,17 @@ class Traffic:
         fault_share: float = 0.0,
         targets: list[str] | None = None,
         mix: dict[str, float] | None = None,
+        count: int = 0,
+        seed: int | None = None,
     ) -> TrafficRun:
-        """Start a stream (stopping any running one). ``duration`` 0 runs until stopped."""
+        """Start a stream (stopping any running one). ``duration`` 0 runs until stopped; ``count``
+        stops it after that many messages (chosen kinds, not channel messages); ``seed`` makes
+        the choices (kinds, targets, faults, values) repeatable."""
         await self.stop()
+        if count < 0:
+            raise ValueError("count must be 0 (no limit) or more")
+        if seed is not None:
+            self.rng = random.Random(seed)
         setup_simulated(self.sim.store, self.sim.settings.env)
         chosen = self.targets(targets)
         if targets and not chosen:
@@ -128,7 +138,7 @@ class Traffic:
                 f"none of {targets} is a registered real participant in {self.sim.settings.env}"
             )
         self.run = TrafficRun(
-            rate, duration, fault_share, list(targets or []), dict(mix or DEFAULT_MIX)
+            rate, duration, fault_share, list(targets or []), dict(mix or DEFAULT_MIX), count
         )
         self.task = asyncio.create_task(self._loop(self.run))
         return self.run
@@ -173,7 +183,10 @@ class Traffic:
         weights = [run.mix[k] for k in kinds]
         targets: list[Participant] = []
         refreshed = 0.0
+        generated = 0
         while run.running:
+            if run.count and generated >= run.count:
+                break
             if run.duration and time.time() - run.started >= run.duration:
                 break
             if time.monotonic() - refreshed > 5.0:
@@ -187,6 +200,9 @@ class Traffic:
             credit += run.rate * tick
             count = int(credit)
             credit -= count
+            if run.count:
+                count = min(count, run.count - generated)
+            generated += count
             batches: dict[str, list[dict[str, Any]]] = {}
             for _ in range(count):
                 target = self.rng.choice(targets)

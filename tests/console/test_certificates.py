@@ -15,6 +15,7 @@ from tenants import certificates, services
 from tenants.models import Certificate, Connection
 from tests.conftest import PASSWORD
 from tests.pki import TestCA, key_pem, new_key, p12, pem
+from tests.redis_keys import purge_queue, queue_length
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +193,6 @@ def test_no_private_key_reaches_any_page(world, ca, acme_connection):
 def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
     world, ca, acme_connection, django_capture_on_commit_callbacks
 ):
-    import redis
-    from django.conf import settings
 
     with tenant_context(world.acme.id):
         key = new_key()
@@ -203,13 +202,12 @@ def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
             data=pem(ca.issue(key.public_key())) + key_pem(key),
             actor="alice",
         )
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("maintenance")
+    purge_queue("maintenance")
     with django_capture_on_commit_callbacks(execute=True):
         response = signed_in("alice").post(f"/certificates/{staged.id}/rotate/", follow=True)
     assert "Rotation queued" in response.content.decode()
-    assert broker.llen("maintenance") == 1  # the canary never runs inside the web request
-    broker.delete("maintenance")
+    assert queue_length("maintenance") == 1  # the canary never runs inside the web request
+    purge_queue("maintenance")
     with tenant_context(world.acme.id):
         assert AuditEvent.objects.filter(action="certificate.rotation_requested").count() == 1
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from base64 import b32decode
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
@@ -21,6 +23,10 @@ def _clear_throttle():
     cache.clear()
     yield
     cache.clear()
+
+
+# django-otp locks a device for a second after a wrong code; two seconds on is past it.
+LOCK_OVER = timedelta(seconds=2)
 
 
 def code(secret: str, *, steps_ahead: int = 0) -> str:
@@ -78,8 +84,8 @@ def test_with_an_app_a_password_alone_does_not_sign_in(world):
     assert client.get("/").status_code == 302
     # django-otp locks the app for a second after a wrong code: even the right one waits.
     assert client.post("/login/verify/", {"token": code(secret, steps_ahead=1)}).status_code == 200
-    time.sleep(1.1)
-    right = client.post("/login/verify/", {"token": code(secret, steps_ahead=1)})
+    with time_machine.travel(LOCK_OVER):  # a controlled clock, not a sleep
+        right = client.post("/login/verify/", {"token": code(secret, steps_ahead=1)})
     assert right.status_code == 302
     page = client.get("/").content.decode()
     assert "Acme Energy Supply" in page
@@ -107,12 +113,18 @@ def test_removing_the_app_needs_a_current_code(world):
         "/account/second-factor/", {"action": "remove", "token": "999999"}, follow=True
     )
     assert "the authenticator app stays" in kept.content.decode()
-    time.sleep(1.1)  # django-otp's lock after a wrong code
-    removed = alice.post(
+    refused = alice.post(
         "/account/second-factor/",
         {"action": "remove", "token": code(secret, steps_ahead=1)},
         follow=True,
     )
+    assert "the authenticator app stays" in refused.content.decode()  # locked for a moment
+    with time_machine.travel(LOCK_OVER):  # django-otp's lock after a wrong code is over
+        removed = alice.post(
+            "/account/second-factor/",
+            {"action": "remove", "token": code(secret, steps_ahead=1)},
+            follow=True,
+        )
     assert "Authenticator app removed" in removed.content.decode()
     assert not TOTPSecondFactor.objects.filter(confirmed=True).exists()
 

@@ -117,6 +117,74 @@ def test_the_audit_log_is_append_only_for_the_runtime_role(world):
         assert AuditEvent.objects.get(id=event.id).action == "test.event"
 
 
+def test_the_runtime_role_holds_no_right_to_change_the_audit_log(db):
+    """The privileges alone, read from the catalogue: the first of the audit log's two locks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p, has_table_privilege(current_user, 'core_auditevent', p)"
+            " FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p"
+        )
+        rights = dict(cursor.fetchall())
+    assert rights == {
+        "SELECT": True,
+        "INSERT": True,
+        "UPDATE": False,
+        "DELETE": False,
+        "TRUNCATE": False,
+    }
+
+
+def owner_changes(event_id: int, tenant_id: object, statement: str, *, purge: bool = False) -> int:
+    """Run ``statement`` (``%s`` is the event id) as the owner role in the tenant's context, in a
+    transaction that is always rolled back; return the number of rows it changed."""
+    owner = connections["owner"]
+
+    class Undo(Exception):
+        pass
+
+    changed = -1
+    try:
+        with transaction.atomic(using="owner"), owner.cursor() as cursor:
+            cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+            if purge:
+                cursor.execute("SELECT set_config('app.retention_purge', 'on', true)")
+            cursor.execute(statement, [event_id])
+            changed = cursor.rowcount
+            raise Undo
+    except Undo:
+        pass
+    return changed
+
+
+def test_the_audit_trigger_refuses_changes_even_from_the_owner(committed_db):
+    """The second lock, on its own: the owner holds every privilege on the table, so only the
+    trigger stands between it and a rewritten history (retention's purge aside)."""
+    from tests.conftest import build_world
+
+    world = build_world()
+    with tenant_context(world.acme.id):
+        event = record_event(action="test.event", actor="pytest")
+    with connections["owner"].cursor() as cursor:
+        cursor.execute(
+            "SELECT current_user, has_table_privilege('core_auditevent', 'UPDATE'),"
+            " has_table_privilege('core_auditevent', 'DELETE')"
+        )
+        assert cursor.fetchone() == (connections["owner"].settings_dict["USER"], True, True)
+    update = "UPDATE core_auditevent SET action = 'tampered' WHERE id = %s"
+    delete = "DELETE FROM core_auditevent WHERE id = %s"
+    with pytest.raises(ProgrammingError, match="core_auditevent is append-only: UPDATE refused"):
+        owner_changes(event.id, world.acme.id, update)
+    with pytest.raises(ProgrammingError, match="core_auditevent is append-only: DELETE refused"):
+        owner_changes(event.id, world.acme.id, delete)
+    # Retention may purge (delete, never rewrite) when it says so.
+    assert owner_changes(event.id, world.acme.id, delete, purge=True) == 1
+    with pytest.raises(ProgrammingError, match="core_auditevent is append-only: UPDATE refused"):
+        owner_changes(event.id, world.acme.id, update, purge=True)
+    connections["owner"].close()
+    with tenant_context(world.acme.id):
+        assert AuditEvent.objects.get(id=event.id).action == "test.event"
+
+
 def test_audit_events_are_tenant_scoped(world):
     with tenant_context(world.acme.id):
         record_event(action="acme.only", actor="pytest")

@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from dipsim.signing import SignatureError, SignatureVerifier
 from dipsim.store import Store
 from dipsim.traffic import setup_simulated
 from dipsim.validation import Validators
+from tests.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACME, GLOBEX, DCP, SDS_TENANT = "1000000001", "1000000002", "9000000001", "3000000099"
@@ -183,13 +183,11 @@ class Running:
     def wait(
         self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(predicate, timeout, what=what)
+
+    def pusher_holds(self) -> bool:
+        """True while the pusher holds a lone message back for an ``out_of_order`` fault."""
+        return bool(self.loop.call(lambda: dict(self.service.pusher._held)))
 
     def deliveries(self, state: str | None = None) -> list[Any]:
         return self.loop.call(
@@ -252,6 +250,8 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     verify: bool = False
     runner: web.AppRunner | None = None
+    at_once: int = 0  # requests being answered now
+    most_at_once: int = 0  # the most answered at once so far
 
     def bodies(self) -> list[Any]:
         return [json.loads(r["body"]) for r in self.requests if r["status"] < 300]
@@ -277,8 +277,13 @@ def receiver(loop_thread: LoopThread, test_pki: Pki) -> Iterator[Callable[..., R
 
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
-            if delay:
-                await asyncio.sleep(delay)
+            rec.at_once += 1
+            rec.most_at_once = max(rec.most_at_once, rec.at_once)
+            try:
+                if delay:
+                    await asyncio.sleep(delay)
+            finally:
+                rec.at_once -= 1
             peer = request.transport.get_extra_info("peercert") if request.transport else None
             status = rec.statuses.pop(0) if rec.statuses else 201
             if rec.verify:

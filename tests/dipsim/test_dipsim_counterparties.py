@@ -188,14 +188,33 @@ def test_the_traffic_generator_streams_realistic_messages_to_the_tenants(
     dip = start_dipsim()
     tune(dip)
     hook = hooks_for(dip, receiver, dip.client(), ACME, ("IF-021", "IF-041", "IF-001", *CHAIN))
+    # A fixed number of messages from a seeded generator: what arrives is counted against what
+    # was generated, however fast the machine (a second of wall time allows more or fewer).
     response = httpx.post(
         f"{dip.admin_url}/admin/traffic",
-        json={"rate": 200, "duration": 1.0, "fault_share": 0.3, "targets": [ACME]},
+        json={"rate": 200, "count": 120, "seed": 20261127, "fault_share": 0.3, "targets": [ACME]},
     )
     assert response.status_code == 201, response.text
-    dip.wait(lambda: len(hook.messages()) >= 100, timeout=15, what="generated traffic")
-    state = httpx.get(f"{dip.admin_url}/admin/traffic").json()
+    state = dip.wait(
+        lambda: (lambda s: s if not s["running"] else None)(
+            httpx.get(f"{dip.admin_url}/admin/traffic").json()
+        ),
+        timeout=30,
+        what="the generator to finish",
+    )
     assert state["rejected"] == 0
+    generated = sum(state["sent"].values())  # channel messages: a chain is three
+    assert generated >= 120
+    # Every message routed to ACME (a faulty MPAN routes to nobody) reaches its webhook.
+    routed = dip.wait(
+        lambda: (lambda mine: mine if all(d["state"] == "delivered" for d in mine) else None)(
+            [d for d in dip.deliveries() if d["recipient"] == ACME and d["kind"] == "message"]
+        ),
+        timeout=30,
+        what="every delivery to ACME",
+    )
+    assert generated * 0.8 < len(routed) <= generated
+    assert len([m for m in hook.messages() if "payload" in m]) == len(routed)
     received = [m["payload"] for m in hook.messages() if "payload" in m]
     by_channel: dict[str, list[dict[str, Any]]] = {}
     for payload in received:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import subprocess
@@ -11,8 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+import time_machine
 from conftest import ACME, REPO_ROOT, SDS_TENANT, Running, StartDipsim, StartReceiver
 from test_dipsim_push import acme_deliveries, if021
+
+from dipsim.server import LIMITER_KEY
+from dipsim.signing import H_DATE, parse_signature_date
 
 
 def add_fault(dip: Running, **rule: Any) -> dict[str, Any]:
@@ -23,6 +28,10 @@ def add_fault(dip: Running, **rule: Any) -> dict[str, Any]:
 
 def sds(dip: Running) -> Any:
     return dip.client("sds", "key-sds")
+
+
+def counters(dip: Running) -> dict[str, int]:
+    return httpx.get(f"{dip.admin_url}/admin/counters").json()["counters"]
 
 
 def stored(dip: Running) -> list[dict[str, Any]]:
@@ -81,14 +90,15 @@ def test_an_outage_refuses_the_api_and_holds_pushes_for_its_duration(
     assert dip.client().register_webhook("IF-021", ACME, hook.url).status_code == 201
     assert sds(dip).send("IF-021", [if021(random.Random(4))]).status_code == 201
     dip.wait(hook.messages, what="first push")
-    # An egress-scoped outage so the test can still submit; both directions stop pushes.
-    add_fault(dip, kind="outage", direction="egress", duration=1.5)
-    started = time.monotonic()
+    # An egress-scoped outage so the test can still submit; both directions stop pushes. An hour
+    # long on dipsim's clock, which the test then moves past its end instead of sleeping.
+    outage = add_fault(dip, kind="outage", direction="egress", duration=3600)
     dip.loop.call(lambda: dip.sim.ingest("IF-021", [{"payload": if021(random.Random(5))}], None))
-    time.sleep(0.8)
-    assert len(hook.messages()) == 1
-    dip.wait(lambda: len(hook.messages()) == 2, what="push after the outage")
-    assert time.monotonic() - started >= 1.3
+    assert [d["state"] for d in acme_deliveries(dip)].count("pending") == 1
+    with time_machine.travel(dt.datetime.fromtimestamp(outage["until"] + 1, dt.UTC)):
+        dip.wait(lambda: len(hook.messages()) == 2, what="push after the outage")
+    # Signed (on dipsim's clock) only once the outage was over: it was held, not just slow.
+    assert parse_signature_date(hook.requests[-1]["headers"][H_DATE]).timestamp() > outage["until"]
     add_fault(dip, kind="outage", duration=30)
     assert sds(dip).send("IF-021", [if021(random.Random(6))]).status_code == 503
 
@@ -102,11 +112,17 @@ def test_size_and_rate_faults(start_dipsim: StartDipsim, kind: str, status: int)
 
 def test_real_size_and_rate_limits(start_dipsim: StartDipsim) -> None:
     dip = start_dipsim(max_body_bytes=20_000, rate_limit_per_key=1.0)
+    # The token bucket runs on a clock the test moves: one request a second, whatever the load.
+    clock = [0.0]
+    dip.service.runners[0].app[LIMITER_KEY].clock = lambda: clock[0]
     rng = random.Random(8)
     assert sds(dip).send("IF-021", [if021(rng) for _ in range(10)]).status_code == 413
-    time.sleep(1.1)
     assert sds(dip).send("IF-021", [if021(rng)]).status_code == 201
     assert sds(dip).send("IF-021", [if021(rng)]).status_code == 429
+    clock[0] += 0.5
+    assert sds(dip).send("IF-021", [if021(rng)]).status_code == 429  # half a token is none
+    clock[0] += 0.5
+    assert sds(dip).send("IF-021", [if021(rng)]).status_code == 201
 
 
 def test_latency_and_timeout_on_ingress(start_dipsim: StartDipsim) -> None:
@@ -114,7 +130,10 @@ def test_latency_and_timeout_on_ingress(start_dipsim: StartDipsim) -> None:
     add_fault(dip, kind="latency", remaining=1, params={"ms": 400})
     started = time.monotonic()
     assert sds(dip).send("IF-021", [if021(random.Random(9))]).status_code == 201
+    # A lower bound only: an injected delay can make a request no faster, however busy the
+    # machine (an upper bound would measure the machine instead).
     assert time.monotonic() - started >= 0.4
+    assert counters(dip)["fault.ingress.latency"] == 1
     add_fault(dip, kind="timeout", remaining=1, params={"seconds": 0.5})
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         sds(dip).send("IF-021", [if021(random.Random(10))])
@@ -192,7 +211,8 @@ def test_out_of_order_holds_a_lone_message_until_it_can_overtake_it(
     add_fault(dip, kind="out_of_order", direction="egress", dip_id=ACME, remaining=1)
     rng = random.Random(15)
     first = sds(dip).send("IF-021", [if021(rng)]).json()["messageArray"][0]["transactionID"]
-    time.sleep(0.1)
+    # The pusher has seen the first alone and holds it, waiting for a second to put before it.
+    dip.wait(lambda: dip.pusher_holds(), what="the first message held")
     second = sds(dip).send("IF-021", [if021(rng)]).json()["messageArray"][0]["transactionID"]
     dip.wait(lambda: len(hook.messages()) == 2, what="both messages")
     assert [m["payload"]["CommonBlock"]["D0"]["transactionID"] for m in hook.messages()] == [

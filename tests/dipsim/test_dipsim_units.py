@@ -3,6 +3,7 @@ schemas against the official variant list, and the API's answers to unknown path
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import random
@@ -10,7 +11,7 @@ import stat
 
 import httpx
 import pytest
-from conftest import Running, StartDipsim
+from conftest import ACME, Pki, Running, StartDipsim
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,7 +19,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dipsim import codes, messages, pki
 from dipsim.engine import CHANNELS
-from dipsim.signing import SignatureError, check_signing_profile
+from dipsim.signing import (
+    H_DATE,
+    H_HASH,
+    H_SIGNATURE,
+    SignatureError,
+    SignatureVerifier,
+    Signer,
+    check_signing_profile,
+)
 from dipsim.store import Store
 from dipsim.validation import Validators, mpan_check_digit_ok, parse_timestamp
 
@@ -236,3 +245,31 @@ def test_the_simulators_database_is_readable_by_its_owner_only(tmp_path) -> None
         assert stat.S_IMODE((tmp_path / "data" / "dipsim.sqlite3").stat().st_mode) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_dipsim_signs_and_verifies_a_lower_case_method_upper_cased(test_pki: Pki) -> None:
+    """The method in the signed string is upper case whatever case the caller used, on both of
+    dipsim's sides (its signer, for pushes, and its verifier, for requests)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signer = Signer.from_files(
+        str(test_pki.prefix("acme-sign.crt")), str(test_pki.prefix("acme-sign.key"))
+    )
+    url, body = "https://127.0.0.1:8443/dip-channel/IF-031", b"[]"
+    headers = signer.headers("post", url, body)
+    public_key = signer.key.public_key()
+    signature = base64.b64decode(headers[H_SIGNATURE])
+    text = f"{{}};{url.lower()};{headers[H_DATE]};{headers[H_HASH]}"
+    public_key.verify(signature, text.format("POST").encode(), padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(InvalidSignature):
+        public_key.verify(
+            signature, text.format("post").encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+
+    verifier = SignatureVerifier([pki.load_cert(test_pki.ca.ca_cert)])
+    upper = signer.headers("POST", url, body)
+    assert verifier.verify(upper, "post", url, body).dip_ids == frozenset({ACME})
+    with pytest.raises(SignatureError, match="signature does not verify"):
+        verifier.verify(upper, "put", url, body)

@@ -292,3 +292,52 @@ def test_busbar_verifies_what_openssl_signs(pki: Pki, tmp_path: Path) -> None:
 
     assert re.fullmatch(r"[0-9a-f]{64}", result.fingerprint_sha256)
     assert result.subject == "CN=signer"
+
+
+def rsa_verifies(certificate: x509.Certificate, signature_b64: str, text: bytes) -> bool:
+    """An independent check of a signature over exactly ``text``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = certificate.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    try:
+        key.verify(base64.b64decode(signature_b64), text, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def test_a_lower_case_method_is_signed_upper_cased(pki: Pki) -> None:
+    headers = sign_request(
+        method="post", url=URL, body=BODY, private_key=pki.leaf.key,
+        certificate_pem=pki.leaf.certificate_pem,
+    )  # fmt: skip
+    text = f"{{}};{URL.lower()};{headers[HEADER_DATE]};{headers[HEADER_CONTENT_HASH]}"
+
+    assert rsa_verifies(
+        pki.leaf.certificate, headers[HEADER_SIGNATURE], text.format("POST").encode()
+    )
+    assert not rsa_verifies(
+        pki.leaf.certificate, headers[HEADER_SIGNATURE], text.format("post").encode()
+    )
+
+
+def test_a_lower_case_method_is_verified_upper_cased(pki: Pki) -> None:
+    """A signature over ``POST;...`` (as the DIP makes it) verifies when the request's method
+    reaches the verifier in lower case."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    body_hash = base64.b64encode(hashlib.sha256(BODY).digest()).decode()
+    text = f"POST;{URL.lower()};{date};{body_hash}".encode()
+    headers = {
+        HEADER_DATE: date,
+        HEADER_CONTENT_HASH: body_hash,
+        HEADER_SIGNATURE: base64.b64encode(
+            pki.leaf.key.sign(text, padding.PKCS1v15(), hashes.SHA256())
+        ).decode(),
+        HEADER_CERTIFICATE: base64.b64encode(pki.leaf.certificate_pem).decode(),
+    }
+
+    assert verify(headers, pki, method="post").subject == "CN=signer"

@@ -12,6 +12,7 @@ from core.tenancy import tenant_context
 from tenants import services
 from tenants.models import Connection
 from tests.pki import TestCA, key_pem, new_key, p12, pem
+from tests.redis_keys import purge_queue, queue_length
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +146,6 @@ def test_globex_cannot_touch_acmes_connection_or_certificates(api, ca):
 def test_a_rotation_is_queued_for_a_worker_and_never_runs_in_the_request(
     api, ca, django_capture_on_commit_callbacks
 ):
-    import redis
-    from django.conf import settings
 
     key = new_key()
     staged = (
@@ -164,13 +163,12 @@ def test_a_rotation_is_queued_for_a_worker_and_never_runs_in_the_request(
         )
         .json()
     )
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("maintenance")
+    purge_queue("maintenance")
     with django_capture_on_commit_callbacks(execute=True):
         response = client(api["acme_manage"]).post(f"/api/v1/certificates/{staged['id']}/rotate/")
     assert response.status_code == 202
-    assert broker.llen("maintenance") == 1
-    broker.delete("maintenance")
+    assert queue_length("maintenance") == 1
+    purge_queue("maintenance")
     assert (
         client(api["globex_manage"])
         .post(f"/api/v1/certificates/{staged['id']}/rotate/")

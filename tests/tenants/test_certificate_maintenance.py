@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import redis
-from django.conf import settings
 from django.test import Client
 
 from core.tenancy import tenant_context
@@ -13,6 +11,7 @@ from tenants import certificates, tasks
 from tenants.models import Connection, Notification
 from tests.conftest import build_world
 from tests.pki import TestCA, key_pem, new_key, pem
+from tests.redis_keys import purge_queue, queue_length
 
 
 def install_expiring(ca: TestCA, tenant_id: object, *, days: int) -> None:
@@ -36,11 +35,10 @@ def test_the_hourly_task_visits_every_tenant_and_warns_each_only_about_its_own(c
     ca = TestCA.create()
     install_expiring(ca, world.acme.id, days=20)
     install_expiring(ca, world.globex.id, days=200)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("maintenance")
+    purge_queue("maintenance")
     assert tasks.certificate_maintenance_task.apply().get() == 2
-    assert broker.llen("maintenance") == 2  # one task per tenant, on the maintenance queue
-    broker.delete("maintenance")
+    assert queue_length("maintenance") == 2  # one task per tenant, on the maintenance queue
+    purge_queue("maintenance")
     # Run the per-tenant tasks as the maintenance worker would.
     for tenant_id in (world.acme.id, world.globex.id):
         tasks.certificate_maintenance_for_tenant_task.apply(args=[str(tenant_id)]).get()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -326,3 +327,107 @@ def test_no_key_material_leaves_through_serialised_fields(acme, ca):
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     assert der_key.hex() not in text
+
+
+SECOND = 1 / 86400  # in days
+
+
+@pytest.mark.parametrize(
+    ("days_left", "in_use", "interval"),
+    [
+        (60 + SECOND, True, None),  # more than 60 days: not yet
+        (60, True, 14),  # from 60 days: fortnightly
+        (14 + SECOND, True, 14),
+        (14, True, 7),  # from 14 days: weekly
+        (7 + SECOND, True, 7),
+        (7, True, 1),  # in the last week: daily, in use or not
+        (7, False, 1),
+        (SECOND, False, 1),
+        (0, True, 1),  # expired and still in use: daily
+        (-30, True, 1),
+        (0, False, 7),  # expired and not in use (staged, retiring): weekly
+        (-30, False, 7),
+    ],
+)
+def test_every_expiry_boundary_is_pinned_on_both_sides(days_left, in_use, interval):
+    expected = None if interval is None else timedelta(days=interval)
+    assert certs.warning_interval(days_left=days_left, in_use=in_use) == expected
+
+
+NOW = datetime(2026, 11, 27, 9, tzinfo=UTC)
+
+
+def certificate_at(*, status: str, days_left: float, warned_days_ago: float | None) -> Certificate:
+    """An unsaved certificate: ``warning_due`` reads only these three fields."""
+    return Certificate(
+        tenant_id=uuid.uuid4(),
+        status=status,
+        not_after=NOW + timedelta(days=days_left),
+        last_expiry_warning_at=None
+        if warned_days_ago is None
+        else NOW - timedelta(days=warned_days_ago),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "due_after_a_day", "due_after_a_week"),
+    [
+        (CertificateStatus.ACTIVE, True, True),  # in use: daily
+        (CertificateStatus.STAGED, False, True),  # not in use: weekly
+        (CertificateStatus.RETIRING, False, True),
+        (CertificateStatus.RETIRED, False, False),  # never
+        (CertificateStatus.REVOKED, False, False),
+        (CertificateStatus.REQUESTED, False, False),
+    ],
+)
+def test_an_expired_certificate_is_warned_about_daily_only_while_it_is_in_use(
+    status, due_after_a_day, due_after_a_week
+):
+    def due(warned_days_ago: float) -> bool:
+        cert = certificate_at(status=status, days_left=-3, warned_days_ago=warned_days_ago)
+        return certs.warning_due(cert, now=NOW)
+
+    assert due(1) is due_after_a_day
+    assert due(7) is due_after_a_week
+
+
+@pytest.mark.parametrize(("days_left", "interval"), [(59, 14), (13, 7), (6, 1)])
+def test_a_warning_repeats_at_its_interval_less_an_hours_slack(days_left, interval):
+    hour = 1 / 24
+
+    def due(warned_days_ago: float) -> bool:
+        cert = certificate_at(
+            status=CertificateStatus.ACTIVE, days_left=days_left, warned_days_ago=warned_days_ago
+        )
+        return certs.warning_due(cert, now=NOW)
+
+    assert due(interval - hour) is True
+    assert due(interval - hour - SECOND) is False
+    assert certs.warning_due(
+        certificate_at(status=CertificateStatus.ACTIVE, days_left=days_left, warned_days_ago=None),
+        now=NOW,
+    )
+    assert not certs.warning_due(
+        certificate_at(
+            status=CertificateStatus.ACTIVE, days_left=60 + SECOND, warned_days_ago=None
+        ),
+        now=NOW,
+    )
+
+
+def test_a_staged_certificate_that_expires_is_warned_about_weekly_not_daily(acme, ca):
+    """Through the job and the database: staged (never in use) and expired, it is not worth a
+    daily alarm; the active one beside it is."""
+    now = datetime.now(UTC)
+    active = expiring(ca, acme, days=5)
+    spare = staged(ca, acme, not_before=now - timedelta(days=30), not_after=now + timedelta(days=5))
+    assert spare.status == CertificateStatus.STAGED
+
+    def warned(day: float) -> set[str]:
+        return {n.object_id for n in certs.check_certificate_expiry(now=now + timedelta(days=day))}
+
+    assert warned(0) == {str(active.id), str(spare.id)}  # 5 days left: both, daily
+    assert warned(1) == {str(active.id), str(spare.id)}
+    assert warned(6) == {str(active.id)}  # expired: only the one in use, a day later
+    assert warned(7) == {str(active.id)}
+    assert warned(8) == {str(active.id), str(spare.id)}  # a week after the spare's last
