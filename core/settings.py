@@ -256,6 +256,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Bearer token a Prometheus scraper presents for /metrics (whose labels name tenants, connections
+# and certificate fingerprints). Unset or empty: /metrics is off. BUSBAR_METRICS_TOKEN_FILE works too.
+BUSBAR_METRICS_TOKEN = env("BUSBAR_METRICS_TOKEN") or None
+
 # Key-encryption keys for envelope encryption (core/crypto.py): "kid:base64key,kid2:base64key",
 # never stored in the database. The active one wraps new secrets; the others still unwrap.
 BUSBAR_KEKS = env("BUSBAR_KEKS", "")
