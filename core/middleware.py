@@ -55,10 +55,11 @@ def _nul_problem(request: HttpRequest) -> str | None:
                 return f"a {where} name contains a NUL character"
             if any("\x00" in value for value in values if isinstance(value, str)):
                 return f"the {where} {name!r} contains a NUL character"
-    for name, upload in request.FILES.items():
-        if "\x00" in (upload.name or ""):
+    for name, uploads in request.FILES.lists():
+        if any("\x00" in (getattr(upload, "name", "") or "") for upload in uploads):
             return f"the name of the file uploaded as {name!r} contains a NUL character"
-    if request.content_type == "application/json" or request.content_type.endswith("+json"):
+    content_type = request.content_type or ""
+    if content_type == "application/json" or content_type.endswith("+json"):
         body = request.body
         if b"\x00" in body or (b"\\u0000" in body and _JSON_NUL.search(body)):
             return "the JSON body contains a NUL character"
@@ -83,7 +84,7 @@ class RejectNulMiddleware:
             problem = "the request is not valid UTF-8"
         if problem is None:
             return self.get_response(request)
-        if request.path.startswith("/api/") or request.content_type.endswith("json"):
+        if request.path.startswith("/api/") or (request.content_type or "").endswith("json"):
             return JsonResponse({"detail": f"The request is invalid: {problem}."}, status=400)
         return HttpResponseBadRequest(
             f"Bad request: {problem}.\n", content_type="text/plain; charset=utf-8"
