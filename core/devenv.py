@@ -111,6 +111,8 @@ def load_secrets() -> dict[str, str]:
         "django_secret_key": lambda: secrets.token_urlsafe(50),
         "kek": lambda: "dev1:" + base64.b64encode(os.urandom(32)).decode(),
         "evidence_key": _new_evidence_key,
+        # /metrics answers only a scraper presenting this token (core.health.metrics).
+        "metrics_token": lambda: secrets.token_urlsafe(24),
     }
     changed = False
     for key, make in wanted.items():
@@ -477,6 +479,7 @@ def prepare(*, dbname: str) -> tuple[Services, dict[str, str]]:
         "BUSBAR_KEKS": os.environ.get("BUSBAR_KEKS", secrets_["kek"]),
         "BUSBAR_EVIDENCE_KEY": os.environ.get("BUSBAR_EVIDENCE_KEY", secrets_["evidence_key"]),
         "BUSBAR_EVIDENCE_DIR": os.environ.get("BUSBAR_EVIDENCE_DIR", str(VAR / "evidence")),
+        "BUSBAR_METRICS_TOKEN": os.environ.get("BUSBAR_METRICS_TOKEN", secrets_["metrics_token"]),
         "BUSBAR_ADMIN_DATABASE_URL": admin,
         "BUSBAR_DATABASE_URL": role_conninfo(
             admin, role=RUNTIME_ROLE, password=secrets_["runtime_password"], dbname=dbname
@@ -580,7 +583,13 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
         dip_admin = f"http://127.0.0.1:{args.dipsim_port + 1}/"
         print(
-            DEMO_BANNER.format(url=url, logs=logs, dip_url=dip_url, dip_admin=dip_admin),
+            demo_banner(
+                url=url,
+                logs=logs,
+                dip_url=dip_url,
+                dip_admin=dip_admin,
+                metrics_token=env["BUSBAR_METRICS_TOKEN"],
+            ),
             flush=True,
         )
         while all(child.poll() is None for _, child in children):
@@ -601,6 +610,7 @@ Busbar is running.
   API docs   {url}api/v1/docs/
   DIP (sim)  {dip_url}   admin: {dip_admin}
   Readiness  {url}readyz
+  Metrics    {url}metrics   (send Authorization: Bearer {metrics_token})
   Logs       {logs}
 
   Demo logins (password for all: {password})
@@ -625,6 +635,13 @@ def test_environment(env: dict[str, str]) -> dict[str, str]:
         env["REDIS_URL"], int(os.environ.get("BUSBAR_TEST_REDIS_DB", "1"))
     )
     return env
+
+
+def demo_banner(*, url: str, logs: Path, dip_url: str, dip_admin: str, metrics_token: str) -> str:
+    """What ``run`` prints once everything answers: where things are and how to get in."""
+    return DEMO_BANNER.format(
+        url=url, logs=logs, dip_url=dip_url, dip_admin=dip_admin, metrics_token=metrics_token
+    )
 
 
 def test(args: argparse.Namespace) -> int:

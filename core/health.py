@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -71,6 +73,28 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _metrics_token_presented(request: HttpRequest) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus figures, for a scraper holding ``BUSBAR_METRICS_TOKEN`` as a bearer token.
+
+    The figures name tenants, connections and certificate fingerprints, so nobody else gets any
+    of them; with no token configured the endpoint is off (fail closed), not open.
+    """
+    expected = settings.BUSBAR_METRICS_TOKEN
+    if not expected:
+        return JsonResponse(
+            {"detail": "metrics are off: set BUSBAR_METRICS_TOKEN to serve them"}, status=403
+        )
+    presented = _metrics_token_presented(request)
+    if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+        response = JsonResponse(
+            {"detail": "metrics need Authorization: Bearer <BUSBAR_METRICS_TOKEN>"}, status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="busbar-metrics"'
+        return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

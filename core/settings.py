@@ -104,6 +104,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # Before anything reads input: a NUL character in a value is refused here with a 400.
+    "core.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -282,6 +284,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Bearer token a Prometheus scraper presents for /metrics (whose labels name tenants, connections
+# and certificate fingerprints). Unset or empty: /metrics is off. BUSBAR_METRICS_TOKEN_FILE works too.
+BUSBAR_METRICS_TOKEN = env("BUSBAR_METRICS_TOKEN") or None
 
 # Key-encryption keys for envelope encryption (core/crypto.py): "kid:base64key,kid2:base64key",
 # never stored in the database. The active one wraps new secrets; the others still unwrap.

@@ -100,3 +100,22 @@ def tenant_task[**P, R](func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+_current_environment: ContextVar[str | None] = ContextVar("busbar_environment", default=None)
+
+
+@contextmanager
+def environment_context(environment: str) -> Iterator[None]:
+    """Confine reads to one DIP environment (an API key's): the selectors of connections,
+    channels and certificates then return only that environment's, and treat another's as
+    missing. Outside one (console users), every environment of the tenant is visible."""
+    token = _current_environment.set(environment)
+    try:
+        yield
+    finally:
+        _current_environment.reset(token)
+
+
+def current_environment() -> str | None:
+    return _current_environment.get()

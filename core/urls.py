@@ -49,6 +49,10 @@ api_patterns = [
 # Staff pages need a verified second factor, not only a password.
 admin.site.__class__ = OTPAdminSite
 
+# Unknown paths under /api/ answer JSON, not an HTML page.
+handler404 = "core.api.not_found"
+handler500 = "core.api.server_error"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -47,6 +48,14 @@ from tenants.models import (
 logger = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# Beyond this a key only slows every signature and handshake; nobody issues such certificates.
+MAX_RSA_BITS = 8192
+GENERATED_RSA_BITS = (2048, 3072, 4096)
+# The curves an mTLS certificate or a trust anchor may use. DIP message signatures are
+# RSASSA-PKCS1-v1_5 (DIP.md), so a signing certificate must hold an RSA key.
+ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+# X.520 upper bounds, which CAs enforce; longer values make a CSR that cannot be built.
+MAX_NAME_ATTRIBUTE = 64
 DEFAULT_OVERLAP = timedelta(hours=72)  # the DIP outage requirement: retries may run this long
 KEY_PURPOSES = (CertificatePurpose.SIGNING, CertificatePurpose.MTLS)
 
@@ -78,18 +87,79 @@ def describe_key(public_key: object) -> tuple[str, int | None]:
     return type(public_key).__name__, None
 
 
+def check_key_profile(public_key: object, *, purpose: str) -> None:
+    """The one key profile, for imported and generated keys alike: RSA of 2048 to 8192 bits for
+    every purpose, or EC on P-256 or P-384 except for signing (the DIP signs with RSA only).
+    Raises CertificateError naming the key and what is accepted instead."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            raise CertificateError(
+                f"the RSA key has {public_key.key_size} bits; at least {MIN_RSA_BITS} are needed"
+            )
+        if public_key.key_size > MAX_RSA_BITS:
+            raise CertificateError(
+                f"the RSA key has {public_key.key_size} bits; at most {MAX_RSA_BITS} are accepted"
+            )
+        return
+    accepted = "RSA (2048 bits or more)"
+    if purpose != CertificatePurpose.SIGNING:
+        accepted += " or EC on P-256 or P-384"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if purpose == CertificatePurpose.SIGNING:
+            raise CertificateError(
+                "a signing certificate needs an RSA key: DIP signatures are RSA (PKCS#1 v1.5)"
+            )
+        if public_key.curve.name not in ALLOWED_CURVES:
+            raise CertificateError(
+                f"the EC key is on curve {public_key.curve.name}, which the DIP does not use; "
+                f"use {accepted}"
+            )
+        return
+    kind = type(public_key).__name__.removeprefix("_").replace("PublicKey", "")
+    raise CertificateError(f"the key is {kind}, which the DIP does not use; use {accepted}")
+
+
+def _column_limit(field: str) -> int:
+    return getattr(Certificate._meta.get_field(field), "max_length", None) or 0
+
+
 def certificate_facts(cert: x509.Certificate) -> CertificateFacts:
-    key_type, key_size = describe_key(cert.public_key())
-    return CertificateFacts(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        serial=format(cert.serial_number, "x"),
-        fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        key_type=key_type,
-        key_size=key_size,
-    )
+    """What the inventory records about ``cert``; raises CertificateError for a certificate
+    that cannot be read or whose names do not fit the inventory."""
+    try:
+        key_type, key_size = describe_key(cert.public_key())
+        facts = CertificateFacts(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            serial=format(cert.serial_number, "x"),
+            fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            key_type=key_type,
+            key_size=key_size,
+        )
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"the certificate cannot be read: {exc}") from exc
+    for field in ("subject", "issuer", "serial", "key_type"):
+        value, limit = getattr(facts, field), _column_limit(field)
+        if len(value) > limit:
+            raise CertificateError(
+                f"the certificate's {field.replace('_', ' ')} is {len(value)} characters long; "
+                f"at most {limit} are accepted"
+            )
+    return facts
+
+
+def certificate_extensions(cert: x509.Certificate) -> x509.Extensions:
+    """The certificate's extensions, or CertificateError naming why they cannot be read (one
+    given twice, or one whose content is malformed)."""
+    try:
+        return cert.extensions
+    except x509.DuplicateExtension as exc:
+        name = getattr(exc.oid, "_name", None) or exc.oid.dotted_string
+        raise CertificateError(f"the certificate has the {name} extension more than once") from exc
+    except ValueError as exc:
+        raise CertificateError(f"the certificate has a malformed extension: {exc}") from exc
 
 
 def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
@@ -116,6 +186,12 @@ def check_certificate(
     now: datetime,
 ) -> None:
     """Refuse a certificate that cannot serve ``purpose`` now, naming the first problem found."""
+    certificate_facts(cert)  # readable, and its names fit the inventory
+    extensions = certificate_extensions(cert)
+    try:
+        public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"the certificate's key cannot be read: {exc}") from exc
     if cert.not_valid_after_utc <= now:
         raise CertificateError(
             f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
@@ -124,26 +200,22 @@ def check_certificate(
         raise CertificateError(
             f"the certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
         )
-    key_type, key_size = describe_key(cert.public_key())
-    if key_type == "RSA" and (key_size or 0) < MIN_RSA_BITS:
-        raise CertificateError(
-            f"the certificate's RSA key has {key_size} bits; at least {MIN_RSA_BITS} are needed"
-        )
+    check_key_profile(public_key, purpose=purpose)
     if purpose == CertificatePurpose.TRUST_ANCHOR:
         return
     if private_key is not None and _public_bytes(private_key.public_key()) != _public_bytes(  # type: ignore[attr-defined]
-        cert.public_key()
+        public_key
     ):
         raise CertificateError("the certificate does not match its private key")
     try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
     if usage is not None and not usage.digital_signature:
         raise CertificateError("the certificate's key usage does not allow digital signatures")
     if purpose == CertificatePurpose.MTLS:
         try:
-            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             eku = None
         if eku is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
@@ -248,14 +320,30 @@ def generate_key_and_csr(
 ) -> Certificate:
     """Make a new RSA key (encrypted at once) and a CSR for the given subject.
 
-    Profile checks run before the CSR leaves: RSA of at least 2048 bits, a common name that is a
-    DNS name, an organisation, and a two-letter country code.
+    Profile checks run before the CSR leaves: RSA of 2048, 3072 or 4096 bits (check_key_profile),
+    a common name that is a DNS name, an organisation, a two-letter country code, and no name
+    attribute longer than a certificate allows (64 characters).
     """
     if purpose not in KEY_PURPOSES:
         raise CertificateError(f"a CSR is for signing or mTLS certificates, not {purpose!r}")
     if key_size < MIN_RSA_BITS:
         raise CertificateError(f"RSA keys must have at least {MIN_RSA_BITS} bits, not {key_size}")
+    if key_size not in GENERATED_RSA_BITS:
+        raise CertificateError(
+            f"a generated RSA key has {', '.join(map(str, GENERATED_RSA_BITS))} bits, not {key_size}"
+        )
     problems = []
+    organization, organizational_unit = organization.strip(), organizational_unit.strip()
+    for label, value in (
+        ("common name", common_name),
+        ("organisation", organization),
+        ("organisational unit", organizational_unit),
+    ):
+        if len(value) > MAX_NAME_ATTRIBUTE:
+            problems.append(
+                f"the {label} is {len(value)} characters long; a certificate allows at most "
+                f"{MAX_NAME_ATTRIBUTE}"
+            )
     labels = common_name.split(".")
     if (
         not common_name
@@ -266,16 +354,17 @@ def generate_key_and_csr(
         )
     ):
         problems.append(f"common name {common_name!r} is not a DNS name (e.g. dip.acme.example)")
-    if not organization.strip():
+    if not organization:
         problems.append("organisation is required")
-    if len(country) != 2 or not country.isalpha() or not country.isupper():
+    if len(country) != 2 or not country.isascii() or not country.isalpha() or not country.isupper():
         problems.append(f"country {country!r} must be a two-letter code such as GB")
     if problems:
         raise CertificateError(problems)
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    check_key_profile(key.public_key(), purpose=purpose)
     attributes = [
         x509.NameAttribute(NameOID.COUNTRY_NAME, country),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization.strip()),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
     ]
     if organizational_unit:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, organizational_unit))
@@ -348,14 +437,14 @@ def _load_bundle(data: bytes, password: str | None) -> tuple[object | None, list
                 key = serialization.load_pem_private_key(
                     block.group(0), password=password.encode() if password else None
                 )
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
                 raise CertificateError(f"the private key could not be read: {exc}") from exc
         return key, certs
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(
             data, password.encode() if password else None
         )
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CertificateError(
             "the PKCS#12 bundle could not be opened: wrong password, or not a PKCS#12 file"
         ) from exc
@@ -387,6 +476,8 @@ def import_certificate(
         raise CertificateError(
             "a trust anchor is the DIP's certificate: import it without a private key"
         )
+    if key is not None:
+        check_key_profile(key.public_key(), purpose=purpose)  # type: ignore[attr-defined]
     check_certificate(leaf, purpose=purpose, private_key=key, now=now)
     _refuse_duplicate(connection, purpose, leaf.fingerprint(hashes.SHA256()).hex())
     certificate = Certificate(connection=connection, purpose=purpose, label=label, owner=owner)

@@ -9,9 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from core.tenancy import tenant_context, user_context
+from core.tenancy import environment_context, tenant_context, user_context
 from tenants.authentication import (
     ApiKeyError,
+    note_key_used,
     read_api_key,
     resolve_api_key,
     session_has_second_factor,
@@ -22,7 +23,7 @@ from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
 class TenantMiddleware:
     """Act for one tenant for the whole request.
 
-    An API key names its tenant. A signed-in user acts for the tenant chosen in the session (or
+    An API key names its tenant and its environment. A signed-in user acts for the tenant chosen in the session (or
     their only one); the user context first lets RLS show them their own memberships. A session
     naming a tenant the user no longer belongs to is ignored. No tenant: queries see nothing.
     """
@@ -71,9 +72,12 @@ class TenantMiddleware:
     def _as_api_client(self, request: HttpRequest, key: str) -> HttpResponse:
         try:
             client = resolve_api_key(key)
+            with tenant_context(client.tenant_id):
+                client = note_key_used(client)
         except ApiKeyError as exc:
             request.api_key_error = str(exc)  # type: ignore[attr-defined]
             return self.get_response(request)
         request.api_client = client  # type: ignore[attr-defined]
-        with tenant_context(client.tenant_id):
+        # A key acts only in the environment it was issued for: another's objects are not found.
+        with tenant_context(client.tenant_id), environment_context(client.environment):
             return self.get_response(request)

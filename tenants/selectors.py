@@ -6,10 +6,10 @@ from uuid import UUID
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, models
 from django.http import Http404
 
-from core.tenancy import current_tenant_id
+from core.tenancy import current_environment, current_tenant_id
 from tenants.models import (
     ApiCredential,
     Certificate,
@@ -22,6 +22,13 @@ from tenants.models import (
 )
 
 SESSION_TENANT_KEY = "busbar_tenant_id"
+
+
+def in_environment[Q: models.QuerySet](queryset: Q, path: str) -> Q:
+    """``queryset`` narrowed to the current environment (an API key's) through the
+    ``path`` to a connection's environment; unchanged outside an environment context."""
+    environment = current_environment()
+    return queryset.filter(**{path: environment}) if environment else queryset
 
 
 def list_memberships_for_user(*, user: User) -> list[Membership]:
@@ -38,17 +45,24 @@ def user_has_role(membership: Membership | None, *roles: Role | str) -> bool:
 
 
 def list_identities() -> list[DipIdentity]:
-    return list(DipIdentity.objects.order_by("mpid", "role_code"))
+    identities = DipIdentity.objects.all()
+    if current_environment():
+        identities = in_environment(identities, "connections__environment").distinct()
+    return list(identities.order_by("mpid", "role_code"))
 
 
 def list_connections() -> list[Connection]:
     return list(
-        Connection.objects.select_related("identity").order_by("identity__mpid", "environment")
+        in_environment(Connection.objects.select_related("identity"), "environment").order_by(
+            "identity__mpid", "environment"
+        )
     )
 
 
 def list_channels(*, connection_id: int | None = None) -> list[Channel]:
-    channels = Channel.objects.select_related("connection__identity")
+    channels = in_environment(
+        Channel.objects.select_related("connection__identity"), "connection__environment"
+    )
     if connection_id is not None:
         channels = channels.filter(connection_id=connection_id)
     return list(channels.order_by("connection_id", "interface_id", "direction"))
@@ -57,7 +71,9 @@ def list_channels(*, connection_id: int | None = None) -> list[Channel]:
 def get_channel(*, channel_id: int) -> Channel:
     """The channel in the current tenant; another tenant's channel and a missing one are both 404."""
     try:
-        return Channel.objects.select_related("connection__identity").get(id=channel_id)
+        return in_environment(
+            Channel.objects.select_related("connection__identity"), "connection__environment"
+        ).get(id=channel_id)
     except Channel.DoesNotExist as exc:
         raise Http404("No such channel") from exc
 
@@ -65,23 +81,28 @@ def get_channel(*, channel_id: int) -> Channel:
 def list_certificates() -> list[Certificate]:
     """The tenant's certificates, newest first within each connection and purpose."""
     return list(
-        Certificate.objects.select_related("connection__identity", "owner").order_by(
-            "connection_id", "purpose", "-created_at"
-        )
+        in_environment(
+            Certificate.objects.select_related("connection__identity", "owner"),
+            "connection__environment",
+        ).order_by("connection_id", "purpose", "-created_at")
     )
 
 
 def get_certificate(*, certificate_id: UUID | str) -> Certificate:
     """One certificate of the current tenant; another tenant's and a missing one are both 404."""
     try:
-        return Certificate.objects.select_related("connection__identity").get(id=certificate_id)
+        return in_environment(
+            Certificate.objects.select_related("connection__identity"), "connection__environment"
+        ).get(id=certificate_id)
     except (Certificate.DoesNotExist, ValueError, ValidationError) as exc:
         raise Http404("No such certificate") from exc
 
 
 def get_connection(*, connection_id: int | str) -> Connection:
     try:
-        return Connection.objects.select_related("identity").get(id=connection_id)
+        return in_environment(Connection.objects.select_related("identity"), "environment").get(
+            id=connection_id
+        )
     except (Connection.DoesNotExist, ValueError) as exc:
         raise Http404("No such connection") from exc
 

@@ -81,12 +81,17 @@ def test_a_wrong_secret_for_a_real_prefix_is_refused(keys):
     assert response.json()["detail"] == "invalid API key"
 
 
-def test_a_revoked_key_is_refused(world, keys):
+def test_a_revoked_key_gets_the_same_answer_as_an_unknown_one(world, keys):
     with tenant_context(world.acme.id):
         services.revoke_api_credential(credential=keys["acme_credential"], actor="alice")
-    response = client(keys["acme"]).get("/api/v1/identities/")
-    assert response.status_code == 401
-    assert response.json()["detail"] == "this API key has been revoked"
+    revoked = client(keys["acme"]).get("/api/v1/identities/")
+    prefix, secret = keys["acme"].split("_", 2)[1:]
+    unknown = client(f"bb_{'f' * len(prefix)}_{secret}").get("/api/v1/identities/")
+    odd_prefix = client(f"bb_NOT-HEX_{secret}").get("/api/v1/identities/")
+    for response in (revoked, unknown, odd_prefix):
+        assert response.status_code == 401
+        assert response.json() == {"detail": "invalid API key"}
+        assert response["WWW-Authenticate"] == revoked["WWW-Authenticate"]
 
 
 def test_a_key_without_the_read_scope_gets_a_403(keys):
@@ -114,3 +119,166 @@ def test_the_openapi_schema_and_docs_are_served(db):
     assert docs.status_code == 200
     assert b"redoc" in docs.content.lower()
     assert b"cdn" not in docs.content.lower()
+
+
+@pytest.fixture
+def environments(world, keys):
+    """acme's identity also reaches PRD, with a channel and a key of each environment."""
+    from tenants.models import Connection, DipIdentity
+
+    with tenant_context(world.acme.id):
+        prd = services.create_connection(
+            identity=DipIdentity.objects.get(),
+            environment="PRD",
+            dip_base_url="https://dip-prd.example",
+            api_key="acme-prd-dip-api-key",
+        )
+        prd_channel = services.create_channel(
+            connection=prd, interface_id="IF-021", direction="inbound"
+        )
+        prd_key = services.issue_api_credential(
+            name="prd", scopes=["read", "certificates"], environment="PRD"
+        ).key
+        uit_key = services.issue_api_credential(
+            name="uit", scopes=["read", "certificates"], environment="UIT"
+        ).key
+        uit = Connection.objects.get(environment="UIT")
+    return {
+        "prd_key": prd_key,
+        "uit_key": uit_key,
+        "prd_channel": prd_channel.id,
+        "uit_channel": keys["acme_channel"],
+        "prd_connection": prd.id,
+        "uit_connection": uit.id,
+    }
+
+
+def test_a_key_acts_only_in_the_environment_it_was_issued_for(environments):
+    uit, prd = client(environments["uit_key"]), client(environments["prd_key"])
+    assert uit.get(f"/api/v1/channels/{environments['uit_channel']}/").status_code == 200
+    assert prd.get(f"/api/v1/channels/{environments['prd_channel']}/").status_code == 200
+    # Another environment's channel is not found, like another tenant's.
+    assert uit.get(f"/api/v1/channels/{environments['prd_channel']}/").status_code == 404
+    assert prd.get(f"/api/v1/channels/{environments['uit_channel']}/").status_code == 404
+    identities = prd.get("/api/v1/identities/").json()
+    assert [c["environment"] for i in identities for c in i["connections"]] == ["PRD"]
+    assert [c["id"] for i in identities for c in i["connections"]] == [
+        environments["prd_connection"]
+    ]
+
+
+def test_a_uit_key_cannot_import_revoke_or_rotate_prd_certificates(environments):
+    import base64
+
+    from tests.pki import TestCA, key_pem, new_key, pem
+
+    ca = TestCA.create()
+    key = new_key()
+    bundle = base64.b64encode(pem(ca.issue(key.public_key())) + key_pem(key)).decode()
+    uit, prd = client(environments["uit_key"]), client(environments["prd_key"])
+    refused = uit.post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": environments["prd_connection"],
+            "purpose": "signing",
+            "bundle_base64": bundle,
+        },
+        format="json",
+    )
+    assert refused.status_code == 404
+    staged = prd.post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": environments["prd_connection"],
+            "purpose": "signing",
+            "bundle_base64": bundle,
+        },
+        format="json",
+    )
+    assert staged.status_code == 201, staged.content
+    certificate_id = staged.json()["id"]
+    assert uit.get("/api/v1/certificates/").json() == []
+    assert [c["id"] for c in prd.get("/api/v1/certificates/").json()] == [certificate_id]
+    assert uit.post(f"/api/v1/certificates/{certificate_id}/rotate/").status_code == 404
+    revoke = uit.post(f"/api/v1/certificates/{certificate_id}/revoke/", {"reason": "x"})
+    assert revoke.status_code == 404
+    assert prd.get("/api/v1/certificates/").json()[0]["status"] == "staged"
+
+
+def _last_used(world, credential_id):
+    from tenants.models import ApiCredential
+
+    with tenant_context(world.acme.id):
+        return ApiCredential.objects.get(id=credential_id).last_used_at
+
+
+def _set_last_used(world, credential_id, value):
+    from tenants.models import ApiCredential
+
+    with tenant_context(world.acme.id):
+        ApiCredential.objects.filter(id=credential_id).update(last_used_at=value)
+
+
+def test_last_used_is_written_at_most_once_a_minute_per_key(world, keys):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from tenants import authentication
+
+    credential_id = keys["acme_credential"].id
+    assert _last_used(world, credential_id) is None
+    api = client(keys["acme"])
+    assert api.get("/api/v1/identities/").status_code == 200
+    first = _last_used(world, credential_id)
+    assert first is not None
+    # Within the minute this process does not even ask the database.
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/v1/identities/").status_code == 200
+    assert not [q for q in queries.captured_queries if "last_used_at" in q["sql"]]
+    assert _last_used(world, credential_id) == first
+    # Another process (no memory of this key) writes only when the last write is a minute old.
+    authentication._recently_used.clear()
+    recent = timezone.now() - timedelta(seconds=30)
+    _set_last_used(world, credential_id, recent)
+    assert api.get("/api/v1/identities/").status_code == 200
+    assert _last_used(world, credential_id) == recent
+    authentication._recently_used.clear()
+    stale = timezone.now() - timedelta(minutes=2)
+    _set_last_used(world, credential_id, stale)
+    assert api.get("/api/v1/identities/").status_code == 200
+    assert _last_used(world, credential_id) > stale + timedelta(seconds=90)
+
+
+def test_the_schema_declares_the_key_scheme_for_every_operation(db):
+    schema = APIClient().get("/api/v1/schema/?format=json").json()
+    assert schema["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": schema["components"]["securitySchemes"]["ApiKey"]["description"],
+    }
+    operations = [
+        operation
+        for path in schema["paths"].values()
+        for method, operation in path.items()
+        if method in {"get", "post", "put", "patch", "delete"}
+    ]
+    assert operations
+    assert all(operation["security"] == [{"ApiKey": []}] for operation in operations)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nope/", "/api/v1/channels/abc/", "/api/v2/identities/"])
+def test_unknown_api_paths_answer_json(db, path):
+    response = APIClient().get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_unknown_console_paths_still_answer_a_page(db):
+    response = APIClient().get("/no-such-page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")

@@ -52,14 +52,23 @@ def test_the_hourly_task_visits_every_tenant_and_warns_each_only_about_its_own(c
         assert Notification.objects.count() == 1
 
 
-def test_days_left_is_a_prometheus_gauge_per_certificate(committed_db):
+def test_days_left_is_a_prometheus_gauge_per_certificate(committed_db, settings):
+    settings.BUSBAR_METRICS_TOKEN = "scraper-token-for-tests"
     world = build_world()
     ca = TestCA.create()
     install_expiring(ca, world.acme.id, days=20)
     install_expiring(ca, world.globex.id, days=200)
+    # Without the token nothing is served: no slug, no connection, no fingerprint.
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong-token"}):
+        anonymous = Client().get("/metrics", **headers)
+        assert anonymous.status_code == 401
+        assert b"acme" not in anonymous.content
+        assert b"busbar_certificate" not in anonymous.content
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scraper-token-for-tests")
+    assert scraped.status_code == 200
     lines = [
         line
-        for line in Client().get("/metrics").content.decode().splitlines()
+        for line in scraped.content.decode().splitlines()
         if line.startswith("busbar_certificate_days_left{")
     ]
     assert len(lines) == 2
