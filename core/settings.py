@@ -7,6 +7,7 @@ variable below for local runs; production sets them in its service manager.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import overload
@@ -171,9 +172,12 @@ OTP_TOTP_ISSUER = "Busbar"
 MFA_PENDING_SECONDS = envint("BUSBAR_MFA_PENDING_SECONDS", 300)
 LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "console:login"
-# Failed logins per username and per source address within the window before refusing more.
+# Sign-in throttling (console/throttle.py): failures per (address, username), per address and per
+# username within a short window. Only the guilty pair or address is refused; nobody is locked out.
 LOGIN_THROTTLE_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_ATTEMPTS", 5)
-LOGIN_THROTTLE_WINDOW_SECONDS = envint("BUSBAR_LOGIN_THROTTLE_WINDOW_SECONDS", 900)
+LOGIN_THROTTLE_ADDRESS_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
+LOGIN_THROTTLE_USERNAME_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_USERNAME_ATTEMPTS", 20)
+LOGIN_THROTTLE_WINDOW_SECONDS = envint("BUSBAR_LOGIN_THROTTLE_WINDOW_SECONDS", 300)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -292,6 +296,16 @@ WHITENOISE_USE_FINDERS = envbool("BUSBAR_STATIC_FROM_SOURCE", True)
 STATIC_ROOT = (
     None if WHITENOISE_USE_FINDERS else Path(env("BUSBAR_STATIC_ROOT", "/srv/busbar/static") or "")
 )
+
+# Proxies whose X-Forwarded-For is believed (CIDRs, e.g. "127.0.0.1/32,10.0.0.0/8"): the client
+# address (throttling, audit) is the header's rightmost hop that is not one of these. Anything else
+# connecting directly is its own client, whatever header it sends (core/clientaddr.py).
+TRUSTED_PROXIES = envlist("BUSBAR_TRUSTED_PROXIES")
+for _cidr in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise RuntimeError(f"BUSBAR_TRUSTED_PROXIES: {_cidr!r} is not an address or CIDR") from _exc
 
 # Behind nginx (platform/nginx): trust its X-Forwarded-Proto and Host so that request URLs, which
 # webhook signatures cover, are the https URLs the sender signed.

@@ -9,7 +9,6 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,6 +18,7 @@ from django_otp import login as otp_login
 from django_otp import match_token, user_has_device
 from django_otp.models import Device
 
+from console.throttle import count_failure, is_throttled
 from core.audit import record_event, request_source
 from core.tenancy import tenant_context, user_context
 from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
@@ -55,24 +55,6 @@ def _security_event(
             record()
 
 
-def _throttle_keys(request: HttpRequest, username: str) -> list[str]:
-    return [
-        f"login-fail:user:{username.lower()}",
-        f"login-fail:addr:{request_source(request) or 'unknown'}",
-    ]
-
-
-def _is_throttled(request: HttpRequest, username: str) -> bool:
-    limit = settings.LOGIN_THROTTLE_ATTEMPTS
-    return any((cache.get(key) or 0) >= limit for key in _throttle_keys(request, username))
-
-
-def _count_failure(request: HttpRequest, username: str) -> None:
-    for key in _throttle_keys(request, username):
-        cache.add(key, 0, timeout=settings.LOGIN_THROTTLE_WINDOW_SECONDS)
-        cache.incr(key)
-
-
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     """Django's authentication form, refusing further tries after repeated failures."""
@@ -82,7 +64,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     throttled = False
     if request.method == "POST":
         username = request.POST.get("username", "")
-        if _is_throttled(request, username):
+        if is_throttled(request, username):
             throttled = True
             form.errors.clear()
             _security_event(request, "login.throttled", username=username)
@@ -103,7 +85,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             _complete_login(request, user, device=None)
             return HttpResponseRedirect(target)
         else:
-            _count_failure(request, username)
+            count_failure(request, username)
             _security_event(request, "login.failed", username=username)
     status = 429 if throttled else 200
     return render(
@@ -138,7 +120,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         token = request.POST.get("token", "").replace(" ", "")
-        if _is_throttled(request, user.get_username()):
+        if is_throttled(request, user.get_username()):
             error, status = "Too many failed attempts. Wait a few minutes before trying again.", 429
         else:
             device = match_token(user, token)
@@ -146,7 +128,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
                 request.session.pop(MFA_PENDING_KEY, None)
                 _complete_login(request, user, device=device)
                 return HttpResponseRedirect(pending["next"])
-            _count_failure(request, user.get_username())
+            count_failure(request, user.get_username())
             _security_event(request, "login.second_factor_failed", username=user.get_username())
             error = "That code is not valid. Use the current code from your authenticator app."
     return render(request, "console/login_verify.html", {"error": error}, status=status)
