@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import overload
 
+from django.utils.csp import CSP
 from psycopg.conninfo import conninfo_to_dict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -70,9 +71,14 @@ def database_from_url(url: str, *, pool: bool) -> dict:
 
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-SECRET_KEY = env("DJANGO_SECRET_KEY") or ("insecure-development-key" if DEBUG else None)
+# No fallback, not even in debug: a fixed key signs sessions anyone could forge. The development
+# launcher (core/devenv.py) generates one per checkout and passes it in.
+SECRET_KEY = env("DJANGO_SECRET_KEY") or ""
 if not SECRET_KEY:
-    raise RuntimeError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set")
+    raise RuntimeError(
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set: a long random string, e.g."
+        " python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -100,7 +106,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside whitenoise, so static files stay cacheable while every page and API answer is not.
+    "core.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -181,11 +190,31 @@ LOGIN_THROTTLE_WINDOW_SECONDS = envint("BUSBAR_LOGIN_THROTTLE_WINDOW_SECONDS", 3
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = envbool("BUSBAR_SECURE_COOKIES", not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Served over HTTPS (production, behind nginx): cookies travel only over TLS and browsers are told
+# (HSTS) to use nothing else. Only local development over plain http turns this off.
+HTTPS = envbool("BUSBAR_HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = envint("BUSBAR_HSTS_SECONDS", 2 * 365 * 24 * 3600) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = False  # other hosts under the same domain are not ours to pin
 SESSION_COOKIE_AGE = envint("BUSBAR_SESSION_SECONDS", 8 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Scripts, styles, images and fonts only from this origin's own files: no inline script or style,
+# no eval, nothing from a CDN. Pages keep behaviour in static/console/console.js (data attributes).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "Europe/London"
