@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, activity, auth, certificates, home, settings, support
+from console.views import (
+    account,
+    activity,
+    auth,
+    certificates,
+    home,
+    invitations,
+    settings,
+    support,
+)
 
 app_name = "console"
 
@@ -67,4 +76,30 @@ urlpatterns = [
     path("activity/", activity.activity, name="activity"),
     path("support/", support.support_overview, name="support"),
     path("account/password/", account.password_change, name="account-password"),
+    path(
+        "account/set-password/<str:uidb64>/<str:token>/",
+        account.set_password,
+        name="set-password",
+    ),
+    path(
+        "account/second-factor/enrol/<uuid:tenant_id>/<str:token>/",
+        account.second_factor_enrol,
+        name="mfa-enrol",
+    ),
+    path("invitations/", invitations.invitations, name="invitations"),
+    path(
+        "invitations/<int:invitation_id>/accept/",
+        invitations.invitation_accept,
+        name="invitation-accept",
+    ),
+    path(
+        "invitations/<int:invitation_id>/decline/",
+        invitations.invitation_decline,
+        name="invitation-decline",
+    ),
+    path(
+        "settings/members/<int:membership_id>/enrolment-link/",
+        settings.member_enrolment_link,
+        name="member-enrolment-link",
+    ),
 ]

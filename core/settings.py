@@ -179,6 +179,10 @@ LOGIN_URL = "console:login"
 OTP_TOTP_ISSUER = "Busbar"
 # A half-finished sign-in (password right, second factor not yet given) expires after this.
 MFA_PENDING_SECONDS = envint("BUSBAR_MFA_PENDING_SECONDS", 300)
+# A second-factor enrolment link (sent by a tenant admin that requires one) works this long.
+BUSBAR_ENROLMENT_LINK_HOURS = envint("BUSBAR_ENROLMENT_LINK_HOURS", 72)
+# Links in emails (invitations, enrolment) start with this: the console's public address.
+BUSBAR_PUBLIC_URL = env("BUSBAR_PUBLIC_URL", "http://127.0.0.1:8000")
 LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "console:login"
 # Sign-in throttling (console/throttle.py): failures per (address, username), per address and per

@@ -20,8 +20,13 @@ from django_otp.models import Device
 
 from console.throttle import count_failure, is_throttled
 from core.audit import record_event, request_source
-from core.tenancy import tenant_context, user_context
-from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
+from core.models import RecoveryCodes, TemporaryPassword
+from tenants.selectors import (
+    SESSION_ACTED_FOR_KEY,
+    SESSION_PASSWORD_CHANGE_KEY,
+    SESSION_TENANT_KEY,
+)
+from tenants.tasks import send_account_change_email_task
 
 MFA_PENDING_KEY = "busbar_mfa_pending"
 
@@ -29,30 +34,20 @@ MFA_PENDING_KEY = "busbar_mfa_pending"
 def _security_event(
     request: HttpRequest, action: str, *, username: str, detail: dict | None = None
 ) -> None:
-    """Record a sign-in event in the audit log of every tenant the user belongs to, so each
-    tenant sees what happens to its people's accounts; for an unknown name, or a user of no
-    tenant, once without a tenant (provider support sees those)."""
+    """Record a sign-in event as the person's own, not any tenant's: tenant-less, with their user
+    id when the name is an account's. They see it on their account page and provider support sees
+    it; a tenant sees a sign-in only when the person goes on to act for it (TenantMiddleware).
+    Belonging to a tenant, which another tenant's admin cannot arrange without the person's
+    acceptance anyway, does not show that tenant the person's sign-ins elsewhere."""
     user = get_user_model().objects.filter(username=username).first() if username else None
-    tenant_ids = []
-    if user is not None:
-        with user_context(user.pk):
-            tenant_ids = [m.tenant_id for m in list_memberships_for_user(user=user)]
-
-    def record() -> None:
-        record_event(
-            action=action,
-            actor=username or "anonymous",
-            actor_user_id=user.pk if user else None,
-            category="security",
-            source_address=request_source(request),
-            detail=detail,
-        )
-
-    if not tenant_ids:
-        record()
-    for tenant_id in tenant_ids:
-        with tenant_context(str(tenant_id)):
-            record()
+    record_event(
+        action=action,
+        actor=username or "anonymous",
+        actor_user_id=user.pk if user else None,
+        category="security",
+        source_address=request_source(request),
+        detail=detail,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -98,12 +93,25 @@ def _complete_login(request: HttpRequest, user: User, *, device: Device | None) 
     if device is not None:
         otp_login(request, device)
     request.session.pop(SESSION_TENANT_KEY, None)
+    request.session.pop(SESSION_ACTED_FOR_KEY, None)
+    if TemporaryPassword.objects.filter(user=user).exists():
+        request.session[SESSION_PASSWORD_CHANGE_KEY] = True
     _security_event(
         request,
         "login.succeeded",
         username=user.get_username(),
         detail={"second_factor": device is not None},
     )
+    if isinstance(device, RecoveryCodes):
+        _security_event(
+            request,
+            "recovery_code.used",
+            username=user.get_username(),
+            detail={"codes_left": len(device.code_hashes)},
+        )
+        send_account_change_email_task.delay_on_commit(
+            user.pk, "recovery_code.used", request_source(request)
+        )
 
 
 @require_http_methods(["GET", "POST"])
@@ -130,7 +138,10 @@ def login_verify(request: HttpRequest) -> HttpResponse:
                 return HttpResponseRedirect(pending["next"])
             count_failure(request, user.get_username())
             _security_event(request, "login.second_factor_failed", username=user.get_username())
-            error = "That code is not valid. Use the current code from your authenticator app."
+            error = (
+                "That code is not valid. Use the current code from your authenticator app,"
+                " or one of your recovery codes."
+            )
     return render(request, "console/login_verify.html", {"error": error}, status=status)
 
 
