@@ -70,6 +70,7 @@ def test_an_existing_account_joins_only_by_accepting(world, mailoutbox):
     assert [m.to for m in mailoutbox] == [["charlie@globex.example"]]
     assert "Acme Energy Supply" in mailoutbox[0].body
     charlie = signed_in("charlie")
+    assert 'data-testid="pending-invitations"' in charlie.get("/").content.decode()
     page = charlie.get("/invitations/").content.decode()
     assert "Acme Energy Supply" in page
     charlie.post(f"/invitations/{invitation.id}/decline/")

@@ -53,7 +53,8 @@ def test_an_issued_api_key_is_shown_once_works_and_can_be_revoked(world):
 
 def test_only_tenant_admins_manage_members_and_keys(world):
     bob = signed_in("bob")
-    assert "Add a member" not in text(bob.get("/settings/"))
+    assert "Invite a member" in text(signed_in("alice").get("/settings/"))
+    assert "Invite a member" not in text(bob.get("/settings/"))
     response = bob.post(
         "/settings/api-keys/", {"name": "x", "scopes": ["read"], "environment": "UIT"}
     )
