@@ -9,7 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -116,12 +116,13 @@ class RecoveryCodes(Device):
             return False
         wanted = hash_recovery_code(token)
         # Row lock: two sign-ins racing with one code must not both succeed.
-        locked = type(self).objects.select_for_update().get(pk=self.pk)
-        remaining = [h for h in locked.code_hashes if not hmac.compare_digest(h, wanted)]
-        if len(remaining) == len(locked.code_hashes):
-            return False
-        locked.code_hashes = remaining
-        locked.save(update_fields=["code_hashes"])
+        with transaction.atomic():
+            locked = type(self).objects.select_for_update().get(pk=self.pk)
+            remaining = [h for h in locked.code_hashes if not hmac.compare_digest(h, wanted)]
+            if len(remaining) == len(locked.code_hashes):
+                return False
+            locked.code_hashes = remaining
+            locked.save(update_fields=["code_hashes"])
         self.code_hashes = remaining
         return True
 

@@ -199,3 +199,30 @@ def test_a_password_someone_else_chose_must_be_changed_first(db):
     )
     assert "Initech Supply" in ida.get("/").content.decode()
     assert "Initech Supply" in signed_in("ida", "ida-chose-her-own-9").get("/").content.decode()
+
+
+def test_a_recovery_code_signs_in_outside_a_test_transaction(committed_db):
+    """As in production (autocommit): spending a code locks its row inside its own transaction."""
+    from tenants import enrolment
+    from tests.conftest import build_world
+
+    world = build_world()
+    device = TOTPSecondFactor.new_for(world.bob.user)
+    device.confirmed = True
+    device.save()
+    codes = enrolment.make_recovery_codes(user=world.bob.user)
+    client = Client()
+    client.post("/login/", {"username": "bob", "password": PASSWORD})
+    assert client.post("/login/verify/", {"token": codes[3]}).status_code == 302
+    assert "Acme Energy Supply" in client.get("/").content.decode()
+
+
+def test_another_tenants_admin_cannot_send_our_members_enrolment_links(world):
+    with tenant_context(world.acme.id):
+        bob_membership = Membership.objects.get(user=world.bob.user)
+    charlie = signed_in("charlie")
+    assert charlie.post(f"/settings/members/{bob_membership.id}/enrolment-link/").status_code == 404
+    assert (
+        signed_in("bob").post(f"/settings/members/{bob_membership.id}/enrolment-link/").status_code
+        == 403
+    )
