@@ -88,7 +88,9 @@ class ApiCredentialForm(forms.Form):
 
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150)
-    email = forms.EmailField(required=False, help_text="Needed for a new account")
+    email = forms.EmailField(
+        help_text="Where a new account's invitation goes; an existing account keeps its own"
+    )
     roles = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
 
 

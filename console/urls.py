@@ -9,6 +9,7 @@ from console.views import (
     certificates,
     evidence,
     home,
+    invitations,
     settings,
     support,
 )
@@ -78,4 +79,30 @@ urlpatterns = [
     path("activity/", activity.activity, name="activity"),
     path("support/", support.support_overview, name="support"),
     path("account/password/", account.password_change, name="account-password"),
+    path(
+        "account/set-password/<str:uidb64>/<str:token>/",
+        account.set_password,
+        name="set-password",
+    ),
+    path(
+        "account/second-factor/enrol/<uuid:tenant_id>/<str:token>/",
+        account.second_factor_enrol,
+        name="mfa-enrol",
+    ),
+    path("invitations/", invitations.invitations, name="invitations"),
+    path(
+        "invitations/<int:invitation_id>/accept/",
+        invitations.invitation_accept,
+        name="invitation-accept",
+    ),
+    path(
+        "invitations/<int:invitation_id>/decline/",
+        invitations.invitation_decline,
+        name="invitation-decline",
+    ),
+    path(
+        "settings/members/<int:membership_id>/enrolment-link/",
+        settings.member_enrolment_link,
+        name="member-enrolment-link",
+    ),
 ]

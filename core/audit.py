@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from core.clientaddr import client_address
 from core.logging import request_id_var
 from core.models import AuditEvent
 from core.tenancy import get_current_tenant_id
@@ -41,5 +42,5 @@ def record_event(
 
 
 def request_source(request: Any) -> str | None:
-    """The client address as the web server saw it (behind nginx, REMOTE_ADDR is set by it)."""
-    return request.META.get("REMOTE_ADDR") if request is not None else None
+    """The client's address: behind a trusted proxy, the one it forwarded (core.clientaddr)."""
+    return client_address(request)

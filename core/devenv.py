@@ -475,7 +475,7 @@ def prepare(*, dbname: str) -> tuple[Services, dict[str, str]]:
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "core.settings"),
         "DJANGO_SECRET_KEY": secrets_["django_secret_key"],
         "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "false"),
-        "BUSBAR_SECURE_COOKIES": os.environ.get("BUSBAR_SECURE_COOKIES", "false"),
+        "BUSBAR_HTTPS": os.environ.get("BUSBAR_HTTPS", "false"),
         "BUSBAR_KEKS": os.environ.get("BUSBAR_KEKS", secrets_["kek"]),
         "BUSBAR_EVIDENCE_KEY": os.environ.get("BUSBAR_EVIDENCE_KEY", secrets_["evidence_key"]),
         "BUSBAR_EVIDENCE_DIR": os.environ.get("BUSBAR_EVIDENCE_DIR", str(VAR / "evidence")),

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.cache import patch_cache_control
 
 from core.logging import request_id_var
 
@@ -89,3 +90,21 @@ class RejectNulMiddleware:
         return HttpResponseBadRequest(
             f"Bad request: {problem}.\n", content_type="text/plain; charset=utf-8"
         )
+
+
+class NoStoreMiddleware:
+    """Tell browsers and proxies to keep no copy of any page or API answer.
+
+    Console pages show tenant data and sometimes a secret shown once (an API key, a temporary
+    password, recovery codes); a shared or back-button cache must not hold them. One rule for every
+    dynamic answer is simpler to trust than a decorator remembered on each view. Static files are
+    answered by whitenoise before this runs, and stay cacheable.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        patch_cache_control(response, no_store=True, private=True)
+        return response

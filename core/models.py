@@ -1,11 +1,16 @@
-"""Core models: the append-only audit log and the encrypted second factor."""
+"""Core models: the append-only audit log, the encrypted second factor and its recovery codes."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import uuid
 
-from django.db import models
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models, transaction
+from django.utils import timezone
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -84,3 +89,56 @@ class TOTPSecondFactor(TimestampMixin, ThrottlingMixin, Device):
     get_throttle_factor = TOTPDevice.get_throttle_factor
     config_url = TOTPDevice.config_url
     _read_str_from_settings = TOTPDevice._read_str_from_settings
+
+
+def hash_recovery_code(code: str) -> str:
+    """SHA-256 of a normalised code. A code carries 80 random bits, so a fast hash is enough:
+    nobody can search that space, and signing in stays quick."""
+    normalised = "".join(ch for ch in code.lower() if ch.isalnum())
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+class RecoveryCodes(Device):
+    """One-time recovery codes, made when an authenticator app is set up and shown once.
+
+    A django-otp device, so the sign-in's second step accepts a code like an app's; each code
+    works once (its hash is removed) and only hashes are stored.
+    """
+
+    code_hashes = ArrayField(models.CharField(max_length=64), default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(Device.Meta):
+        verbose_name = "recovery codes"
+
+    def verify_token(self, token: object) -> bool:
+        if not isinstance(token, str) or not token.strip():
+            return False
+        wanted = hash_recovery_code(token)
+        # Row lock: two sign-ins racing with one code must not both succeed.
+        with transaction.atomic():
+            locked = type(self).objects.select_for_update().get(pk=self.pk)
+            remaining = [h for h in locked.code_hashes if not hmac.compare_digest(h, wanted)]
+            if len(remaining) == len(locked.code_hashes):
+                return False
+            locked.code_hashes = remaining
+            locked.save(update_fields=["code_hashes"])
+        self.code_hashes = remaining
+        return True
+
+
+class TemporaryPassword(models.Model):
+    """The account's password was set by someone else (onboarding, an admin): until its owner
+    changes it, a session may do nothing else."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="temporary_password",
+    )
+    issued_by = models.CharField(max_length=200)
+    issued_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"temporary password of user {self.user_id}"

@@ -7,10 +7,12 @@ variable below for local runs; production sets them in its service manager.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import overload
 
+from django.utils.csp import CSP
 from psycopg.conninfo import conninfo_to_dict
 
 from core.pool import reset_pooled_connection
@@ -75,9 +77,14 @@ def database_from_url(url: str, *, pool: bool) -> dict:
 
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-SECRET_KEY = env("DJANGO_SECRET_KEY") or ("insecure-development-key" if DEBUG else None)
+# No fallback, not even in debug: a fixed key signs sessions anyone could forge. The development
+# launcher (core/devenv.py) generates one per checkout and passes it in.
+SECRET_KEY = env("DJANGO_SECRET_KEY") or ""
 if not SECRET_KEY:
-    raise RuntimeError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set")
+    raise RuntimeError(
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set: a long random string, e.g."
+        " python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -107,7 +114,10 @@ MIDDLEWARE = [
     # Before anything reads input: a NUL character in a value is refused here with a 400.
     "core.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside whitenoise, so static files stay cacheable while every page and API answer is not.
+    "core.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -177,19 +187,46 @@ LOGIN_URL = "console:login"
 OTP_TOTP_ISSUER = "Busbar"
 # A half-finished sign-in (password right, second factor not yet given) expires after this.
 MFA_PENDING_SECONDS = envint("BUSBAR_MFA_PENDING_SECONDS", 300)
+# A second-factor enrolment link (sent by a tenant admin that requires one) works this long.
+BUSBAR_ENROLMENT_LINK_HOURS = envint("BUSBAR_ENROLMENT_LINK_HOURS", 72)
+# Links in emails (invitations, enrolment) start with this: the console's public address.
+BUSBAR_PUBLIC_URL = env("BUSBAR_PUBLIC_URL", "http://127.0.0.1:8000")
 LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "console:login"
-# Failed logins per username and per source address within the window before refusing more.
+# Sign-in throttling (console/throttle.py): failures per (address, username), per address and per
+# username within a short window. Only the guilty pair or address is refused; nobody is locked out.
 LOGIN_THROTTLE_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_ATTEMPTS", 5)
-LOGIN_THROTTLE_WINDOW_SECONDS = envint("BUSBAR_LOGIN_THROTTLE_WINDOW_SECONDS", 900)
+LOGIN_THROTTLE_ADDRESS_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_ADDRESS_ATTEMPTS", 50)
+LOGIN_THROTTLE_USERNAME_ATTEMPTS = envint("BUSBAR_LOGIN_THROTTLE_USERNAME_ATTEMPTS", 20)
+LOGIN_THROTTLE_WINDOW_SECONDS = envint("BUSBAR_LOGIN_THROTTLE_WINDOW_SECONDS", 300)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = envbool("BUSBAR_SECURE_COOKIES", not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Served over HTTPS (production, behind nginx): cookies travel only over TLS and browsers are told
+# (HSTS) to use nothing else. Only local development over plain http turns this off.
+HTTPS = envbool("BUSBAR_HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = envint("BUSBAR_HSTS_SECONDS", 2 * 365 * 24 * 3600) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = False  # other hosts under the same domain are not ours to pin
 SESSION_COOKIE_AGE = envint("BUSBAR_SESSION_SECONDS", 8 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Scripts, styles, images and fonts only from this origin's own files: no inline script or style,
+# no eval, nothing from a CDN. Pages keep behaviour in static/console/console.js (data attributes).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "Europe/London"
@@ -335,6 +372,16 @@ WHITENOISE_USE_FINDERS = envbool("BUSBAR_STATIC_FROM_SOURCE", True)
 STATIC_ROOT = (
     None if WHITENOISE_USE_FINDERS else Path(env("BUSBAR_STATIC_ROOT", "/srv/busbar/static") or "")
 )
+
+# Proxies whose X-Forwarded-For is believed (CIDRs, e.g. "127.0.0.1/32,10.0.0.0/8"): the client
+# address (throttling, audit) is the header's rightmost hop that is not one of these. Anything else
+# connecting directly is its own client, whatever header it sends (core/clientaddr.py).
+TRUSTED_PROXIES = envlist("BUSBAR_TRUSTED_PROXIES")
+for _cidr in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise RuntimeError(f"BUSBAR_TRUSTED_PROXIES: {_cidr!r} is not an address or CIDR") from _exc
 
 # Behind nginx (platform/nginx): trust its X-Forwarded-Proto and Host so that request URLs, which
 # webhook signatures cover, are the https URLs the sender signed.

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from core.audit import record_event, request_source
 from core.tenancy import environment_context, tenant_context, user_context
 from tenants.authentication import (
     ApiKeyError,
@@ -17,7 +18,12 @@ from tenants.authentication import (
     resolve_api_key,
     session_has_second_factor,
 )
-from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
+from tenants.selectors import (
+    SESSION_ACTED_FOR_KEY,
+    SESSION_PASSWORD_CHANGE_KEY,
+    SESSION_TENANT_KEY,
+    list_memberships_for_user,
+)
 
 
 class TenantMiddleware:
@@ -41,6 +47,8 @@ class TenantMiddleware:
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return self.get_response(request)
+        if request.session.get(SESSION_PASSWORD_CHANGE_KEY):
+            return self._password_change_first(request)
         with user_context(user.pk):
             memberships = list_memberships_for_user(user=user)
             request.memberships = memberships  # type: ignore[attr-defined]
@@ -55,17 +63,47 @@ class TenantMiddleware:
             request.membership = membership  # type: ignore[attr-defined]
             request.tenant = membership.tenant  # type: ignore[attr-defined]
             with tenant_context(membership.tenant.id):
+                self._record_acting_for(request, membership.tenant_id)
                 return self.get_response(request)
 
+    def _record_acting_for(self, request: HttpRequest, tenant_id: object) -> None:
+        """Show the tenant this sign-in once the person acts for it, and only then: a tenant
+        does not see sign-ins of its members that were made to act elsewhere."""
+        recorded = request.session.get(SESSION_ACTED_FOR_KEY, [])
+        if str(tenant_id) in recorded:
+            return
+        record_event(
+            action="login.succeeded",
+            actor=request.user.get_username(),
+            actor_user_id=request.user.pk,
+            category="security",
+            source_address=request_source(request),
+            detail={"second_factor": session_has_second_factor(request)},
+        )
+        request.session[SESSION_ACTED_FOR_KEY] = [*recorded, str(tenant_id)]
+
+    def _password_change_first(self, request: HttpRequest) -> HttpResponse:
+        """Someone else chose this account's password: only changing it (or leaving) is served."""
+        if request.path in (reverse("console:account-password"), reverse("console:logout")):
+            return self.get_response(request)
+        messages.info(request, "Choose your own password first.")
+        return redirect("console:account-password")
+
     def _second_factor_first(self, request: HttpRequest) -> HttpResponse:
-        """The tenant requires a second factor this session has not given: only the pages to
-        set one up (or to leave) are served; everything else goes there."""
-        allowed = (reverse("console:account-mfa"), reverse("console:logout"))
-        if request.path in allowed:
+        """The tenant requires a second factor this session has not given: only the person's
+        own account pages (where one is set up, with an enrolment link), their invitations and
+        signing out are served; everything else goes to set-up."""
+        path = request.path
+        if (
+            path.startswith("/account/")
+            or path.startswith(reverse("console:invitations"))
+            or path == reverse("console:logout")
+        ):
             return self.get_response(request)
         messages.info(
             request,
-            "Your tenant requires an authenticator app: set one up (or sign in again with it).",
+            "Your tenant requires an authenticator app: sign in again with it, or set one up"
+            " with the enrolment link your tenant admin sends you.",
         )
         return redirect("console:account-mfa")
 

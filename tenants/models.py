@@ -372,3 +372,67 @@ class Notification(TenantOwned):
 
     def __str__(self) -> str:
         return self.title
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    DECLINED = "declined", "Declined"
+
+
+class Invitation(TenantOwned):
+    """A tenant admin's offer of roles to a person; a membership exists only once they accept.
+
+    Readable by the tenant (RLS) and by the invitee before they belong to it (a separate
+    ``FOR SELECT`` policy on ``app.user_id``); the tenant's name is copied here because the
+    invitee may not read the tenant's own row until they join.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations"
+    )
+    roles = ArrayField(models.CharField(max_length=30, choices=Role.choices), default=list)
+    tenant_name = models.CharField(max_length=200)
+    invited_by = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=10, choices=InvitationStatus.choices, default=InvitationStatus.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "user"],
+                condition=models.Q(status="pending"),
+                name="invitation_one_pending_per_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} to {self.tenant_name} ({self.status})"
+
+
+class EnrolmentLink(TenantOwned):
+    """A one-time link a tenant admin has sent a member to set up their second factor, which a
+    stolen password alone does not give. Only the token's hash is stored."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrolment_links"
+    )
+    token_hash = models.CharField(max_length=64)
+    issued_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "token_hash"], name="enrolment_link_token"),
+        ]
+
+    def __str__(self) -> str:
+        return f"enrolment link for user {self.user_id} (until {self.expires_at:%Y-%m-%d %H:%M})"

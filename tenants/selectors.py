@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.http import Http404
+from django.utils import timezone
 
 from core.tenancy import current_environment, current_tenant_id
 from tenants.models import (
@@ -16,12 +17,18 @@ from tenants.models import (
     Channel,
     Connection,
     DipIdentity,
+    Invitation,
+    InvitationStatus,
     Membership,
     Notification,
     Role,
 )
 
 SESSION_TENANT_KEY = "busbar_tenant_id"
+# The tenant this session has been recorded as acting for (its sign-in shows in that tenant).
+SESSION_ACTED_FOR_KEY = "busbar_acted_for"
+# Set at sign-in when someone else chose the account's password: nothing else until it changes.
+SESSION_PASSWORD_CHANGE_KEY = "busbar_password_change_required"
 
 
 def in_environment[Q: models.QuerySet](queryset: Q, path: str) -> Q:
@@ -182,3 +189,31 @@ def resolve_webhook_token(*, token: str) -> tuple[str, int] | None:
         cursor.execute("SELECT tenant_id, channel_id FROM busbar_resolve_webhook(%s)", [token])
         row = cursor.fetchone()
     return (str(row[0]), row[1]) if row else None
+
+
+def list_invitations_for_user(*, user: User) -> list[Invitation]:
+    """The user's own pending, unexpired invitations (the invitee read policy, under the user
+    context), oldest first."""
+    return list(
+        Invitation.objects.filter(
+            user=user, status=InvitationStatus.PENDING, expires_at__gt=timezone.now()
+        ).order_by("created_at")
+    )
+
+
+def list_pending_invitations() -> list[Invitation]:
+    """The current tenant's invitations still waiting for an answer."""
+    return list(
+        Invitation.objects.filter(
+            tenant_id=current_tenant_id(),
+            status=InvitationStatus.PENDING,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("user")
+        .order_by("created_at")
+    )
+
+
+def tenant_requires_second_factor_for(*, memberships: list[Membership]) -> bool:
+    """Whether any tenant the person belongs to requires a second factor."""
+    return any(m.tenant.require_second_factor for m in memberships)

@@ -16,11 +16,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core import crypto
 from core.audit import record_event
+from core.models import TemporaryPassword
 from core.tenancy import current_tenant_id, tenant_context
 from tenants.models import (
     ApiCredential,
@@ -31,11 +33,14 @@ from tenants.models import (
     DipIdentity,
     Direction,
     Environment,
+    Invitation,
+    InvitationStatus,
     Membership,
     Role,
     Tenant,
 )
 from tenants.selectors import dip_id_registered
+from tenants.tasks import send_invitation_email_task
 
 API_KEY_PREFIX = "bb"
 
@@ -76,11 +81,7 @@ def _keep_an_admin(*, losing: User) -> None:
 @transaction.atomic
 def add_member(*, user: User, roles: list[str], actor: str = "system") -> Membership:
     """Give ``user`` these roles in the current tenant (replacing any roles they had)."""
-    unknown = sorted(set(roles) - set(Role.values))
-    if unknown:
-        raise ValidationError({"roles": f"unknown role(s): {', '.join(unknown)}"})
-    if not roles:
-        raise ValidationError({"roles": "choose at least one role"})
+    _check_roles(roles)
     current = Membership.objects.filter(tenant_id=current_tenant_id(), user=user).first()
     if current and Role.TENANT_ADMIN in current.roles and Role.TENANT_ADMIN not in roles:
         _keep_an_admin(losing=user)
@@ -101,17 +102,136 @@ def add_member(*, user: User, roles: list[str], actor: str = "system") -> Member
 
 @transaction.atomic
 def create_user(
-    *, username: str, email: str, password: str, roles: list[str], actor: str = "system"
+    *,
+    username: str,
+    email: str,
+    password: str,
+    roles: list[str],
+    actor: str = "system",
+    temporary_password: bool = False,
 ) -> User:
-    """Create a user (password checked against the configured rules) and add them to the tenant."""
+    """Create a user (password checked against the configured rules) and add them to the tenant.
+
+    With ``temporary_password`` (someone other than the person chose it, as in onboarding) the
+    first sign-in can do nothing but change it."""
     user_model = get_user_model()
     user = user_model(username=username, email=email)
     validate_password(password, user)
     user.set_password(password)
     _validated(user, exclude=["password"])
     user.save()
+    if temporary_password:
+        TemporaryPassword.objects.create(user=user, issued_by=actor)
     add_member(user=user, roles=roles, actor=actor)
     return user
+
+
+INVITATION_LIFETIME = timedelta(days=14)
+
+
+def _check_roles(roles: list[str]) -> None:
+    unknown = sorted(set(roles) - set(Role.values))
+    if unknown:
+        raise ValidationError({"roles": f"unknown role(s): {', '.join(unknown)}"})
+    if not roles:
+        raise ValidationError({"roles": "choose at least one role"})
+
+
+@transaction.atomic
+def invite_member(*, username: str, email: str, roles: list[str], actor: str) -> Invitation:
+    """Invite a person to the current tenant with these roles; they join only by accepting.
+
+    An existing account is invited as it is (its email address is not changed). A name nobody
+    holds becomes a new account with no usable password, whose owner sets one through the link
+    the invitation email carries. Either way the caller learns the same thing, so the answer
+    cannot tell a tenant admin which usernames exist in other tenants. Raises ValidationError
+    for bad roles, a bad new username or email, or a person already in this tenant.
+    """
+    _check_roles(roles)
+    EmailValidator()(email)
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first()
+    if user is None:
+        user = user_model(username=username, email=email)
+        user.set_unusable_password()
+        _validated(user, exclude=["password"])
+        user.save()
+    tenant_id = current_tenant_id()
+    if Membership.objects.filter(tenant_id=tenant_id, user=user).exists():
+        raise ValidationError(
+            {"username": f"{username} is already a member here: change their roles in the list"}
+        )
+    tenant = Tenant.objects.get(id=tenant_id)
+    # A second invitation replaces the pending one (new roles, new expiry).
+    Invitation.objects.filter(
+        tenant_id=tenant_id, user=user, status=InvitationStatus.PENDING
+    ).delete()
+    invitation = Invitation.objects.create(
+        user=user,
+        roles=sorted(roles),
+        tenant_name=tenant.name,
+        invited_by=actor,
+        expires_at=timezone.now() + INVITATION_LIFETIME,
+    )
+    record_event(
+        action="membership.invited",
+        actor=actor,
+        object_type="user",
+        object_id=user.pk,
+        detail={"username": username, "roles": sorted(roles)},
+    )
+    send_invitation_email_task.delay_on_commit(str(tenant_id), invitation.id)
+    return invitation
+
+
+def _pending_invitation(*, user: User, invitation_id: int) -> Invitation:
+    """The user's own pending, unexpired invitation (read through the invitee policy)."""
+    invitation = Invitation.objects.filter(
+        id=invitation_id,
+        user=user,
+        status=InvitationStatus.PENDING,
+        expires_at__gt=timezone.now(),
+    ).first()
+    if invitation is None:
+        raise ValidationError("no such invitation, or it has expired or been answered")
+    return invitation
+
+
+@transaction.atomic
+def accept_invitation(*, user: User, invitation_id: int) -> Membership:
+    """Join the inviting tenant with the invited roles. Needs the user context (the invitee's
+    read policy); the membership is written inside the inviting tenant's own context."""
+    invitation = _pending_invitation(user=user, invitation_id=invitation_id)
+    with tenant_context(str(invitation.tenant_id)):
+        membership = add_member(user=user, roles=list(invitation.roles), actor=user.get_username())
+        invitation.status = InvitationStatus.ACCEPTED
+        invitation.answered_at = timezone.now()
+        invitation.save(update_fields=["status", "answered_at"])
+        record_event(
+            action="membership.invitation_accepted",
+            actor=user.get_username(),
+            actor_user_id=user.pk,
+            object_type="user",
+            object_id=user.pk,
+            detail={"roles": list(invitation.roles), "invited_by": invitation.invited_by},
+        )
+    return membership
+
+
+@transaction.atomic
+def decline_invitation(*, user: User, invitation_id: int) -> None:
+    invitation = _pending_invitation(user=user, invitation_id=invitation_id)
+    with tenant_context(str(invitation.tenant_id)):
+        invitation.status = InvitationStatus.DECLINED
+        invitation.answered_at = timezone.now()
+        invitation.save(update_fields=["status", "answered_at"])
+        record_event(
+            action="membership.invitation_declined",
+            actor=user.get_username(),
+            actor_user_id=user.pk,
+            object_type="user",
+            object_id=user.pk,
+        )
 
 
 @transaction.atomic
@@ -386,6 +506,7 @@ def onboard_tenant(
             password=admin_password,
             roles=[Role.TENANT_ADMIN],
             actor=actor,
+            temporary_password=True,
         )
     return tenant
 
@@ -393,13 +514,16 @@ def onboard_tenant(
 __all__ = [
     "Direction",
     "IssuedApiKey",
+    "accept_invitation",
     "add_member",
     "create_channel",
     "create_connection",
     "create_identity",
     "create_tenant",
     "create_user",
+    "decline_invitation",
     "get_connection_api_key",
+    "invite_member",
     "issue_api_credential",
     "onboard_tenant",
     "remove_member",

@@ -51,9 +51,15 @@ def list_tenant_health() -> list[TenantHealth]:
                      WHERE a.tenant_id = t.id AND a.category = 'security'
                        AND a.occurred_at > now() - interval '24 hours'),
                    (SELECT count(*) FROM core_auditevent a
-                     WHERE a.tenant_id = t.id AND a.action IN ('login.failed',
+                     WHERE a.action IN ('login.failed',
                            'login.second_factor_failed', 'login.throttled')
-                       AND a.occurred_at > now() - interval '24 hours')
+                       AND a.occurred_at > now() - interval '24 hours'
+                       -- sign-in failures are the person's own (tenant-less) events: count
+                       -- those against the tenant's members
+                       AND (a.tenant_id = t.id
+                            OR (a.tenant_id IS NULL AND a.actor_user_id IN (
+                                SELECT m.user_id FROM tenants_membership m
+                                WHERE m.tenant_id = t.id))))
             FROM tenants_tenant t
             ORDER BY t.name
             """

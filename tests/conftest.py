@@ -33,6 +33,8 @@ GLOBAL_TABLES = {
     "django_session": "session store, keyed by an unguessable id; holds the chosen tenant id only",
     "django_admin_log": "staff actions in Django admin (staff only)",
     "core_totpsecondfactor": "a person's second factor, not a tenant's; its seed is encrypted",
+    "core_recoverycodes": "a person's recovery codes, not a tenant's; only their hashes",
+    "core_temporarypassword": "marks a person whose password someone else set (no secret)",
 }
 
 

@@ -9,7 +9,6 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,9 +18,15 @@ from django_otp import login as otp_login
 from django_otp import match_token, user_has_device
 from django_otp.models import Device
 
+from console.throttle import count_failure, is_throttled
 from core.audit import record_event, request_source
-from core.tenancy import tenant_context, user_context
-from tenants.selectors import SESSION_TENANT_KEY, list_memberships_for_user
+from core.models import RecoveryCodes, TemporaryPassword
+from tenants.selectors import (
+    SESSION_ACTED_FOR_KEY,
+    SESSION_PASSWORD_CHANGE_KEY,
+    SESSION_TENANT_KEY,
+)
+from tenants.tasks import send_account_change_email_task
 
 MFA_PENDING_KEY = "busbar_mfa_pending"
 
@@ -29,48 +34,20 @@ MFA_PENDING_KEY = "busbar_mfa_pending"
 def _security_event(
     request: HttpRequest, action: str, *, username: str, detail: dict | None = None
 ) -> None:
-    """Record a sign-in event in the audit log of every tenant the user belongs to, so each
-    tenant sees what happens to its people's accounts; for an unknown name, or a user of no
-    tenant, once without a tenant (provider support sees those)."""
+    """Record a sign-in event as the person's own, not any tenant's: tenant-less, with their user
+    id when the name is an account's. They see it on their account page and provider support sees
+    it; a tenant sees a sign-in only when the person goes on to act for it (TenantMiddleware).
+    Belonging to a tenant, which another tenant's admin cannot arrange without the person's
+    acceptance anyway, does not show that tenant the person's sign-ins elsewhere."""
     user = get_user_model().objects.filter(username=username).first() if username else None
-    tenant_ids = []
-    if user is not None:
-        with user_context(user.pk):
-            tenant_ids = [m.tenant_id for m in list_memberships_for_user(user=user)]
-
-    def record() -> None:
-        record_event(
-            action=action,
-            actor=username or "anonymous",
-            actor_user_id=user.pk if user else None,
-            category="security",
-            source_address=request_source(request),
-            detail=detail,
-        )
-
-    if not tenant_ids:
-        record()
-    for tenant_id in tenant_ids:
-        with tenant_context(str(tenant_id)):
-            record()
-
-
-def _throttle_keys(request: HttpRequest, username: str) -> list[str]:
-    return [
-        f"login-fail:user:{username.lower()}",
-        f"login-fail:addr:{request_source(request) or 'unknown'}",
-    ]
-
-
-def _is_throttled(request: HttpRequest, username: str) -> bool:
-    limit = settings.LOGIN_THROTTLE_ATTEMPTS
-    return any((cache.get(key) or 0) >= limit for key in _throttle_keys(request, username))
-
-
-def _count_failure(request: HttpRequest, username: str) -> None:
-    for key in _throttle_keys(request, username):
-        cache.add(key, 0, timeout=settings.LOGIN_THROTTLE_WINDOW_SECONDS)
-        cache.incr(key)
+    record_event(
+        action=action,
+        actor=username or "anonymous",
+        actor_user_id=user.pk if user else None,
+        category="security",
+        source_address=request_source(request),
+        detail=detail,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -82,7 +59,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     throttled = False
     if request.method == "POST":
         username = request.POST.get("username", "")
-        if _is_throttled(request, username):
+        if is_throttled(request, username):
             throttled = True
             form.errors.clear()
             _security_event(request, "login.throttled", username=username)
@@ -103,7 +80,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             _complete_login(request, user, device=None)
             return HttpResponseRedirect(target)
         else:
-            _count_failure(request, username)
+            count_failure(request, username)
             _security_event(request, "login.failed", username=username)
     status = 429 if throttled else 200
     return render(
@@ -116,12 +93,25 @@ def _complete_login(request: HttpRequest, user: User, *, device: Device | None) 
     if device is not None:
         otp_login(request, device)
     request.session.pop(SESSION_TENANT_KEY, None)
+    request.session.pop(SESSION_ACTED_FOR_KEY, None)
+    if TemporaryPassword.objects.filter(user=user).exists():
+        request.session[SESSION_PASSWORD_CHANGE_KEY] = True
     _security_event(
         request,
         "login.succeeded",
         username=user.get_username(),
         detail={"second_factor": device is not None},
     )
+    if isinstance(device, RecoveryCodes):
+        _security_event(
+            request,
+            "recovery_code.used",
+            username=user.get_username(),
+            detail={"codes_left": len(device.code_hashes)},
+        )
+        send_account_change_email_task.delay_on_commit(
+            user.pk, "recovery_code.used", request_source(request)
+        )
 
 
 @require_http_methods(["GET", "POST"])
@@ -138,7 +128,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         token = request.POST.get("token", "").replace(" ", "")
-        if _is_throttled(request, user.get_username()):
+        if is_throttled(request, user.get_username()):
             error, status = "Too many failed attempts. Wait a few minutes before trying again.", 429
         else:
             device = match_token(user, token)
@@ -146,9 +136,12 @@ def login_verify(request: HttpRequest) -> HttpResponse:
                 request.session.pop(MFA_PENDING_KEY, None)
                 _complete_login(request, user, device=device)
                 return HttpResponseRedirect(pending["next"])
-            _count_failure(request, user.get_username())
+            count_failure(request, user.get_username())
             _security_event(request, "login.second_factor_failed", username=user.get_username())
-            error = "That code is not valid. Use the current code from your authenticator app."
+            error = (
+                "That code is not valid. Use the current code from your authenticator app,"
+                " or one of your recovery codes."
+            )
     return render(request, "console/login_verify.html", {"error": error}, status=status)
 
 

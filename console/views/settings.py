@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -19,7 +16,9 @@ from django.views.decorators.http import require_POST
 from console.forms import ApiCredentialForm, MemberForm, RolesForm
 from console.views.home import signed_in_user, tenant_required
 from tenants import selectors, services
+from tenants.authentication import session_has_second_factor
 from tenants.models import Role
+from tenants.tasks import send_enrolment_link_task
 
 
 def _is_tenant_admin(request: HttpRequest) -> bool:
@@ -55,6 +54,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "is_tenant_admin": admin,
         "api_credentials": selectors.list_api_credentials() if admin else None,
         "members": selectors.list_members() if admin else None,
+        "invitations": selectors.list_pending_invitations() if admin else None,
         "api_key_form": ApiCredentialForm() if admin else None,
         "member_form": MemberForm() if admin else None,
         "roles": Role.choices,
@@ -87,6 +87,15 @@ def api_key_issue(request: HttpRequest) -> HttpResponse:
 @tenant_admin_only
 def second_factor_policy(request: HttpRequest) -> HttpResponse:
     required = request.POST.get("required") == "on"
+    if required and not session_has_second_factor(request):
+        # Otherwise the admin would be sent to set one up, which under the requirement needs an
+        # enrolment link: only Settings can send one, and they could no longer reach it.
+        messages.error(
+            request,
+            "Set up your own authenticator app and sign in with it before requiring one of"
+            " every member.",
+        )
+        return redirect("console:settings")
     services.set_second_factor_policy(
         tenant=request.tenant,  # type: ignore[attr-defined]
         required=required,
@@ -110,43 +119,45 @@ def api_key_revoke(request: HttpRequest, credential_id: int) -> HttpResponse:
 
 
 @tenant_admin_only
-@never_cache
 def member_add(request: HttpRequest) -> HttpResponse:
-    """Add an existing account to the tenant, or create one with a temporary password that is
-    shown to the admin once (to hand over out of band)."""
+    """Invite a person by username. The answer is the same whether the name is new or belongs to
+    someone already (here, in another tenant, or at Busbar), so it reveals no one's account."""
     form = MemberForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Nobody was added: " + form.errors.as_text())
+        messages.error(request, "Nobody was invited: " + form.errors.as_text())
         return redirect("console:settings")
     data = form.cleaned_data
-    actor = request.user.get_username()
-    temporary_password = ""
     try:
-        with transaction.atomic():
-            user = get_user_model().objects.filter(username=data["username"]).first()
-            if user is None:
-                if not data["email"]:
-                    raise ValidationError("a new account needs an email address")
-                temporary_password = secrets.token_urlsafe(15)
-                user = services.create_user(
-                    username=data["username"],
-                    email=data["email"],
-                    password=temporary_password,
-                    roles=data["roles"],
-                    actor=actor,
-                )
-            else:
-                services.add_member(user=user, roles=data["roles"], actor=actor)
-    except ValidationError as exc:
-        messages.error(request, "Nobody was added: " + _errors(exc))
-        return redirect("console:settings")
-    if temporary_password:
-        return render(
-            request,
-            "console/member_added.html",
-            {"member": user, "temporary_password": temporary_password},
+        services.invite_member(
+            username=data["username"],
+            email=data["email"],
+            roles=data["roles"],
+            actor=request.user.get_username(),
         )
-    messages.success(request, f"{user.get_username()} is now a member.")
+    except ValidationError as exc:
+        messages.error(request, "Nobody was invited: " + _errors(exc))
+        return redirect("console:settings")
+    messages.success(
+        request,
+        f"{data['username']} is invited. They join once they accept, after signing in; a new"
+        " account's invitation, with a link to choose its password, goes to the email address"
+        " given.",
+    )
+    return redirect("console:settings")
+
+
+@tenant_admin_only
+def member_enrolment_link(request: HttpRequest, membership_id: int) -> HttpResponse:
+    """Email a member a one-time link to set up their second factor (the tenant's requirement
+    cannot be met with a password alone)."""
+    membership = selectors.get_member(membership_id=membership_id)
+    send_enrolment_link_task.delay_on_commit(
+        str(membership.tenant_id), membership.user_id, request.user.get_username()
+    )
+    messages.success(
+        request,
+        f"An enrolment link is on its way to {membership.user.get_username()}'s email address.",
+    )
     return redirect("console:settings")
 
 

@@ -147,17 +147,19 @@ def test_staff_pages_need_a_verified_second_factor(world):
 
 def test_a_tenant_can_require_a_second_factor_of_its_members(world):
     alice = signed_in("alice")
+    refused = alice.post("/settings/second-factor/", {"required": "on"}, follow=True)
+    assert "Set up your own authenticator app" in refused.content.decode()
+    enrol(alice)  # acme requires nothing yet: her own choice, on the spot
     alice.post("/settings/second-factor/", {"required": "on"})
-    # alice signed in with a password only: every page now sends her to set up an app...
-    response = alice.get("/certificates/")
-    assert response.status_code == 302
-    assert response["Location"] == "/account/second-factor/"
-    enrol(alice)  # ...and setting one up verifies this session, so she may go on.
     assert alice.get("/certificates/").status_code == 200
-    # bob has no app: he can sign in, but cannot act for acme until he sets one up.
+    # bob has no app: he can sign in, but cannot act for acme until he sets one up...
     bob = signed_in("bob")
     assert bob.get("/")["Location"] == "/account/second-factor/"
-    assert bob.get("/account/second-factor/").status_code == 200
+    # ...and setting one up needs the enrolment link only his admin can send (see
+    # test_enrolment.py): his password alone does not let anyone do it.
+    page = bob.get("/account/second-factor/")
+    assert page.status_code == 403
+    assert 'data-testid="needs-link"' in page.content.decode()
     # globex did not opt in: charlie is unaffected.
     assert signed_in("charlie").get("/").status_code == 200
     with tenant_context(world.acme.id):

@@ -42,7 +42,7 @@ def test_areas_need_a_signed_in_user(world):
         assert response["Location"].startswith("/login/")
 
 
-def test_a_wrong_password_is_refused_and_recorded_as_a_security_event(committed_db):
+def test_a_wrong_password_is_refused_and_recorded_as_the_persons_own_event(committed_db):
     from django.db import connections
 
     from tests.conftest import build_world
@@ -52,20 +52,23 @@ def test_a_wrong_password_is_refused_and_recorded_as_a_security_event(committed_
     assert response.status_code == 200
     assert "do not match" in response.content.decode()
     Client().post("/login/", {"username": "mallory", "password": "guess"})
-    # alice's tenant sees the attempt on her account; globex does not.
-    with tenant_context(world.acme.id):
-        assert list(
-            AuditEvent.objects.filter(action="login.failed").values_list("actor", flat=True)
-        ) == ["alice"]
-    with tenant_context(world.globex.id):
-        assert not AuditEvent.objects.filter(action="login.failed").exists()
-    # A name that belongs to no tenant is provider support's to see.
+    # A sign-in belongs to the person, not to every tenant they are in: no tenant sees it...
+    for tenant in (world.acme, world.globex):
+        with tenant_context(tenant.id):
+            assert not AuditEvent.objects.filter(action="login.failed").exists()
+    # ...alice does, on her account page...
+    page = signed_in("alice").get("/account/second-factor/").content.decode()
+    assert "login.failed" in page
+    # ...and provider support sees both, alice's tied to her account.
     with connections["support"].cursor() as cursor:
         cursor.execute(
-            "SELECT actor, category, tenant_id IS NULL FROM core_auditevent"
-            " WHERE action = 'login.failed' ORDER BY actor"
+            "SELECT actor, category, tenant_id IS NULL, actor_user_id IS NOT NULL"
+            " FROM core_auditevent WHERE action = 'login.failed' ORDER BY actor"
         )
-        assert cursor.fetchall() == [("alice", "security", False), ("mallory", "security", True)]
+        assert cursor.fetchall() == [
+            ("alice", "security", True, True),
+            ("mallory", "security", True, False),
+        ]
 
 
 def test_repeated_failures_throttle_even_the_right_password(world):

@@ -44,3 +44,58 @@ def test_settings_refuse_to_start_without_a_secret_key():
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_debug_has_no_fallback_secret_key_either():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FILE"}
+    }
+    env.update(DJANGO_SETTINGS_MODULE="core.settings", DJANGO_DEBUG="true")
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def https_probe(**extra: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"BUSBAR_HTTPS", "DJANGO_DEBUG"}}
+    env.update(DJANGO_SETTINGS_MODULE="core.settings", **extra)
+    probe = (
+        "from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {probe}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_over_https_cookies_are_secure_and_hsts_is_on():
+    assert https_probe() == ["True", "True", "True"]  # production's default
+    assert https_probe(BUSBAR_HTTPS="true") == ["True", "True", "True"]
+    assert https_probe(BUSBAR_HTTPS="false") == ["False", "False", "False"]
+
+
+def test_a_bad_trusted_proxy_setting_stops_startup():
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="core.settings", BUSBAR_TRUSTED_PROXIES="nginx")
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "BUSBAR_TRUSTED_PROXIES" in result.stderr

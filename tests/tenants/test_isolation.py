@@ -16,7 +16,7 @@ from core.tenancy import tenant_context, user_context
 from messaging.evidence import ledger, retention
 from messaging.models import DipExchange, EvidencePack
 from messaging.store import services as store
-from tenants import certificates, services
+from tenants import certificates, enrolment, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
 from tests.pki import TestCA, pem
 
@@ -51,6 +51,16 @@ def populate(world):
                 actor="pytest",
             )
             Notification.objects.create(role="certificate_admin", level="info", title=name)
+            # An invitation to the other tenant's person, and an enrolment link for one's own.
+            outsider, own = (
+                (world.charlie.user, world.alice.user)
+                if tenant_id == world.acme.id
+                else (world.alice.user, world.charlie.user)
+            )
+            services.invite_member(
+                username=outsider.username, email="x@example.com", roles=["viewer"], actor=name
+            )
+            enrolment.issue_enrolment_link(user_id=own.pk, issued_by=name)
             # Object permissions, per user and per group, on a channel and a connection.
             group = Group.objects.get_or_create(name=f"{name}-operators")[0]
             for target in (Channel.objects.get(), Connection.objects.get()):
