@@ -361,6 +361,10 @@ VARIANTS: list[tuple[str, list[str], list[str], list[str], bool]] = [
 ]
 
 
+# The DIP leaves IF-001's S0 open to extra keys (its other interfaces close it): so does Busbar.
+OPEN_S0 = frozenset({"IF-001"})
+
+
 def variant_schema(
     interface_id: str, events: list[str], required: list[str], optional: list[str], has_r0: bool
 ) -> Schema:
@@ -375,6 +379,8 @@ def variant_schema(
             "eventCode": choice(*events),
         }
     )
+    if interface_id in OPEN_S0:
+        s0 = _open(s0["properties"])
     custom = closed(
         {name: ref(name) for name in required},
         {name: ref(name) if name in BLOCKS else outline(name) for name in optional},
