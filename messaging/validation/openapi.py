@@ -125,7 +125,10 @@ def self_contained(definitions: dict[str, Any], key: str) -> dict[str, Any]:
 def _deref(definitions: dict[str, Any], node: Any) -> Any:
     seen = 0
     while isinstance(node, dict) and "$ref" in node:
-        node = definitions[node["$ref"].removeprefix("#/definitions/")]
+        name = node["$ref"].removeprefix("#/definitions/")
+        if name not in definitions:
+            raise SpecError(f"reference to a missing schema {name!r}")
+        node = definitions[name]
         seen += 1
         if seen > 50:
             raise SpecError("a $ref cycle")
@@ -203,13 +206,20 @@ def read_spec(directory: str | Path) -> ReadSpec:
             continue
         interface_id = name.removesuffix("-Payload")
         members = definitions[key].get("oneOf") or [{"$ref": f"#/definitions/{key}"}]
+        found: dict[tuple[str, str], list[str]] = {}
         for member in members:
             member_key = member["$ref"].removeprefix("#/definitions/") if "$ref" in member else key
             versions, events = _s0_enums(definitions, definitions[member_key])
-            schema = self_contained(definitions, member_key)
             for version in versions or [""]:
                 for event in events or [""]:
-                    variants.append(VariantSchema(interface_id, version, event, schema))
+                    found.setdefault((version, event), []).append(member_key)
+        for (version, event), member_keys in found.items():
+            # A key that several members claim (IF-020's [RelatedAdd] has two shapes) is not
+            # derivable: it gets the interface's whole payload schema, as the DIP validates it.
+            schema_key = member_keys[0] if len(set(member_keys)) == 1 else key
+            variants.append(
+                VariantSchema(interface_id, version, event, self_contained(definitions, schema_key))
+            )
     if not variants:
         raise SpecError(f"{folder} defines no interface payloads (no IF-xxx-Payload schemas)")
     return ReadSpec(folder, api_version, digest.hexdigest(), variants)

@@ -34,14 +34,11 @@ def import_spec(
     ``ValueError``) for a folder that is not a specification, :class:`SpecConflict` when ``name``
     holds other content and ``replace`` is false, ``ValueError`` for a reserved or bad name.
     """
+    if name is not None:
+        _check_name(name)
     spec = read_spec(directory)
-    name = (name or spec.api_version).strip()
-    if not name or len(name) > 40:
-        raise ValueError(
-            "a spec version name of 1 to 40 characters is needed (the spec declares none)"
-        )
-    if name == builtin.SPEC_NAME:
-        raise ValueError(f"{name!r} is reserved for Busbar's built-in schemas")
+    name = name or spec.api_version
+    _check_name(name)
     with transaction.atomic(using=OWNER):
         existing = SpecVersion.objects.using(OWNER).select_for_update().filter(name=name).first()
         if existing is not None:
@@ -75,6 +72,15 @@ def import_spec(
         )
     logger.info("validation.spec_imported", extra={"spec": name, "schemas": len(spec.variants)})
     return version, True
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 40 or name != name.strip():
+        raise ValueError(
+            "a spec version name of 1 to 40 characters, no surrounding spaces, is needed"
+        )
+    if name == builtin.SPEC_NAME:
+        raise ValueError(f"{name!r} is reserved for Busbar's built-in schemas")
 
 
 @transaction.atomic
