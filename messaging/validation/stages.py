@@ -52,7 +52,7 @@ def json_path(parts: Any) -> str:
     out = "$"
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
+    return out[:300]  # the store's column; DIP paths are far shorter
 
 
 def get_ci(mapping: Any, key: str) -> Any:
@@ -269,7 +269,7 @@ def business_keys(interface: str, event_code: str, payload: Any) -> tuple[Busine
             get_ci(custom, "B070"), "proposedMeteringServiceDIPEffectiveFromDate"
         ) or get_ci(get_ci(custom, "B071"), "proposedDataServiceDIPEffectiveFromDate")
         parts.append(f"{interface}|{mpan}|{event_code}|{effective}")
-    return tuple(BusinessKey(key[:500], version) for key in dict.fromkeys(parts))
+    return tuple(BusinessKey(key[:120], version) for key in dict.fromkeys(parts))
 
 
 # ---- contextual ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Needs the official specification (``../shared/reference``) where noted; those te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -20,7 +21,15 @@ from django.db import ProgrammingError, connection, transaction
 
 from core.tenancy import tenant_context
 from dipsim import messages as gen
-from messaging.validation import SchemaRegistry, Severity, ValidationContext, validate_message
+from messaging.store import selectors as store_selectors
+from messaging.store import services as store
+from messaging.validation import (
+    SchemaRegistry,
+    Severity,
+    ValidationContext,
+    validate_batch,
+    validate_message,
+)
 from messaging.validation.compare import compare_spec_versions
 from messaging.validation.models import SpecSchema, SpecVersion, TenantValidationSettings
 from messaging.validation.openapi import read_spec
@@ -32,6 +41,7 @@ from messaging.validation.selectors import (
     get_tenant_rules,
 )
 from messaging.validation.services import set_tenant_validation
+from tenants.models import Channel, Connection
 from tests.conftest import build_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -300,3 +310,66 @@ def test_the_compare_command_reads_payload_files(imported, tmp_path):
     assert "+ fatal SYN-SCHEMA $.CustomBlock.B006" in out
     with pytest.raises(CommandError, match="not imported"):
         run("compare_spec_versions", str(tmp_path), "--candidate", "3.0.0")
+
+
+def store_delivery(world, payloads: list[dict]) -> list[int]:
+    """Store payloads as one inbound delivery of acme's, as the webhook would; their ids."""
+    items = [json.dumps({"payload": p}).encode() for p in payloads]
+    body = b"[" + b",".join(items) + b"]"
+    facts, position = [], 1
+    for n, item in enumerate(items):
+        facts.append(
+            store.InboundMessageFacts(
+                offset=position,
+                length=len(item),
+                sha256=hashlib.sha256(item).digest(),
+                transaction_id=f"T-{n}",
+                interface_id=payloads[n]["CommonBlock"]["S0"]["interfaceID"],
+            )
+        )
+        position += len(item) + 1
+    with tenant_context(world.acme.id):
+        conn = Connection.objects.get()
+        channel = Channel.objects.get(connection=conn)
+        stored = store.store_inbound_delivery(
+            tenant_id=world.acme.id, connection_id=conn.id, channel_id=channel.id, body=body,
+            headers={}, messages=facts, response_status=201, response_body=b"[]",
+        )  # fmt: skip
+    return stored.message_ids
+
+
+def test_stored_messages_are_compared_and_findings_fit_the_store(imported):
+    world = build_world()
+    ids = store_delivery(world, [if021(), if001_with_empty_b006()])
+    out = run(
+        "compare_spec_versions",
+        "--tenant-id",
+        str(world.acme.id),
+        "--base",
+        "busbar-builtin",
+        "--candidate",
+        imported,
+    )
+    assert out.splitlines()[0].startswith("2 messages: 1 would fail under 2.1.0")
+    assert f"message {ids[1]} (inbound IF-001): ok -> invalid" in out
+    with pytest.raises(CommandError, match="either payload files or --tenant-id"):
+        run("compare_spec_versions", "--candidate", imported)
+
+    # The store takes Busbar's findings as they are.
+    with tenant_context(world.acme.id):
+        registry = get_registry(tenant_id=world.acme.id)
+        message = store_selectors.get_message(message_id=ids[-1])
+        assert message is not None
+        outcomes = validate_batch(
+            [store.message_bytes(message)], context=CONTEXT, registry=registry
+        )
+        findings = [(ids[-1], f) for o in outcomes for f in o.findings]
+        assert findings
+        assert store.record_findings(
+            tenant_id=world.acme.id, findings=findings, registry_version=registry.name
+        ) == len(findings)
+        stored = store_selectors.list_findings(message_id=ids[-1])
+        assert [(f.stage, f.severity, f.code, f.path, f.rule) for f in stored] == [
+            (str(f.stage), str(f.severity), f.code, f.path, f.rule) for _, f in findings
+        ]
+        assert {f.registry_version for f in stored} == {"2.1.0"}

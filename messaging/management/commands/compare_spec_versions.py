@@ -1,6 +1,9 @@
-"""manage.py compare_spec_versions --candidate NAME [--base NAME] FILE...: what would fail under
-another spec version. Each FILE holds a payload, a wire item ``{"payload": ...}`` or a JSON array of
-them (a DIP delivery body)."""
+"""manage.py compare_spec_versions --candidate NAME [--base NAME] (FILE... | --tenant-id UUID):
+what would fail under another spec version.
+
+Each FILE holds a payload, a wire item ``{"payload": ...}`` or a JSON array of them (a DIP delivery
+body). With ``--tenant-id`` the tenant's stored messages are compared instead (newest first, up to
+``--limit``, optionally one ``--interface``), read through the tenant's context."""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.tenancy import tenant_context
+from messaging.models import Message
+from messaging.store.services import message_bytes, raw_body
 from messaging.validation.compare import compare_spec_versions
 from messaging.validation.selectors import (
     UnknownSpecVersion,
@@ -39,11 +45,35 @@ def read_messages(paths: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def stored_messages(
+    *, tenant_id: str, interface_id: str | None, limit: int
+) -> list[tuple[str, Any]]:
+    """``(label, exact bytes)`` of the tenant's newest stored messages (each raw blob read once)."""
+    with tenant_context(tenant_id):
+        rows = Message.objects.filter(raw_id__isnull=False).order_by("-id")
+        if interface_id:
+            rows = rows.filter(interface_id=interface_id)
+        bodies: dict[int, bytes] = {}
+        out: list[tuple[str, Any]] = []
+        for message in rows[:limit]:
+            assert message.raw_id is not None
+            if message.raw_id not in bodies:
+                bodies[message.raw_id] = raw_body(tenant_id=tenant_id, raw_id=message.raw_id)
+            label = f"message {message.id} ({message.direction} {message.interface_id})"
+            out.append((label, message_bytes(message, body=bodies[message.raw_id])))
+    return out
+
+
 class Command(BaseCommand):
     help = "Validate messages under two spec versions side by side and report the differences."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("files", nargs="+", help="JSON files or folders of them")
+        parser.add_argument("files", nargs="*", help="JSON files or folders of them")
+        parser.add_argument("--tenant-id", help="compare this tenant's stored messages instead")
+        parser.add_argument("--interface", help="with --tenant-id: only this interface")
+        parser.add_argument(
+            "--limit", type=int, default=1000, help="with --tenant-id: at most this many"
+        )
         parser.add_argument("--candidate", required=True, help="the spec version to try")
         parser.add_argument(
             "--base", help="the version to compare with (default: the default version)"
@@ -55,7 +85,19 @@ class Command(BaseCommand):
             candidate = get_registry_by_name(options["candidate"])
         except UnknownSpecVersion as err:
             raise CommandError(str(err)) from err
-        messages = read_messages(options["files"])
+        if bool(options["files"]) == bool(options["tenant_id"]):
+            raise CommandError("give either payload files or --tenant-id")
+        if options["tenant_id"]:
+            try:
+                messages = stored_messages(
+                    tenant_id=options["tenant_id"],
+                    interface_id=options["interface"],
+                    limit=options["limit"],
+                )
+            except ValueError as err:
+                raise CommandError(f"--tenant-id: {err}") from err
+        else:
+            messages = read_messages(options["files"])
         # Only the schemas differ between versions: the connection-dependent stages do not run.
         context = ValidationContext(dip_ids=frozenset(), role="", environment="")
         result = compare_spec_versions(
