@@ -103,8 +103,9 @@ def main() -> None:
         f"compile: fastjsonschema {1e3 * (t1 - t0):.1f} ms, jsonschema-rs {1e3 * (t2 - t1):.1f} ms"
     )
 
-    timed("fastjsonschema (dict)", fast, items, args.rounds)
-    timed("jsonschema-rs is_valid (dict)", rust.is_valid, items, args.rounds)
+    fast_us = timed("fastjsonschema (dict)", fast, items, args.rounds)
+    rust_us = timed("jsonschema-rs is_valid (dict)", rust.is_valid, items, args.rounds)
+    print(f"{'jsonschema-rs is faster by':44s} {fast_us / rust_us:9.1f} x")
     timed("json.loads alone (bytes)", json.loads, raw, args.rounds)
     timed(
         "json.loads + jsonschema-rs (bytes)",
