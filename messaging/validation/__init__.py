@@ -55,8 +55,15 @@ jsonschema-rs on first use. ``busbar-builtin`` (:mod:`messaging.validation.schem
 ``manage.py import_dip_spec <folder> [--name 2.1.0]`` loads the official specification into the
 global tables ``messaging_specversion`` / ``messaging_specschema`` (as the owner role; the runtime
 role only reads them). ``set_tenant_validation(...)`` pins a tenant to a spec version and sets its
-rules; ``compare_spec_versions(...)`` / ``manage.py compare_spec_versions`` validate the same
-messages under two versions and report what would change.
+rules; ``compare_spec_versions(...)`` (:mod:`messaging.validation.compare`) and
+``manage.py compare_spec_versions --candidate 2.1.0 [--base NAME] (FILES... | --tenant-id UUID)``
+validate the same messages (given payloads, or a tenant's stored ones) under two versions and
+report what would newly fail. Selectors: ``get_registry(tenant_id=..., spec_version=...)``,
+``get_registry_by_name(name)``, ``get_tenant_rules(tenant_id=...)``, ``list_spec_versions()``.
+Services: ``import_spec(directory=..., name=..., replace=...)``, ``set_tenant_validation(...)``.
+
+Not checked here on purpose: key case. The DIP accepts any key case on ingress but pushes in the
+specification's case, so Busbar validates keys as they are; outbound payloads are built by Busbar.
 """
 
 from __future__ import annotations
