@@ -363,3 +363,12 @@ class RetentionPolicy(TenantOwned):
 
     def __str__(self) -> str:
         return f"payloads kept {self.payload_days} days"
+
+
+# The validation package's tables (schema registry, tenant validation settings) live beside it;
+# importing them here is how Django finds them.
+from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
+from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
+from messaging.validation.models import (  # noqa: E402
+    TenantValidationSettings as TenantValidationSettings,
+)

@@ -35,6 +35,8 @@ GLOBAL_TABLES = {
     "core_totpsecondfactor": "a person's second factor, not a tenant's; its seed is encrypted",
     "core_recoverycodes": "a person's recovery codes, not a tenant's; only their hashes",
     "core_temporarypassword": "marks a person whose password someone else set (no secret)",
+    "messaging_specversion": "imported DIP specifications, the same for every tenant; the runtime role only reads it",
+    "messaging_specschema": "the schemas of those specifications (global, read-only for the runtime role)",
 }
 
 
