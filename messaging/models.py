@@ -55,3 +55,10 @@ class DipExchange(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.interface_id} {self.http_status or self.outcome}"
+
+
+# Normalised events and downstream delivery live in their own package; importing them here
+# registers them with the messaging app.
+from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402
+
+__all__ = ["Delivery", "DeliveryAttempt", "DipExchange", "Event", "ExchangeOperation"]

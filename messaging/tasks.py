@@ -15,3 +15,9 @@ def rotate_certificate_task(tenant_id: str, certificate_id: str, actor: str) -> 
     certificate that is no longer staged is left alone)."""
     active = credentials.rotate_certificate(certificate_id=certificate_id, actor=actor)
     return str(active.id) if active else None
+
+
+# Downstream delivery's tasks live with their package; importing them here registers them.
+from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402
+
+__all__ = ["deliver_due_task", "rotate_certificate_task", "sweep_deliveries_task"]
