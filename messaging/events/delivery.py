@@ -137,7 +137,12 @@ def claim_deliveries(
         with connection.cursor() as cursor:
             cursor.execute(
                 CLAIM_SQL,
-                {"lease": LEASE.total_seconds(), "probes": probes, "per_endpoint": per_endpoint, "limit": limit},
+                {
+                    "lease": LEASE.total_seconds(),
+                    "probes": probes,
+                    "per_endpoint": per_endpoint,
+                    "limit": limit,
+                },
             )
             return [row[0] for row in cursor.fetchall()]
 

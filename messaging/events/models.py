@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
-from django.db.models import BigIntegerField, Func
 
 from tenants.models import DownstreamEndpoint, TenantOwned
 
@@ -21,9 +20,9 @@ class Event(TenantOwned):
 
     ``uid`` is the stable id consumers deduplicate on (the webhook-id); for a derived event it is a
     function of the source message, the mapping and its version, so recording the same message
-    twice makes no second event. ``txid`` is the writing transaction's id: the pull feed orders by
-    ``(txid, id)`` and shows only transactions older than every one still running, so a cursor
-    never skips an event that commits late.
+    twice makes no second event. ``position`` orders the tenant's feed: it is assigned under a
+    per-tenant transaction lock (``services._insert``), so positions become visible in the order
+    they were given and a cursor never skips an event that commits late.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -41,19 +40,15 @@ class Event(TenantOwned):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
     )
     payload = models.JSONField()
-    txid = models.BigIntegerField(
-        db_default=Func(
-            template="pg_current_xact_id()::text::bigint", output_field=BigIntegerField()
-        )
-    )
+    position = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "uid"], name="event_uid"),
+            models.UniqueConstraint(fields=["tenant", "position"], name="event_feed"),
         ]
         indexes = [
-            models.Index(fields=["tenant", "txid", "id"], name="event_feed"),
             models.Index(fields=["tenant", "source_message_id"], name="event_source_message"),
             models.Index(fields=["tenant", "type", "created_at"], name="event_type_time"),
         ]

@@ -10,7 +10,6 @@ from uuid import UUID
 
 from django.core import signing
 from django.db.models import Count, Q
-from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.utils import timezone
 
@@ -42,20 +41,22 @@ def event_envelope(event: Event) -> dict[str, Any]:
     }
 
 
-def encode_cursor(txid: int, event_id: int) -> str:
-    """Opaque and tenant-bound: signed with the tenant in the salt, so another tenant's cursor (or
-    an edited one) is refused rather than silently read."""
-    signer = signing.Signer(salt=f"{CURSOR_SALT}:{current_tenant_id()}")
-    raw = signer.sign(f"{txid}.{event_id}")
+def _signer() -> signing.Signer:
+    # The tenant is in the salt: another tenant's cursor (or an edited one) is refused rather
+    # than silently read from somewhere else in this tenant's feed.
+    return signing.Signer(salt=f"{CURSOR_SALT}:{current_tenant_id()}")
+
+
+def encode_cursor(position: int) -> str:
+    """An opaque cursor for a position in the current tenant's feed."""
+    raw = _signer().sign(str(position))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, int]:
-    signer = signing.Signer(salt=f"{CURSOR_SALT}:{current_tenant_id()}")
+def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        txid, event_id = signer.unsign(raw).split(".")
-        return int(txid), int(event_id)
+        return int(_signer().unsign(raw))
     except (ValueError, signing.BadSignature, UnicodeDecodeError) as exc:
         raise CursorError("this cursor was not issued by this tenant's event feed") from exc
 
@@ -72,21 +73,18 @@ def list_events_after(
 ) -> FeedPage:
     """The tenant's events after ``cursor`` (from the start without one), oldest first.
 
-    Only events written by transactions older than every transaction still running are listed, so
-    a slow transaction that commits later cannot land behind a cursor already handed out. The
-    returned cursor is where the next call continues; it is stable (the same cursor always gives
-    the same events), and a client acknowledges by keeping it. With ``types`` the page skips other
-    types, and the cursor still moves past them.
+    Positions become visible in order (``services._insert``), so the returned cursor is safe to
+    keep: it is where the next call continues, the same cursor always gives the same events, and
+    a client acknowledges by keeping it. With ``types`` the page skips other types, and the
+    cursor still moves past them.
     """
-    horizon = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-    events = Event.objects.select_related("supersedes").filter(txid__lt=horizon)
+    events = Event.objects.select_related("supersedes")
     if cursor:
-        txid, event_id = decode_cursor(cursor)
-        events = events.filter(Q(txid__gt=txid) | Q(txid=txid, id__gt=event_id))
-    page = list(events.order_by("txid", "id")[: limit + 1])
+        events = events.filter(position__gt=decode_cursor(cursor))
+    page = list(events.order_by("position")[: limit + 1])
     has_more = len(page) > limit
     page = page[:limit]
-    next_cursor = encode_cursor(page[-1].txid, page[-1].id) if page else cursor
+    next_cursor = encode_cursor(page[-1].position) if page else cursor
     if types:
         page = [e for e in page if e.type in types]
     return FeedPage(events=page, next_cursor=next_cursor, has_more=has_more)

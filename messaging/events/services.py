@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.tenancy import tenant_context
@@ -69,21 +69,40 @@ def _derive(
     return events
 
 
-def _insert(events: list[Event]) -> list[Event]:
-    """Insert the events that do not exist yet (by uid); return those inserted, with ids."""
+FEED_LOCK = 0x42555342  # first key of the per-tenant advisory lock that orders the feed
+
+
+def _insert(tenant_id: uuid.UUID, events: list[Event]) -> list[Event]:
+    """Insert the events that do not exist yet (by uid) at the end of the tenant's feed; return
+    those inserted, with their ids.
+
+    Positions are handed out under a per-tenant advisory lock held until the caller's transaction
+    ends, so one tenant's event writers take turns: a position is never visible before a smaller
+    one, and a reader's cursor cannot skip an event committed late. Other tenants never wait.
+    """
     if not events:
         return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [FEED_LOCK, str(tenant_id)]
+        )
+        cursor.execute(
+            "SELECT coalesce(max(position), 0) FROM messaging_event WHERE tenant_id = %s",
+            [tenant_id],
+        )
+        last = cursor.fetchone()[0]
+    # Under the lock nobody else can insert these uids: checking here settles concurrent
+    # recording of the same message.
     existing = set(
         Event.objects.filter(uid__in=[e.uid for e in events]).values_list("uid", flat=True)
     )
-    fresh = [e for e in events if e.uid not in existing]
-    # Concurrent recording of one message is settled by the unique (tenant, uid) constraint.
-    Event.objects.bulk_create(fresh, ignore_conflicts=True)
-    return list(
-        Event.objects.filter(uid__in=[e.uid for e in fresh])
-        .only("id", "type", "uid")
-        .order_by("id")
-    )
+    fresh: list[Event] = []
+    for event in events:
+        if event.uid not in existing:
+            existing.add(event.uid)
+            event.position = last + len(fresh) + 1
+            fresh.append(event)
+    return Event.objects.bulk_create(fresh, batch_size=1000)
 
 
 def _fan_out(tenant_id: uuid.UUID, events: list[Event]) -> int:
@@ -119,7 +138,7 @@ def record_events(
     when any message cannot be mapped. Delivery is enqueued when the transaction commits.
     """
     with tenant_context(tenant_id) as tenant:
-        created = _insert(_derive(tenant, messages, None))
+        created = _insert(tenant, _derive(tenant, messages, None))
         _fan_out(tenant, created)
         return [e.id for e in created]
 
@@ -150,6 +169,7 @@ def publish_event(
             else uuid.uuid4()
         )
         created = _insert(
+            tenant,
             [
                 Event(
                     tenant_id=tenant,
@@ -159,7 +179,7 @@ def publish_event(
                     source=source[:100],
                     payload=payload,
                 )
-            ]
+            ],
         )
         _fan_out(tenant, created)
         return created[0].id if created else Event.objects.get(uid=uid).id
@@ -198,6 +218,6 @@ def rederive_events(
             generation = [e for e in older if e.mapping_version == newest_older]
             if n < len(generation):
                 event.supersedes = generation[n]
-        created = _insert(derived)
+        created = _insert(tenant, derived)
         _fan_out(tenant, created)
         return [e.id for e in created]

@@ -70,15 +70,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("payload", models.JSONField()),
-                (
-                    "txid",
-                    models.BigIntegerField(
-                        db_default=models.Func(
-                            output_field=models.BigIntegerField(),
-                            template="pg_current_xact_id()::text::bigint",
-                        )
-                    ),
-                ),
+                ("position", models.BigIntegerField()),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
                 (
                     "supersedes",
@@ -202,10 +194,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="event",
-            index=models.Index(fields=["tenant", "txid", "id"], name="event_feed"),
-        ),
-        migrations.AddIndex(
-            model_name="event",
             index=models.Index(fields=["tenant", "source_message_id"], name="event_source_message"),
         ),
         migrations.AddIndex(
@@ -215,6 +203,10 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="event",
             constraint=models.UniqueConstraint(fields=("tenant", "uid"), name="event_uid"),
+        ),
+        migrations.AddConstraint(
+            model_name="event",
+            constraint=models.UniqueConstraint(fields=("tenant", "position"), name="event_feed"),
         ),
         migrations.AddIndex(
             model_name="delivery",
@@ -243,7 +235,7 @@ class Migration(migrations.Migration):
                 "source_message_id",
                 "source",
                 "supersedes_id",
-                "txid",
+                "position",
                 "created_at",
             ],
         ),
