@@ -19,6 +19,7 @@ from dipsim import messages as dip
 from messaging.events import delivery, endpoints, services
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, DeliveryAttempt, Event
+from messaging.events.signing import generate_secret
 from tenants.models import CircuitState, DownstreamEndpoint
 from tests.conftest import build_world
 from tests.messaging.receiver import black_hole, running_receiver
@@ -76,7 +77,7 @@ def test_a_delivery_is_signed_per_standard_webhooks(world, settings):
     assert attempt.latency_ms is not None
     # Another secret, or a tampered body, fails independent verification.
     with pytest.raises(WebhookVerificationError):
-        Webhook(endpoints.generate_secret()).verify(request.body, request.headers)
+        Webhook(generate_secret()).verify(request.body, request.headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(issued.secret).verify(request.body.replace(b"AI", b"AE"), request.headers)
 
