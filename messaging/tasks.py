@@ -6,6 +6,8 @@ from celery import shared_task
 
 from core.tenancy import tenant_task
 from messaging import credentials
+from messaging.store import services as store_services
+from messaging.store import sweeper
 
 
 @shared_task
@@ -17,7 +19,18 @@ def rotate_certificate_task(tenant_id: str, certificate_id: str, actor: str) -> 
     return str(active.id) if active else None
 
 
-# Downstream delivery's tasks live with their package; importing them here registers them.
-from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402
+@shared_task
+def sweep_task() -> dict[str, int]:
+    """Beat: re-enqueue every tenant's due or stranded work (messaging.store.sweeper)."""
+    report = sweeper.sweep()
+    return {**report.enqueued, **{f"parked:{k}": v for k, v in report.parked.items()}}
 
-__all__ = ["deliver_due_task", "rotate_certificate_task", "sweep_deliveries_task"]
+
+@shared_task
+def ensure_partitions_task() -> int:
+    """Beat, daily: create the message store's monthly partitions three months ahead."""
+    return store_services.ensure_partitions(months_ahead=3)
+
+
+# Downstream delivery's tasks live with their package; importing them here registers them.
+from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402, F401

@@ -3,6 +3,7 @@ with a newer mapping, and owe each one to every endpoint subscribed to its type.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,8 @@ from core.tenancy import tenant_context
 from messaging.events import mappings
 from messaging.events.models import Delivery, Event
 from messaging.events.tasks import deliver_due_task
+from messaging.models import Message
+from messaging.store.services import message_bytes, raw_body
 from tenants.models import DownstreamEndpoint
 
 # Derived events' ids are uuid5 under this namespace, so the same message, mapping and version
@@ -221,3 +224,45 @@ def rederive_events(
         created = _insert(tenant, derived)
         _fan_out(tenant, created)
         return [e.id for e in created]
+
+
+def stored_payloads(
+    *, tenant_id: uuid.UUID | str, message_ids: list[int]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The payloads of stored inbound messages, read from their exact raw bytes (each message is
+    one ``{"payload": {...}}`` element of its delivery). Raises LookupError naming a message that
+    is not this tenant's, has no bytes, or whose bytes are not a DIP message."""
+    with tenant_context(tenant_id) as tenant:
+        rows = {
+            m.id: m
+            for m in Message.objects.filter(id__in=message_ids).only(
+                "tenant_id", "id", "raw_id", "raw_offset", "raw_length"
+            )
+        }
+        bodies: dict[int, bytes] = {}
+        found: list[tuple[int, dict[str, Any]]] = []
+        for message_id in message_ids:
+            message = rows.get(message_id)
+            if message is None:
+                raise LookupError(f"message {message_id} is not one of this tenant's")
+            if message.raw_id is not None and message.raw_id not in bodies:
+                bodies[message.raw_id] = raw_body(
+                    tenant_id=message.tenant_id, raw_id=message.raw_id
+                )
+            data = json.loads(message_bytes(message, body=bodies.get(message.raw_id or -1)))
+            payload = data.get("payload") if isinstance(data, dict) else None
+            if not isinstance(payload, dict):
+                raise LookupError(f"message {message_id}'s bytes hold no DIP payload")
+            found.append((message_id, payload))
+        return found
+
+
+def rederive_stored_messages(
+    *, tenant_id: uuid.UUID | str, message_ids: list[int], version: int | None = None
+) -> list[int]:
+    """``rederive_events`` for messages in the store, read from their raw bytes."""
+    return rederive_events(
+        tenant_id=tenant_id,
+        messages=stored_payloads(tenant_id=tenant_id, message_ids=message_ids),
+        version=version,
+    )

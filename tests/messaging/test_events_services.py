@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import random
 
 import pytest
@@ -13,6 +15,8 @@ from messaging.events import endpoints, services
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, Event
 from messaging.events.selectors import event_envelope
+from messaging.store import services as store
+from tenants.models import Channel, Connection
 
 ALLOW = "127.0.0.1:9"  # nothing is sent in these tests; the endpoints only need to be accepted
 
@@ -161,3 +165,46 @@ def test_one_tenants_events_are_invisible_to_another(world):
     services.record_events(tenant_id=world.acme.id, messages=[(1, if021())])
     with tenant_context(world.globex.id):
         assert Event.objects.count() == 0
+
+
+def test_messages_in_the_store_are_rederived_from_their_raw_bytes(world):
+    """The lineage end to end: raw delivery -> message row -> mapping version -> events."""
+    payloads = [if021(seed=11), if041(seed=12)]
+    parts, facts, position = [], [], 1
+    for n, payload in enumerate(payloads):
+        item = json.dumps({"payload": payload}).encode()
+        facts.append(
+            store.InboundMessageFacts(
+                offset=position,
+                length=len(item),
+                sha256=hashlib.sha256(item).digest(),
+                transaction_id=f"T-{n}",
+                interface_id=payload["CommonBlock"]["S0"]["interfaceID"],
+            )
+        )
+        parts.append(item)
+        position += len(item) + 1
+    with tenant_context(world.acme.id):
+        connection = Connection.objects.get()
+        stored = store.store_inbound_delivery(
+            tenant_id=world.acme.id,
+            connection_id=connection.id,
+            channel_id=Channel.objects.get().id,
+            body=b"[" + b",".join(parts) + b"]",
+            headers={},
+            messages=facts,
+        )
+    ids = stored.message_ids
+    first = services.rederive_stored_messages(tenant_id=world.acme.id, message_ids=ids, version=1)
+    newer = services.rederive_stored_messages(tenant_id=world.acme.id, message_ids=ids)
+    with tenant_context(world.acme.id):
+        assert sorted(
+            Event.objects.filter(id__in=first).values_list("source_message_id", "mapping")
+        ) == sorted([(ids[0], "consumption"), (ids[1], "reading")])
+        # Only IF-021 has a second version: one new event, superseding the first generation's.
+        [event] = Event.objects.filter(id__in=newer)
+        assert (event.mapping_version, event.source_message_id) == (2, ids[0])
+        assert event.supersedes.source_message_id == ids[0]
+        assert event.payload["mpan"] == payloads[0]["CommonBlock"]["M0"]["MPANCore"]
+    with pytest.raises(LookupError, match="not one of this tenant's"):
+        services.rederive_stored_messages(tenant_id=world.globex.id, message_ids=ids[:1])

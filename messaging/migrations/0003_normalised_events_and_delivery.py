@@ -38,7 +38,7 @@ DUE_TENANTS_BACKWARD = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0001_initial"),
+        ("messaging", "0002_message_store"),
         ("tenants", "0008_downstream_endpoints"),
     ]
 
