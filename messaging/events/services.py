@@ -246,9 +246,7 @@ def stored_payloads(
             if message is None:
                 raise LookupError(f"message {message_id} is not one of this tenant's")
             if message.raw_id is not None and message.raw_id not in bodies:
-                bodies[message.raw_id] = raw_body(
-                    tenant_id=message.tenant_id, raw_id=message.raw_id
-                )
+                bodies[message.raw_id] = raw_body(tenant_id=tenant, raw_id=message.raw_id)
             data = json.loads(message_bytes(message, body=bodies.get(message.raw_id or -1)))
             payload = data.get("payload") if isinstance(data, dict) else None
             if not isinstance(payload, dict):
