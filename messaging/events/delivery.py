@@ -43,6 +43,8 @@ from messaging.events import endpoints as endpoint_services
 from messaging.events import signing
 from messaging.events.models import Delivery, DeliveryAttempt, DeliveryState, Event
 from messaging.events.selectors import event_envelope
+from messaging.store import services as store
+from messaging.store.states import InboundState
 from tenants.models import CircuitState, DownstreamEndpoint
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ def http_client() -> httpx.Client:
 @dataclass
 class Job:
     delivery_id: int
+    event_id: int
     endpoint_id: int
     attempt: int
     url: str
@@ -167,6 +170,7 @@ def _jobs(delivery_ids: list[int]) -> list[Job]:
         jobs.append(
             Job(
                 delivery_id=d.id,
+                event_id=d.event_id,
                 endpoint_id=d.endpoint_id,
                 attempt=d.attempts + 1,
                 url=d.endpoint.url,
@@ -332,6 +336,38 @@ def record_outcomes(*, tenant_id: uuid.UUID | str, outcomes: list[Outcome]) -> N
                 )
         DeliveryAttempt.objects.bulk_create(attempts)
         _update_circuits(outcomes, now)
+        _mark_messages_delivered(tenant_id, [o.job.event_id for o in outcomes if o.ok])
+
+
+# A source message is delivered once no event derived from it is still owed to anyone.
+COMPLETE_MESSAGES_SQL = """
+SELECT DISTINCT e.source_message_id FROM messaging_event e
+WHERE e.id = ANY(%s) AND e.source_message_id IS NOT NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM messaging_event o
+    JOIN messaging_delivery d ON d.tenant_id = o.tenant_id AND d.event_id = o.id
+    WHERE o.tenant_id = e.tenant_id AND o.source_message_id = e.source_message_id
+      AND d.state = 'pending')
+"""
+
+
+def _mark_messages_delivered(tenant_id: uuid.UUID | str, event_ids: list[int]) -> list[int]:
+    """Move the source messages whose every owed event has arrived from ``normalised`` to
+    ``delivered`` (a message in any other state is left alone: the transition is conditional)."""
+    if not event_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(COMPLETE_MESSAGES_SQL, [event_ids])
+        message_ids = [row[0] for row in cursor.fetchall()]
+    return store.transition(
+        tenant_id=tenant_id,
+        message_ids=message_ids,
+        from_state=InboundState.NORMALISED,
+        to_state=InboundState.DELIVERED,
+        actor="delivery",
+        reason="every subscribed endpoint acknowledged its events",
+        direction="inbound",
+    )
 
 
 def _update_circuits(outcomes: list[Outcome], now: datetime) -> None:

@@ -5,6 +5,7 @@ between tenants and the address check at delivery time."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import random
 from datetime import timedelta
@@ -20,7 +21,9 @@ from messaging.events import delivery, endpoints, services
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, DeliveryAttempt, Event
 from messaging.events.signing import generate_secret
-from tenants.models import CircuitState, DownstreamEndpoint
+from messaging.models import Message, Transition
+from messaging.store import services as store
+from tenants.models import CircuitState, Connection, DownstreamEndpoint
 from tests.conftest import build_world
 from tests.messaging.receiver import black_hole, running_receiver
 
@@ -288,3 +291,60 @@ def test_a_lapsed_lease_is_claimed_again(world, settings):
         assert delivery.tenants_with_due_deliveries() == [str(world.acme.id)]
         assert delivery.deliver_due(tenant_id=world.acme.id).delivered == 1
     assert json.loads(receiver.received[0].body)["type"] == EventType.CONSUMPTION_RECORDED
+
+
+def store_message(tenant_id, payload: dict) -> int:
+    """One inbound message in the store, as the webhook would leave it, moved to normalised."""
+    item = json.dumps({"payload": payload}).encode()
+    with tenant_context(tenant_id):
+        stored = store.store_inbound_delivery(
+            tenant_id=tenant_id,
+            connection_id=Connection.objects.get().id,
+            channel_id=None,
+            body=b"[" + item + b"]",
+            headers={},
+            messages=[
+                store.InboundMessageFacts(
+                    offset=1,
+                    length=len(item),
+                    sha256=hashlib.sha256(item).digest(),
+                    transaction_id="T-1",
+                    interface_id="IF-021",
+                )
+            ],
+        )
+    [message_id] = stored.message_ids
+    with tenant_context(tenant_id):
+        for a, b in (("received", "valid"), ("valid", "normalised")):
+            assert store.transition(
+                tenant_id=tenant_id, message_ids=[message_id], from_state=a, to_state=b, actor="t"
+            ) == [message_id]
+    return message_id
+
+
+def test_a_message_becomes_delivered_when_every_endpoint_has_its_events(world, settings):
+    rng = random.Random(4)
+    payload = dip.if021(
+        sender="1000000002", mpan=dip.make_mpan(rng), day=dt.date(2026, 11, 1), rng=rng, days=2
+    )
+    message_id = store_message(world.acme.id, payload)
+    with running_receiver() as good, running_receiver(statuses=[503, 200]) as flaky:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = f"{good.allow},{flaky.allow}"
+        add_endpoint(world.acme.id, good.url, name="good")
+        add_endpoint(world.acme.id, flaky.url, name="flaky")
+        services.record_events(tenant_id=world.acme.id, messages=[(message_id, payload)])
+
+        def state() -> str:
+            with tenant_context(world.acme.id):
+                return Message.objects.get(id=message_id).state
+
+        delivery.deliver_due(tenant_id=world.acme.id)
+        assert state() == "normalised"  # the flaky endpoint still waits for both events
+        make_due(world.acme.id)
+        delivery.deliver_due(tenant_id=world.acme.id)
+        assert state() == "delivered"
+    with tenant_context(world.acme.id):
+        last = Transition.objects.filter(message_id=message_id).order_by("-at").first()
+        assert (last.to_state, last.actor) == ("delivered", "delivery")
+    assert len(good.received) == 2
+    assert len(flaky.received) == 3  # one failure (the second event released untried), then two
