@@ -12,6 +12,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health
 from messaging import api as messaging_api
+from messaging.events import api as events_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -55,6 +56,8 @@ api_patterns = [
         name="evidence-pack-download",
     ),
     path("evidence/key/", messaging_api.EvidenceKeyApi.as_view(), name="evidence-key"),
+    path("events/", events_api.EventListApi.as_view(), name="event-list"),
+    path("events/<str:event_id>/", events_api.EventDetailApi.as_view(), name="event-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

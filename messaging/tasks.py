@@ -69,3 +69,7 @@ def purge_expired_payloads_task() -> int:
         with tenant_context(tenant_id):
             purged += retention.purge_expired_payloads()
     return purged
+
+
+# Downstream delivery's tasks live with their package; importing them here registers them.
+from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402, F401

@@ -13,6 +13,9 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
+from messaging.events import endpoints as downstream
+from messaging.events import services as events
+from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
 from messaging.models import DipExchange, EvidencePack
 from messaging.store import services as store
@@ -78,6 +81,20 @@ def populate(world):
                 signing_certificate_fingerprint="a" * 64,
                 mtls_certificate_fingerprint="b" * 64,
                 sender_references=[f"S-{name}"],
+            )
+            # A downstream endpoint with its secret, an event owed to it and one attempt.
+            endpoint = downstream.create_endpoint(
+                name=name, url="https://93.184.216.34/hooks", event_types=["*"], actor="pytest"
+            ).endpoint
+            events.publish_event(
+                tenant_id=tenant_id, type="outbound.state_changed", payload={"to": "sent"}
+            )
+            DeliveryAttempt.objects.create(
+                delivery=Delivery.objects.get(),
+                endpoint=endpoint,
+                attempt=1,
+                started_at=timezone.now(),
+                ok=True,
             )
             _populate_message_store(tenant_id)
     return world
