@@ -15,3 +15,7 @@ def rotate_certificate_task(tenant_id: str, certificate_id: str, actor: str) -> 
     certificate that is no longer staged is left alone)."""
     active = credentials.rotate_certificate(certificate_id=certificate_id, actor=actor)
     return str(active.id) if active else None
+
+
+# Celery discovers ``messaging.tasks`` only: the stage packages' tasks register by being imported.
+from messaging.inbound import tasks as inbound_tasks  # noqa: E402, F401
