@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, activity, auth, certificates, home, settings, support
+from console.views import (
+    account,
+    activity,
+    auth,
+    certificates,
+    home,
+    settings,
+    support,
+    webhooks,
+)
 
 app_name = "console"
 
@@ -52,6 +61,11 @@ urlpatterns = [
     ),
     path("evidence/", home.area, {"area": "evidence"}, name="evidence"),
     path("settings/", settings.settings_page, name="settings"),
+    path(
+        "settings/connections/<int:connection_id>/webhooks/",
+        webhooks.webhook_register,
+        name="webhook-register",
+    ),
     path("settings/api-keys/", settings.api_key_issue, name="api-key-issue"),
     path("settings/second-factor/", settings.second_factor_policy, name="second-factor-policy"),
     path(
