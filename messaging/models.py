@@ -55,3 +55,7 @@ class DipExchange(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.interface_id} {self.http_status or self.outcome}"
+
+
+# The stage packages' tables, imported here so that Django finds them in the messaging app.
+from messaging.exceptions.models import MessageException  # noqa: E402, F401

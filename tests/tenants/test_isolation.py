@@ -10,6 +10,7 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
+from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import DipExchange
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -57,6 +58,9 @@ def populated(world):
                 signing_certificate_fingerprint="a" * 64,
                 mtls_certificate_fingerprint="b" * 64,
                 sender_references=[f"S-{name}"],
+            )
+            raise_exceptions(
+                specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
             )
     return world
 
