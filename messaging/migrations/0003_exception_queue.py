@@ -17,7 +17,7 @@ SUPPORT_COLUMNS = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0001_initial"),
+        ("messaging", "0002_message_store"),
         ("tenants", "0007_tenant_require_second_factor"),
     ]
 
