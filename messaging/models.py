@@ -242,3 +242,11 @@ class StateCount(TenantOwned):
 
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
+
+# The validation package's tables (schema registry, tenant validation settings) live beside it;
+# importing them here is how Django finds them.
+from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
+from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
+from messaging.validation.models import (  # noqa: E402
+    TenantValidationSettings as TenantValidationSettings,
+)

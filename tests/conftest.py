@@ -33,6 +33,8 @@ GLOBAL_TABLES = {
     "django_session": "session store, keyed by an unguessable id; holds the chosen tenant id only",
     "django_admin_log": "staff actions in Django admin (staff only)",
     "core_totpsecondfactor": "a person's second factor, not a tenant's; its seed is encrypted",
+    "messaging_specversion": "imported DIP specifications, the same for every tenant; the runtime role only reads it",
+    "messaging_specschema": "the schemas of those specifications (global, read-only for the runtime role)",
 }
 
 

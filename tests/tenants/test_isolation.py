@@ -13,7 +13,7 @@ from guardian.shortcuts import assign_perm
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
-from messaging.models import DipExchange
+from messaging.models import DipExchange, TenantValidationSettings
 from messaging.store import services as store
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -65,6 +65,7 @@ def populated(world):
             raise_exceptions(
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
             )
+            TenantValidationSettings.objects.create()
             _populate_message_store(tenant_id)
     return world
 

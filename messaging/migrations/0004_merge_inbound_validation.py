@@ -1,0 +1,13 @@
+# Joins the exception queue (after the message store) and the validation registry, both written
+# in parallel after 0001; no schema change.
+
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("messaging", "0003_exception_queue"),
+        ("messaging", "0002_validation_registry"),
+    ]
+
+    operations = []

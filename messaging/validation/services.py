@@ -1,0 +1,117 @@
+"""Writes: importing a specification (as the owner role) and a tenant's validation settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+
+from messaging.validation import schemas as builtin
+from messaging.validation.models import MpanCheck, SpecSchema, SpecVersion, TenantValidationSettings
+from messaging.validation.openapi import read_spec
+from messaging.validation.selectors import UnknownSpecVersion, get_registry_by_name
+from messaging.validation.stages import rules_from_json
+
+logger = logging.getLogger(__name__)
+OWNER = "owner"  # the registry is global and read-only for the runtime role
+
+
+class SpecConflict(ValueError):
+    """A spec version of that name exists with different content (use replace)."""
+
+
+def import_spec(
+    *, directory: str | Path, name: str | None = None, replace: bool = False
+) -> tuple[SpecVersion, bool]:
+    """Read the official specification in ``directory`` and store it as spec version ``name``
+    (default: the API version it declares, e.g. ``2.1.0``), one resolved schema per variant.
+
+    Runs on the owner connection in one transaction: nothing is half-written. Importing the same
+    files again changes nothing. Returns ``(spec version, created)``. Raises ``SpecError`` (a
+    ``ValueError``) for a folder that is not a specification, :class:`SpecConflict` when ``name``
+    holds other content and ``replace`` is false, ``ValueError`` for a reserved or bad name.
+    """
+    spec = read_spec(directory)
+    name = (name or spec.api_version).strip()
+    if not name or len(name) > 40:
+        raise ValueError(
+            "a spec version name of 1 to 40 characters is needed (the spec declares none)"
+        )
+    if name == builtin.SPEC_NAME:
+        raise ValueError(f"{name!r} is reserved for Busbar's built-in schemas")
+    with transaction.atomic(using=OWNER):
+        existing = SpecVersion.objects.using(OWNER).select_for_update().filter(name=name).first()
+        if existing is not None:
+            if existing.digest == spec.digest:
+                return existing, False
+            if not replace:
+                raise SpecConflict(
+                    f"spec version {name!r} was imported from other files (digest {existing.digest[:12]});"
+                    " choose another name or replace it"
+                )
+            existing.delete(using=OWNER)
+        version = SpecVersion.objects.using(OWNER).create(
+            name=name,
+            api_version=spec.api_version,
+            source=str(spec.directory)[:500],
+            digest=spec.digest,
+            schema_count=len(spec.variants),
+        )
+        SpecSchema.objects.using(OWNER).bulk_create(
+            [
+                SpecSchema(
+                    spec=version,
+                    interface_id=v.interface_id,
+                    schema_version=v.schema_version,
+                    event_code=v.event_code,
+                    schema=v.schema,
+                )
+                for v in spec.variants
+            ],
+            batch_size=50,
+        )
+    logger.info("validation.spec_imported", extra={"spec": name, "schemas": len(spec.variants)})
+    return version, True
+
+
+@transaction.atomic
+def set_tenant_validation(
+    *,
+    tenant_id: UUID | str,
+    spec_version: str | None = None,
+    mpan_check: str | None = None,
+    late_after_days: int | None = None,
+    business_rules: dict[str, Any] | None = None,
+) -> TenantValidationSettings:
+    """Create or change the tenant's validation settings (inside its tenant context).
+
+    ``spec_version``: a name to pin (``""`` unpins). Only the arguments given change. Raises
+    ``ValueError`` naming the problem (unknown spec version, bad MPAN-check level, bad rules);
+    nothing is written then.
+    """
+    if spec_version:
+        try:
+            get_registry_by_name(spec_version)
+        except UnknownSpecVersion as err:
+            raise ValueError(str(err)) from None
+    if mpan_check is not None and mpan_check not in MpanCheck.values:
+        raise ValueError(f"mpan_check must be one of {', '.join(MpanCheck.values)}")
+    if late_after_days is not None and not 0 <= late_after_days <= 3650:
+        raise ValueError("late_after_days must be between 0 and 3650")
+    if business_rules is not None:
+        rules_from_json(business_rules)
+    found = TenantValidationSettings.objects.select_for_update().filter(tenant_id=tenant_id).first()
+    settings = found or TenantValidationSettings()
+    if spec_version is not None:
+        settings.spec_version = spec_version
+    if mpan_check is not None:
+        settings.mpan_check = mpan_check
+    if late_after_days is not None:
+        settings.late_after_days = late_after_days
+    if business_rules is not None:
+        settings.business_rules = business_rules
+    settings.save()
+    return settings
