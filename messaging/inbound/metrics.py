@@ -7,6 +7,10 @@ from prometheus_client import Counter, Histogram
 MESSAGES_STORED = Counter(
     "busbar_inbound_messages_stored_total", "DIP messages stored and acknowledged (201)."
 )
+DUPLICATES = Counter(
+    "busbar_inbound_duplicate_messages_total",
+    "DIP messages pushed again after they were stored (acknowledged, not stored twice).",
+)
 REFUSED = Counter(
     "busbar_inbound_requests_refused_total",
     "Webhook requests refused, by reason (bad signature, unknown channel, malformed...).",
@@ -34,3 +38,7 @@ def refused(reason: str) -> None:
 
 def shed(cause: str) -> None:
     SHED.labels(cause=cause).inc()
+
+
+def duplicates(count: int) -> None:
+    DUPLICATES.inc(count)

@@ -42,6 +42,7 @@ from messaging.dip.webhook import (
 )
 from messaging.inbound import metrics
 from messaging.inbound.registration import resolve_status_token
+from messaging.store.services import InboundMessageFacts, store_inbound_delivery
 from tenants.models import (
     Certificate,
     CertificatePurpose,
@@ -316,9 +317,43 @@ def store_push(
     signer_fingerprint: str,
     answer_body: bytes,
 ) -> int:
-    """Store the delivery and one row per message in one transaction, deduplicated on the DIP
-    transaction id, and enqueue its processing after commit. Returns the delivery id."""
-    raise NotImplementedError("the message store is not merged yet")
+    """Store the delivery (exact bytes, its signature headers, the answer given) and one row per
+    message in one transaction, deduplicated on the DIP transaction id. Returns the delivery's
+    raw id. Raises DatabaseError when it could not be stored (nothing is then half-written)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    kept: dict[str, Any] = {
+        name: lowered[name.lower()] for name in EVIDENCE_HEADERS if name.lower() in lowered
+    }
+    kept["signer_sha256"] = signer_fingerprint
+    facts = [
+        InboundMessageFacts(
+            offset=m.offset,
+            length=m.length,
+            sha256=hashlib.sha256(body[m.offset : m.offset + m.length]).digest(),
+            transaction_id=m.transaction_id,
+            interface_id=m.interface_id or "",
+            schema_version=m.schema_version or "",
+            event_code=m.event_code or "",
+            sender_unique_reference=m.sender_unique_reference or "",
+            correlation_id=m.correlation_id or "",
+            mpan=m.mpan or "",
+        )
+        for m in messages
+    ]
+    with tenant_context(endpoint.tenant_id):
+        stored = store_inbound_delivery(
+            tenant_id=endpoint.tenant_id,
+            connection_id=endpoint.connection_id,
+            channel_id=endpoint.channel_id,
+            body=body,
+            headers=kept,
+            messages=facts,
+            response_status=201,
+            response_body=answer_body,
+        )
+    if any(stored.duplicate):
+        metrics.duplicates(sum(stored.duplicate))
+    return stored.raw_id
 
 
 def refuse_oversized(

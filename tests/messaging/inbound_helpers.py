@@ -13,6 +13,7 @@ from messaging.dip import build_common_block, mpan_block, sign_request
 from tenants import certificates, services
 from tenants.models import Channel, Connection
 from tests.messaging.conftest import SDS_DIP_ID, SUP_API_KEY, SUP_DIP_ID, Dipsim
+from tests.messaging.test_dip_client import if021
 from tests.pki import TestCA, key_pem, new_key, pem
 
 BASE_URL = "https://ingest.busbar.test:8446"
@@ -84,7 +85,11 @@ _counter = iter(range(10**9))
 
 
 def pushed_if021(
-    *, recipient: str = SUP_DIP_ID, transaction_id: str | None = None, mpan: str = "2000056535971"
+    *,
+    recipient: str = SUP_DIP_ID,
+    transaction_id: str | None = None,
+    mpan: str = "2000056535971",
+    environment: str = "UIT",
 ) -> dict[str, Any]:
     """An IF-021 as the DIP pushes it: the SDS's message with D0 filled in."""
     now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
@@ -92,7 +97,7 @@ def pushed_if021(
     common = build_common_block(
         interface_id="IF-021",
         event="ActivePower",
-        environment="UIT",
+        environment=environment,
         sender_dip_id=SDS_DIP_ID,
         sender_role="SDS",
         primary_recipients=[recipient],
@@ -109,30 +114,11 @@ def pushed_if021(
         "replayIndicator": False,
         "serviceTicketURL": None,
     }
-    day = (now - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    periods = [
-        {
-            "sp": (
-                dt.datetime.fromisoformat(f"{day}T00:00:00+00:00")
-                + dt.timedelta(minutes=30 * (i + 1))
-            ).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "v": f"{(i * 37 + n) % 900 / 7:.3f}",
-            "q": "A",
-            "e": None,
-            "arc": None,
-        }
-        for i in range(48)
-    ]
-    custom = {
-        "B044": {"issuingDSDIPID": SDS_DIP_ID},
-        "B067": {"periodDuration": 30},
-        "B900": {
-            "MQID": "AI",
-            "settlementDayConsumptionPeriods": [
-                {"settlementDay": f"{day}T00:00:00+00:00", "consumptionPeriods": periods}
-            ],
-        },
-    }
+    custom = if021()["CustomBlock"]
+    for i, period in enumerate(
+        custom["B900"]["settlementDayConsumptionPeriods"][0]["consumptionPeriods"]
+    ):
+        period["v"] = f"{(i * 37 + n) % 900 / 7:.3f}"  # varied, so bytes do not repeat
     return {"payload": {"CommonBlock": common, "CustomBlock": custom}}
 
 

@@ -10,11 +10,14 @@ import json
 from unittest import mock
 
 import pytest
+from django.db import OperationalError
 
 from core.models import AuditEvent
 from core.tenancy import tenant_context
 from messaging.dip.signing import HEADER_SIGNATURE
 from messaging.inbound import receive
+from messaging.models import Message, RawBlob
+from messaging.store.services import message_bytes, raw_body
 from tests.messaging.inbound_helpers import (
     BASE_URL,
     DipSigner,
@@ -143,3 +146,66 @@ def test_an_oversized_body_is_evidenced_by_its_headers(endpoint, world):
     assert answer.status == 413
     [event] = _events(world.acme.id, "webhook.oversized")
     assert event.detail["headers"]["Content-Length"] == "99999999"
+
+
+def _entries(answer) -> list[tuple[str, str]]:
+    return [(e["transactionID"], e["message"]) for e in json.loads(answer.body)["messageArray"]]
+
+
+def _push(endpoint, *messages, body=None):
+    channel, signer, url = endpoint
+    body = body or body_of(*messages)
+    return receive.receive_push(
+        token=channel.webhook_token, url=url, headers=signer.headers(url, body), body=body
+    )
+
+
+def test_a_signed_push_is_stored_exactly_and_acknowledged_per_message(endpoint, world):
+    first, second = pushed_if021(), pushed_if021(mpan="1900012374324")
+    body = body_of(first, second)
+    answer = _push(endpoint, body=body)
+    assert answer.status == 201
+    ids = [m["payload"]["CommonBlock"]["D0"]["transactionID"] for m in (first, second)]
+    assert _entries(answer) == [
+        (ids[0], "RCP0000 - Message Success"),
+        (ids[1], "RCP0000 - Message Success"),
+    ]
+    with tenant_context(world.acme.id):
+        raw = RawBlob.objects.get(id=answer.delivery_id)
+        messages = list(Message.objects.order_by("id"))
+        assert raw_body(tenant_id=world.acme.id, raw_id=raw.id) == body
+        assert [message_bytes(m) for m in messages] == [
+            json.dumps(first, separators=(",", ":")).encode(),
+            json.dumps(second, separators=(",", ":")).encode(),
+        ]
+    assert raw.headers["signer_sha256"]
+    assert raw.response_status == 201
+    assert [m.transaction_id for m in messages] == ids
+    assert [m.state for m in messages] == ["received", "received"]
+    assert messages[1].mpan == "1900012374324"
+    assert len(raw.body_zstd) < len(body) / 3  # stored compressed
+
+
+def test_the_same_push_twice_gets_the_same_answer_and_no_second_message(endpoint, world):
+    message = pushed_if021()
+    first = _push(endpoint, message)
+    again = _push(endpoint, message)
+    assert again.status == first.status == 201
+    assert _entries(again) == _entries(first)
+    later = _push(endpoint, message, pushed_if021())  # one old, one new
+    assert later.status == 201
+    assert len(_entries(later)) == 2
+    with tenant_context(world.acme.id):
+        assert Message.objects.count() == 2
+        assert (
+            RawBlob.objects.count() == 3
+        )  # every delivery is evidence, its messages are not doubled
+
+
+def test_a_failure_to_store_answers_503_so_the_dip_retries(endpoint, world):
+    with mock.patch.object(receive, "store_inbound_delivery", side_effect=OperationalError("down")):
+        answer = _push(endpoint, pushed_if021())
+    assert answer.status == 503
+    assert dict(answer.headers)["Retry-After"]
+    with tenant_context(world.acme.id):
+        assert not Message.objects.exists()
