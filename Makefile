@@ -21,7 +21,7 @@ test: $(VENV)/.synced
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	DJANGO_SECRET_KEY=type-checking $(VENV)/bin/mypy core tenants messaging console dipsim bench
+	DJANGO_SECRET_KEY=type-checking $(VENV)/bin/mypy core tenants messaging console dipsim sampleclient bench
 
 env: $(VENV)/.synced
 	@$(PY) -m core.devenv env

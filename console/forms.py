@@ -94,3 +94,17 @@ class MemberForm(forms.Form):
 
 class RolesForm(forms.Form):
     roles = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
+
+
+class DownstreamEndpointForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Which system receives them, e.g. billing")
+    url = forms.CharField(
+        label="URL",
+        max_length=500,
+        help_text="https://... on a public address; Busbar signs every request (Standard Webhooks)",
+    )
+    event_types = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
+
+    def __init__(self, *args: Any, event_types: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["event_types"].choices = event_types  # type: ignore[attr-defined]

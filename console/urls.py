@@ -7,6 +7,7 @@ from console.views import (
     activity,
     auth,
     certificates,
+    downstream,
     home,
     settings,
     support,
@@ -77,6 +78,18 @@ urlpatterns = [
     path("settings/members/<int:membership_id>/roles/", settings.member_roles, name="member-roles"),
     path(
         "settings/members/<int:membership_id>/remove/", settings.member_remove, name="member-remove"
+    ),
+    path("downstream/", downstream.downstream, name="downstream"),
+    path("downstream/add/", downstream.endpoint_add, name="downstream-add"),
+    path(
+        "downstream/<int:endpoint_id>/rotate/",
+        downstream.endpoint_rotate,
+        name="downstream-rotate",
+    ),
+    path(
+        "downstream/<int:endpoint_id>/enable/",
+        downstream.endpoint_enable,
+        name="downstream-enable",
     ),
     path("activity/", activity.activity, name="activity"),
     path("support/", support.support_overview, name="support"),

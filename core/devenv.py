@@ -427,11 +427,17 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     try:
-        full_env = {**os.environ, **env}
         # Per database, so a test's run beside a developer's shares no logs, beat schedule or
         # simulator state.
         logs = VAR / "run" / args.database
         logs.mkdir(parents=True, exist_ok=True)
+        # Sample client systems (events): allow exactly their loopback addresses.
+        clients = sample_clients(logs)
+        env["BUSBAR_DOWNSTREAM_ALLOW"] = ",".join(
+            [os.environ.get("BUSBAR_DOWNSTREAM_ALLOW", "")]
+            + [f"127.0.0.1:{client['port']}" for client in clients.values()]
+        ).strip(",")
+        full_env = {**os.environ, **env}
         dipsim_ca, dipsim_data = VAR / "dipsim-ca", logs / "dipsim"
         # fmt: off
         subprocess.run([PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
@@ -449,6 +455,7 @@ def run(args: argparse.Namespace) -> int:
         manage(env, "migrate", "--database", "owner", "--noinput")
         manage(env, "seed_demo", "--dip-base-url", dip_url,
                "--dipsim-ca", str(dipsim_ca), "--dipsim-data", str(dipsim_data))
+        manage(env, "seed_sample_clients", str(logs / "sampleclients.json"))  # events
 
         def start(name: str, command: list[str]) -> None:
             out = (logs / f"{name}.log").open("ab")
@@ -481,6 +488,13 @@ def run(args: argparse.Namespace) -> int:
         if (REFERENCE_SPEC / "SubmitEvents-unresolved.yaml").is_file():
             dipsim_command += ["--spec-dir", str(REFERENCE_SPEC)]
         start("dipsim", dipsim_command)
+        # fmt: off
+        for slug, client in clients.items():  # sample client systems (events)
+            start(f"sampleclient-{slug}", [
+                PYTHON, "-m", "sampleclient", "--port", client["port"], "--name", slug,
+                "--secret-file", client["secret_file"],
+                "--db", str(logs / f"sampleclient-{slug}.sqlite")])
+        # fmt: on
         url = f"http://{bind}/"
         for _ in range(120):
             if any(child.poll() is not None for _, child in children):
@@ -510,6 +524,8 @@ def run(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
+        for slug, client in clients.items():
+            say(f"sample client system of {slug}: http://127.0.0.1:{client['port']}/")
         while all(child.poll() is None for _, child in children):
             time.sleep(1)
         failed = [name for name, child in children if child.poll() is not None]
@@ -530,6 +546,45 @@ def ingest_command(
             "--port", str(port), "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile),
             "--ssl-ca-certs", str(client_ca), "--ssl-cert-reqs", "2", "--workers", str(workers),
             "--no-access-log", "--timeout-keep-alive", "30"]  # fmt: skip
+
+
+# --- sample client systems (normalised events' downstream webhooks) --------------------------
+# One per demo tenant, on a free loopback port each run; the provider allows exactly those
+# addresses (BUSBAR_DOWNSTREAM_ALLOW) and seed_sample_clients registers them as the tenants'
+# endpoints.
+# Their secrets persist per database, so a second run keeps verifying what the first signed.
+SAMPLE_CLIENT_TENANTS = ("acme", "globex")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sample_clients(logs: Path) -> dict[str, dict[str, str]]:
+    """Per demo tenant: its sample client's URL, port, secret and secret file (written 0600),
+    also written to ``sampleclients.json`` for ``manage.py seed_sample_clients``."""
+    config = logs / "sampleclients.json"
+    before = json.loads(config.read_text()) if config.exists() else {}
+    clients: dict[str, dict[str, str]] = {}
+    for slug in SAMPLE_CLIENT_TENANTS:
+        secret = before.get(slug, {}).get("secret") or (
+            "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        )
+        port = _free_port()
+        secret_file = logs / f"sampleclient-{slug}.secret"
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secret + "\n")
+        clients[slug] = {
+            "url": f"http://127.0.0.1:{port}/hooks",
+            "port": str(port),
+            "secret": secret,
+            "secret_file": str(secret_file),
+        }
+    config.touch(mode=0o600)
+    config.write_text(json.dumps(clients))
+    return clients
 
 
 DEMO_BANNER = """

@@ -225,8 +225,13 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
+    "messaging.events.tasks.*": {"queue": "delivery"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
+    "downstream-sweeper": {
+        "task": "messaging.events.tasks.sweep_deliveries_task",
+        "schedule": 30.0,
+    },
     "heartbeat": {"task": "core.tasks.record_heartbeat_task", "schedule": 30.0},
     "sweep-messages": {
         "task": "messaging.tasks.sweep_task",
@@ -265,6 +270,23 @@ SPECTACULAR_SETTINGS = {
 # never stored in the database. The active one wraps new secrets; the others still unwrap.
 BUSBAR_KEKS = env("BUSBAR_KEKS", "")
 BUSBAR_ACTIVE_KEK = env("BUSBAR_ACTIVE_KEK", "")
+
+# Downstream delivery of normalised events (messaging/events). URLs on private, loopback or
+# link-local addresses are refused unless listed here: "127.0.0.1:8701,[::1]:8701,10.0.0.0/8".
+BUSBAR_DOWNSTREAM_ALLOW = env("BUSBAR_DOWNSTREAM_ALLOW", "")
+DOWNSTREAM_CONNECT_TIMEOUT = float(env("BUSBAR_DOWNSTREAM_CONNECT_TIMEOUT", "3"))
+DOWNSTREAM_READ_TIMEOUT = float(env("BUSBAR_DOWNSTREAM_READ_TIMEOUT", "10"))
+# Retries: full-jitter exponential backoff from the base, capped; parked after the attempts or
+# the budget (counted from the delivery's creation), whichever comes first.
+DOWNSTREAM_RETRY_BASE_SECONDS = float(env("BUSBAR_DOWNSTREAM_RETRY_BASE_SECONDS", "5"))
+DOWNSTREAM_RETRY_CAP_SECONDS = float(env("BUSBAR_DOWNSTREAM_RETRY_CAP_SECONDS", "3600"))
+DOWNSTREAM_MAX_ATTEMPTS = envint("BUSBAR_DOWNSTREAM_MAX_ATTEMPTS", 20)
+DOWNSTREAM_BUDGET_SECONDS = envint("BUSBAR_DOWNSTREAM_BUDGET_SECONDS", 72 * 3600)
+# Circuit breaker per endpoint: opens after this many consecutive failures, probes after the pause.
+DOWNSTREAM_CIRCUIT_THRESHOLD = envint("BUSBAR_DOWNSTREAM_CIRCUIT_THRESHOLD", 5)
+DOWNSTREAM_CIRCUIT_PAUSE_SECONDS = envint("BUSBAR_DOWNSTREAM_CIRCUIT_PAUSE_SECONDS", 60)
+# How long a rotated-out signing secret keeps signing beside the new one.
+DOWNSTREAM_SECRET_OVERLAP_SECONDS = envint("BUSBAR_DOWNSTREAM_SECRET_OVERLAP_SECONDS", 24 * 3600)
 
 LOGGING = {
     "version": 1,

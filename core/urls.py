@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health
 from messaging import api as messaging_api
+from messaging.events import api as events_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -26,6 +27,8 @@ api_patterns = [
         messaging_api.CertificateRotateApi.as_view(),
         name="certificate-rotate",
     ),
+    path("events/", events_api.EventListApi.as_view(), name="event-list"),
+    path("events/<str:event_id>/", events_api.EventDetailApi.as_view(), name="event-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -241,6 +241,9 @@ class StateCount(TenantOwned):
 
 
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
+# Normalised events and downstream delivery live in their own package; importing them here
+# registers them with the messaging app.
+from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
 
 # The validation package's tables (schema registry, tenant validation settings) live beside it;

@@ -33,4 +33,15 @@ def ensure_partitions_task() -> int:
 
 
 # Celery discovers ``messaging.tasks`` only: the stage packages' tasks register by being imported.
-from messaging.inbound import tasks as inbound_tasks  # noqa: E402, F401
+# Downstream delivery's tasks live with their package; importing them here registers them.
+from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402
+from messaging.inbound import tasks as inbound_tasks  # noqa: E402
+
+__all__ = [
+    "deliver_due_task",
+    "ensure_partitions_task",
+    "inbound_tasks",
+    "rotate_certificate_task",
+    "sweep_deliveries_task",
+    "sweep_task",
+]

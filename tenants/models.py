@@ -372,3 +372,67 @@ class Notification(TenantOwned):
 
     def __str__(self) -> str:
         return self.title
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed (delivering)"
+    OPEN = "open", "Open (paused after repeated failures)"
+    HALF_OPEN = "half_open", "Half-open (one probe in flight)"
+
+
+class DownstreamEndpoint(TenantOwned):
+    """One of the tenant's systems that receives Busbar's events as signed webhooks.
+
+    The URL is checked against private, loopback and link-local addresses when it is saved and
+    again before every delivery (``core.netguard``). The circuit columns belong to delivery:
+    ``consecutive_failures`` opens the circuit at a threshold, and after ``circuit_retry_at`` one
+    probe may go (half-open); a success closes it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=100)
+    url = models.URLField("URL", max_length=500)
+    event_types = ArrayField(models.CharField(max_length=40), default=list)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    circuit_state = models.CharField(
+        max_length=10, choices=CircuitState.choices, default=CircuitState.CLOSED
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    circuit_opened_at = models.DateTimeField(null=True, blank=True)
+    circuit_retry_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_failure = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="downstream_endpoint_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.url})"
+
+
+class EndpointSecret(TenantOwned):
+    """A signing secret of a downstream endpoint (``whsec_...``), envelope-encrypted.
+
+    Every secret whose ``expires_at`` is empty or in the future signs each delivery, so during a
+    rotation's overlap the receiver can verify with either the old secret or the new one.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    endpoint = models.ForeignKey(
+        DownstreamEndpoint, on_delete=models.CASCADE, related_name="secrets"
+    )
+    secret_encrypted = models.TextField(editable=False)
+    hint = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "endpoint"], name="endpoint_secret_endpoint")]
+
+    def __str__(self) -> str:
+        return f"secret {self.hint}... of endpoint {self.endpoint_id}"

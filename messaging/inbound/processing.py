@@ -26,10 +26,17 @@ from django.conf import settings
 from django.db import transaction
 
 from core.tenancy import tenant_context
+from messaging.events.services import EventMappingError, record_events
 from messaging.exceptions.models import Category
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import Message
-from messaging.store.services import claim_due, raw_body, record_findings, transition
+from messaging.store.services import (
+    claim_due,
+    message_bytes,
+    raw_body,
+    record_findings,
+    transition,
+)
 from messaging.store.states import InboundState
 from messaging.validation import Finding, Severity, Stage, ValidationContext, validate_batch
 from messaging.validation.selectors import get_registry, get_tenant_rules
@@ -57,6 +64,14 @@ class ProcessReport:
     invalid: list[int] = field(default_factory=list)
     parked: list[int] = field(default_factory=list)
     normalised: list[int] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "valid": len(self.valid),
+            "invalid": len(self.invalid),
+            "parked": len(self.parked),
+            "normalised": len(self.normalised),
+        }
 
     @property
     def total(self) -> int:
@@ -286,16 +301,73 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
 
 
 def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
-    """Turn valid messages into normalised events (``messaging.events``) and move them on.
-
-    The events stage is its own package; until it is installed the messages stay ``valid`` (the
-    sweeper's ``valid`` handler brings them here once it is)."""
-    try:
-        from messaging.events.services import record_events
-    except ImportError:
-        return []
+    """Record the normalised events of valid messages (``messaging.events``) and move them
+    ``valid -> normalised`` in one transaction; a message no mapping can read moves to
+    ``failed`` with a data-quality exception instead. Returns the ids normalised now (a repeat
+    finds them moved on and does nothing)."""
     with tenant_context(tenant_id):
-        return list(record_events(tenant_id=tenant_id, message_ids=list(message_ids)) or [])
+        rows = list(
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID).order_by(
+                "id"
+            )
+        )
+        if not rows:
+            return []
+        bodies: dict[int, bytes] = {}
+        payloads: list[tuple[int, dict]] = []
+        for row in rows:
+            if row.raw_id not in bodies:
+                bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
+            payloads.append((row.id, message_payload(message=row, body=bodies[row.raw_id])))
+        failures: dict[int, str] = {}
+        try:
+            with transaction.atomic():
+                record_events(tenant_id=tenant_id, messages=payloads)
+        except EventMappingError as exc:
+            failures = dict(exc.failures)
+            record_events(
+                tenant_id=tenant_id, messages=[p for p in payloads if p[0] not in failures]
+            )
+        done = transition(
+            tenant_id=tenant_id,
+            message_ids=[r.id for r in rows if r.id not in failures],
+            from_state=InboundState.VALID,
+            to_state=InboundState.NORMALISED,
+            actor=ACTOR,
+            reason="events recorded",
+            direction="inbound",
+        )
+        if failures:
+            failed = transition(
+                tenant_id=tenant_id,
+                message_ids=list(failures),
+                from_state=InboundState.VALID,
+                to_state=InboundState.FAILED,
+                actor=ACTOR,
+                reason="no mapping could read it",
+                direction="inbound",
+                error="; ".join(failures.values())[:2000],
+            )
+            by_id = {r.id: r for r in rows}
+            raise_exceptions(
+                specs=[
+                    ExceptionSpec(
+                        code="EVENT-MAPPING",
+                        title=failures[mid][:300],
+                        category=Category.DATA_QUALITY,
+                        severity=Severity.ERROR,
+                        message_id=mid,
+                        raw_id=by_id[mid].raw_id,
+                        connection_id=by_id[mid].connection_id,
+                        interface_id=by_id[mid].interface_id,
+                        transaction_id=by_id[mid].transaction_id or "",
+                        to_act="provider",
+                        owner_queue="provider-support",
+                    )
+                    for mid in failed
+                ]
+            )
+        return done
 
 
 def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> ProcessReport:
@@ -332,9 +404,8 @@ def process_delivery(*, tenant_id: UUID | str, raw_id: int) -> ProcessReport:
     )
 
 
-def message_payload(*, tenant_id: UUID | str, message: Message) -> dict:
-    """The message's payload object, parsed from its exact stored bytes."""
-    body = raw_body(tenant_id=tenant_id, raw_id=message.raw_id) if message.raw_id else b""
-    element = json.loads(body[message.raw_offset : message.raw_offset + message.raw_length])
+def message_payload(*, message: Message, body: bytes | None = None) -> dict:
+    """The message's payload object, parsed from its exact stored bytes (``{"payload": ...}``)."""
+    element = json.loads(message_bytes(message, body=body))
     payload = element.get("payload") if isinstance(element, dict) else None
     return payload if isinstance(payload, dict) else {}

@@ -35,12 +35,7 @@ def register_webhooks_task(tenant_id: str, connection_id: int, actor: str) -> in
 )
 def process_delivery_task(tenant_id: str, raw_id: int) -> dict[str, int]:
     """Process one stored delivery's messages in bulk (idempotent: claims first)."""
-    report = processing.process_delivery(tenant_id=tenant_id, raw_id=raw_id)
-    return {
-        "valid": len(report.valid),
-        "invalid": len(report.invalid),
-        "parked": len(report.parked),
-    }
+    return processing.process_delivery(tenant_id=tenant_id, raw_id=raw_id).counts()
 
 
 @shared_task(
@@ -50,12 +45,7 @@ def process_delivery_task(tenant_id: str, raw_id: int) -> dict[str, int]:
 )
 def process_messages_task(tenant_id: str, message_ids: list[int]) -> dict[str, int]:
     """Process these received messages (what the sweeper re-enqueues)."""
-    report = processing.process_messages(tenant_id=tenant_id, message_ids=message_ids)
-    return {
-        "valid": len(report.valid),
-        "invalid": len(report.invalid),
-        "parked": len(report.parked),
-    }
+    return processing.process_messages(tenant_id=tenant_id, message_ids=message_ids).counts()
 
 
 @shared_task(
@@ -69,6 +59,16 @@ def process_messages_task(tenant_id: str, message_ids: list[int]) -> dict[str, i
 def send_refusal_status_task(tenant_id: str, message_ids: list[int]) -> int:
     """Tell the DIP (status channel, RCP codes) why these messages were refused."""
     return status.send_refusal_status(tenant_id=tenant_id, message_ids=message_ids)
+
+
+@shared_task(
+    name="messaging.tasks.inbound.normalise_messages_task",
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def normalise_messages_task(tenant_id: str, message_ids: list[int]) -> int:
+    """Record the events of valid messages left behind (what the sweeper re-enqueues)."""
+    return len(processing.normalise(tenant_id=tenant_id, message_ids=message_ids))
 
 
 def _enqueue_received(tenant_id: str, message_ids: list[int]) -> None:
@@ -92,6 +92,14 @@ register_sweep_handler(
         state=InboundState.RECEIVED,
         enqueue=_enqueue_received,
         park=_park_received,
+        max_attempts=processing.max_attempts(),
+    )
+)
+register_sweep_handler(
+    SweepHandler(
+        direction="inbound",
+        state=InboundState.VALID,
+        enqueue=lambda tenant_id, ids: normalise_messages_task.delay(tenant_id, ids),
         max_attempts=processing.max_attempts(),
     )
 )

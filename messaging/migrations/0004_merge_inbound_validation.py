@@ -1,5 +1,5 @@
-# Joins the exception queue (after the message store) and the validation registry, both written
-# in parallel after 0001; no schema change.
+# Joins the exception queue (after the message store), the validation registry and the normalised
+# events, written in parallel after 0001; no schema change.
 
 from django.db import migrations
 
@@ -8,6 +8,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("messaging", "0003_exception_queue"),
         ("messaging", "0002_validation_registry"),
+        ("messaging", "0002_normalised_events_and_delivery"),
     ]
 
     operations = []

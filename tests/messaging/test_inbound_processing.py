@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from core.tenancy import tenant_context
+from messaging.events.models import Event
 from messaging.exceptions.models import MessageException
 from messaging.inbound import processing, receive, status
 from messaging.inbound.tasks import process_delivery_task
@@ -66,10 +67,12 @@ def test_a_delivery_is_validated_in_bulk_and_running_it_twice_changes_nothing(
     assert len(first.valid) == 1
     assert len(first.invalid) == 1
     assert again.total == 0  # nothing left in received: a repeated task does nothing
-    assert _states(world.acme.id) == {_txn(good): "valid", _txn(wrong_env): "invalid"}
+    assert first.normalised == first.valid  # its consumption event is recorded
+    assert _states(world.acme.id) == {_txn(good): "normalised", _txn(wrong_env): "invalid"}
     assert len(callbacks) == 1  # the refusal goes back to the DIP after commit
     with tenant_context(world.acme.id):
-        assert Transition.objects.count() == 2
+        assert Transition.objects.count() == 3  # received->valid->normalised, received->invalid
+        assert Event.objects.filter(source_message_id__in=first.valid).exists()
         findings = list(Finding.objects.values_list("code", "severity"))
         [exception] = MessageException.objects.all()
     assert ("CTX-ENVIRONMENT", "fatal") in findings
@@ -87,11 +90,13 @@ def test_the_task_runs_the_same_service_and_is_idempotent(push, world):
         "valid": 2,
         "invalid": 0,
         "parked": 0,
+        "normalised": 2,
     }
     assert process_delivery_task.run(str(world.acme.id), raw_id) == {
         "valid": 0,
         "invalid": 0,
         "parked": 0,
+        "normalised": 0,
     }
 
 

@@ -12,6 +12,9 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
+from messaging.events import endpoints as downstream
+from messaging.events import services as events
+from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import DipExchange, TenantValidationSettings
 from messaging.store import services as store
@@ -67,6 +70,20 @@ def populated(world):
             )
             TenantValidationSettings.objects.create()
             _populate_message_store(tenant_id)
+            # A downstream endpoint with its secret, an event owed to it and one attempt.
+            endpoint = downstream.create_endpoint(
+                name=name, url="https://93.184.216.34/hooks", event_types=["*"], actor="pytest"
+            ).endpoint
+            events.publish_event(
+                tenant_id=tenant_id, type="outbound.state_changed", payload={"to": "sent"}
+            )
+            DeliveryAttempt.objects.create(
+                delivery=Delivery.objects.get(),
+                endpoint=endpoint,
+                attempt=1,
+                started_at=timezone.now(),
+                ok=True,
+            )
     return world
 
 

@@ -1,0 +1,409 @@
+"""Delivering events to the tenant's endpoints as signed webhooks, at least once.
+
+One round for one tenant (``deliver_due``):
+1. claim (short transaction): endpoints whose circuit has waited long enough become half-open and
+   get exactly one probe; closed endpoints get up to ``per_endpoint`` due deliveries; each claimed
+   row is leased, so a crashed worker's rows come back when the lease lapses;
+2. send (no transaction open): one thread per endpoint, its deliveries in order; the URL is
+   resolved and checked again and the request goes to an address that passed (DNS rebinding);
+   after a failure the endpoint's remaining claimed rows are released untried, so a broken
+   endpoint costs one timeout per round, not one per event;
+3. record (short transaction): an attempt row per try; delivered, or retried at a full-jitter
+   exponential backoff, or parked once the attempts or the time budget are spent; the endpoint's
+   circuit opens after ``DOWNSTREAM_CIRCUIT_THRESHOLD`` consecutive failures, and a probe's
+   success closes it.
+
+Tenants are served one task each (the sweeper enqueues one per tenant with work due), so a
+tenant's broken endpoint delays other tenants by at most one round of its own: one connect or
+read timeout per endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.utils import timezone
+
+from core import netguard
+from core.tenancy import tenant_context
+from messaging.events import endpoints as endpoint_services
+from messaging.events import signing
+from messaging.events.models import Delivery, DeliveryAttempt, DeliveryState, Event
+from messaging.events.selectors import event_envelope
+from tenants.models import CircuitState, DownstreamEndpoint
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+USER_AGENT = "Busbar-Webhooks/1"
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def http_client() -> httpx.Client:
+    """One pooled client per process; redirects are not followed (a redirect could lead to an
+    address that was never checked)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = httpx.Client(
+                timeout=httpx.Timeout(
+                    settings.DOWNSTREAM_READ_TIMEOUT, connect=settings.DOWNSTREAM_CONNECT_TIMEOUT
+                ),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+            )
+        return _client
+
+
+@dataclass
+class Job:
+    delivery_id: int
+    endpoint_id: int
+    attempt: int
+    url: str
+    body: bytes
+    webhook_id: str
+    secrets: list[str]
+    created_at: datetime
+
+
+@dataclass
+class Outcome:
+    job: Job
+    started_at: datetime
+    ok: bool
+    tried: bool  # False: released untried after an earlier failure at the same endpoint
+    http_status: int | None = None
+    latency_ms: int | None = None
+    error: str = ""
+
+
+# --- 1. claim ------------------------------------------------------------------------------------
+
+CLAIM_SQL = """
+UPDATE messaging_delivery d SET lease_until = now() + make_interval(secs => %(lease)s)
+WHERE d.id IN (
+    SELECT c.id FROM tenants_downstreamendpoint e
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM messaging_delivery x
+        WHERE x.tenant_id = e.tenant_id AND x.endpoint_id = e.id AND x.state = 'pending'
+          AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now())
+        ORDER BY x.next_attempt_at, x.id
+        LIMIT CASE WHEN e.id = ANY(%(probes)s) THEN 1 ELSE %(per_endpoint)s END
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE e.enabled AND (e.circuit_state = 'closed' OR e.id = ANY(%(probes)s))
+    LIMIT %(limit)s
+)
+RETURNING d.id
+"""
+
+
+def claim_deliveries(
+    *, tenant_id: uuid.UUID | str, limit: int = 100, per_endpoint: int = 20
+) -> list[int]:
+    """Lease up to ``limit`` due deliveries of the tenant (see the module docstring)."""
+    with tenant_context(tenant_id):
+        pause = timedelta(seconds=settings.DOWNSTREAM_CIRCUIT_PAUSE_SECONDS)
+        # An open circuit whose pause is over goes half-open and gets one probe. The pause is
+        # re-armed now, so a probe whose outcome is never recorded (a crash) is retried later.
+        probes = list(
+            DownstreamEndpoint.objects.filter(
+                enabled=True,
+                circuit_state__in=[CircuitState.OPEN, CircuitState.HALF_OPEN],
+                circuit_retry_at__lte=timezone.now(),
+            ).values_list("id", flat=True)
+        )
+        if probes:
+            DownstreamEndpoint.objects.filter(id__in=probes).update(
+                circuit_state=CircuitState.HALF_OPEN, circuit_retry_at=timezone.now() + pause
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                CLAIM_SQL,
+                {
+                    "lease": LEASE.total_seconds(),
+                    "probes": probes,
+                    "per_endpoint": per_endpoint,
+                    "limit": limit,
+                },
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+
+def _jobs(delivery_ids: list[int]) -> list[Job]:
+    deliveries = list(
+        Delivery.objects.filter(id__in=delivery_ids)
+        .select_related("event", "endpoint")
+        .order_by("endpoint_id", "next_attempt_at", "id")
+    )
+    secrets_by_endpoint: dict[int, list[str]] = {}
+    jobs = []
+    for d in deliveries:
+        if d.endpoint_id not in secrets_by_endpoint:
+            secrets_by_endpoint[d.endpoint_id] = endpoint_services.signing_secrets(
+                endpoint_id=d.endpoint_id
+            )
+        event: Event = d.event
+        body = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False).encode(
+            event_envelope(event)
+        )
+        jobs.append(
+            Job(
+                delivery_id=d.id,
+                endpoint_id=d.endpoint_id,
+                attempt=d.attempts + 1,
+                url=d.endpoint.url,
+                body=body.encode(),
+                webhook_id=event.webhook_id,
+                secrets=secrets_by_endpoint[d.endpoint_id],
+                created_at=d.created_at,
+            )
+        )
+    return jobs
+
+
+# --- 2. send -------------------------------------------------------------------------------------
+
+
+def _pinned_request(
+    url: str, address: netguard.Address
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL with its host replaced by a checked address, the Host header, and the TLS server
+    name, so the request reaches the address that passed the check and TLS still verifies the
+    name."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    pinned = urlunsplit(parts._replace(netloc=netloc))
+    host_header = parts.hostname or ""
+    if parts.port:
+        host_header += f":{parts.port}"
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return pinned, {"Host": host_header}, extensions
+
+
+def send(job: Job) -> Outcome:
+    """One signed POST; never raises (the outcome says what happened)."""
+    started = timezone.now()
+    clock = time.monotonic()
+    try:
+        addresses = netguard.resolve_checked(job.url)
+        url, headers, extensions = _pinned_request(job.url, addresses[0])
+        headers.update(
+            signing.signature_headers(
+                secrets=job.secrets,
+                webhook_id=job.webhook_id,
+                timestamp=int(time.time()),
+                body=job.body,
+            )
+        )
+        headers["Content-Type"] = "application/json"
+        response = http_client().post(url, content=job.body, headers=headers, extensions=extensions)
+    except netguard.UnsafeURLError as exc:
+        return Outcome(job, started, ok=False, tried=True, error=f"refused: {exc}"[:500])
+    except signing.SecretError as exc:
+        return Outcome(job, started, ok=False, tried=True, error=str(exc)[:500])
+    except httpx.HTTPError as exc:
+        latency = int((time.monotonic() - clock) * 1000)
+        kind = type(exc).__name__
+        return Outcome(
+            job, started, ok=False, tried=True, latency_ms=latency, error=f"{kind}: {exc}"[:500]
+        )
+    latency = int((time.monotonic() - clock) * 1000)
+    ok = 200 <= response.status_code < 300
+    error = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+    return Outcome(
+        job,
+        started,
+        ok=ok,
+        tried=True,
+        http_status=response.status_code,
+        latency_ms=latency,
+        error=error,
+    )
+
+
+def _send_endpoint(jobs: list[Job]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    failed = False
+    for job in jobs:
+        if failed:
+            outcomes.append(Outcome(job, timezone.now(), ok=False, tried=False))
+            continue
+        outcome = send(job)
+        outcomes.append(outcome)
+        failed = not outcome.ok
+    return outcomes
+
+
+def send_all(jobs: list[Job]) -> list[Outcome]:
+    """Each endpoint in its own thread, its deliveries in order."""
+    by_endpoint: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_endpoint.setdefault(job.endpoint_id, []).append(job)
+    if len(by_endpoint) == 1:
+        return _send_endpoint(jobs)
+    with ThreadPoolExecutor(max_workers=min(8, len(by_endpoint))) as pool:
+        return [o for outcomes in pool.map(_send_endpoint, by_endpoint.values()) for o in outcomes]
+
+
+# --- 3. record -----------------------------------------------------------------------------------
+
+
+def backoff(attempts: int) -> timedelta:
+    """Full jitter: uniform between zero and the capped exponential for this attempt."""
+    ceiling = min(
+        settings.DOWNSTREAM_RETRY_CAP_SECONDS,
+        settings.DOWNSTREAM_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0),
+    )
+    return timedelta(seconds=random.uniform(0, ceiling))
+
+
+def record_outcomes(*, tenant_id: uuid.UUID | str, outcomes: list[Outcome]) -> None:
+    now = timezone.now()
+    budget = timedelta(seconds=settings.DOWNSTREAM_BUDGET_SECONDS)
+    with tenant_context(tenant_id):
+        attempts = []
+        for o in outcomes:
+            delivery = Delivery.objects.filter(id=o.job.delivery_id, state=DeliveryState.PENDING)
+            if not o.tried:
+                delivery.update(lease_until=None)
+                continue
+            attempts.append(
+                DeliveryAttempt(
+                    delivery_id=o.job.delivery_id,
+                    endpoint_id=o.job.endpoint_id,
+                    attempt=o.job.attempt,
+                    started_at=o.started_at,
+                    latency_ms=o.latency_ms,
+                    http_status=o.http_status,
+                    ok=o.ok,
+                    error=o.error,
+                )
+            )
+            if o.ok:
+                delivery.update(
+                    state=DeliveryState.DELIVERED,
+                    attempts=o.job.attempt,
+                    delivered_at=now,
+                    lease_until=None,
+                    last_status=o.http_status,
+                    last_error="",
+                )
+            elif (
+                o.job.attempt >= settings.DOWNSTREAM_MAX_ATTEMPTS
+                or now - o.job.created_at >= budget
+            ):
+                delivery.update(
+                    state=DeliveryState.PARKED,
+                    attempts=o.job.attempt,
+                    lease_until=None,
+                    last_status=o.http_status,
+                    last_error=f"parked after {o.job.attempt} attempts: {o.error}"[:500],
+                )
+                logger.warning(
+                    "delivery.parked",
+                    extra={"delivery_id": o.job.delivery_id, "endpoint_id": o.job.endpoint_id},
+                )
+            else:
+                delivery.update(
+                    attempts=o.job.attempt,
+                    next_attempt_at=now + backoff(o.job.attempt),
+                    lease_until=None,
+                    last_status=o.http_status,
+                    last_error=o.error,
+                )
+        DeliveryAttempt.objects.bulk_create(attempts)
+        _update_circuits(outcomes, now)
+
+
+def _update_circuits(outcomes: list[Outcome], now: datetime) -> None:
+    pause = timedelta(seconds=settings.DOWNSTREAM_CIRCUIT_PAUSE_SECONDS)
+    threshold = settings.DOWNSTREAM_CIRCUIT_THRESHOLD
+    tried: dict[int, list[Outcome]] = {}
+    for o in outcomes:
+        if o.tried:
+            tried.setdefault(o.job.endpoint_id, []).append(o)
+    for endpoint in DownstreamEndpoint.objects.select_for_update().filter(id__in=list(tried)):
+        for o in tried[endpoint.id]:
+            if o.ok:
+                endpoint.circuit_state = CircuitState.CLOSED
+                endpoint.consecutive_failures = 0
+                endpoint.circuit_opened_at = None
+                endpoint.circuit_retry_at = None
+                endpoint.last_success_at = now
+                continue
+            endpoint.consecutive_failures += 1
+            endpoint.last_failure_at = now
+            endpoint.last_failure = o.error[:500]
+            if endpoint.circuit_state == CircuitState.HALF_OPEN or (
+                endpoint.consecutive_failures >= threshold
+            ):
+                if endpoint.circuit_state == CircuitState.CLOSED:
+                    endpoint.circuit_opened_at = now
+                    logger.warning("endpoint.circuit_opened", extra={"endpoint_id": endpoint.id})
+                endpoint.circuit_state = CircuitState.OPEN
+                endpoint.circuit_retry_at = now + pause
+        endpoint.save(
+            update_fields=[
+                "circuit_state",
+                "consecutive_failures",
+                "circuit_opened_at",
+                "circuit_retry_at",
+                "last_success_at",
+                "last_failure_at",
+                "last_failure",
+            ]
+        )
+
+
+# --- a round ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    claimed: int
+    delivered: int
+    failed: int
+
+
+def deliver_due(*, tenant_id: uuid.UUID | str, limit: int = 100) -> RoundResult:
+    """Claim, send and record one round for the tenant. No transaction is open while sending."""
+    if connection.in_atomic_block:
+        raise RuntimeError("deliver_due sends over the network: call it outside a transaction")
+    claimed = claim_deliveries(tenant_id=tenant_id, limit=limit)
+    if not claimed:
+        return RoundResult(0, 0, 0)
+    with tenant_context(tenant_id):
+        jobs = _jobs(claimed)
+    outcomes = send_all(jobs)
+    record_outcomes(tenant_id=tenant_id, outcomes=outcomes)
+    return RoundResult(
+        claimed=len(claimed),
+        delivered=sum(o.ok for o in outcomes),
+        failed=sum(o.tried and not o.ok for o in outcomes),
+    )
+
+
+def tenants_with_due_deliveries() -> list[str]:
+    """Tenants with deliveries due or leases lapsed (a SECURITY DEFINER look-up: ids only)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tenant_id FROM busbar_tenants_with_due_deliveries()")
+        return [str(row[0]) for row in cursor.fetchall()]

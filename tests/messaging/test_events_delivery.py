@@ -1,0 +1,290 @@
+"""Signed delivery to a real HTTP receiver: Standard Webhooks signatures (verified with the
+``standardwebhooks`` package), secret rotation, retries, the circuit breaker, parking, fairness
+between tenants and the address check at delivery time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from core.tenancy import tenant_context
+from dipsim import messages as dip
+from messaging.events import delivery, endpoints, services
+from messaging.events.mappings import EventType
+from messaging.events.models import Delivery, DeliveryAttempt, Event
+from messaging.events.signing import generate_secret
+from tenants.models import CircuitState, DownstreamEndpoint
+from tests.conftest import build_world
+from tests.messaging.receiver import black_hole, running_receiver
+
+
+@pytest.fixture
+def world(committed_db):
+    return build_world()
+
+
+def if021(seed: int) -> dict:
+    rng = random.Random(seed)
+    return dip.if021(
+        sender="1000000002", mpan=dip.make_mpan(rng), day=dt.date(2026, 11, 1), rng=rng
+    )
+
+
+def record(tenant_id, count: int = 1, start: int = 1) -> list[int]:
+    return services.record_events(
+        tenant_id=tenant_id, messages=[(start + n, if021(start + n)) for n in range(count)]
+    )
+
+
+def add_endpoint(tenant_id, url: str, name: str = "billing"):
+    with tenant_context(tenant_id):
+        return endpoints.create_endpoint(name=name, url=url, event_types=["*"], actor="pytest")
+
+
+def make_due(tenant_id) -> None:
+    """Move every pending retry's time to now (a controlled clock, instead of waiting)."""
+    with tenant_context(tenant_id):
+        Delivery.objects.filter(state="pending").update(next_attempt_at=timezone.now())
+
+
+def test_a_delivery_is_signed_per_standard_webhooks(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        issued = add_endpoint(world.acme.id, receiver.url)
+        [event_id] = record(world.acme.id)
+        result = delivery.deliver_due(tenant_id=world.acme.id)
+    assert (result.claimed, result.delivered, result.failed) == (1, 1, 0)
+    [request] = receiver.received
+    body = Webhook(issued.secret).verify(request.body, request.headers)
+    with tenant_context(world.acme.id):
+        event = Event.objects.get(id=event_id)
+        row = Delivery.objects.get()
+        [attempt] = DeliveryAttempt.objects.all()
+    assert request.headers["webhook-id"] == f"evt_{event.uid.hex}" == body["id"]
+    assert body["type"] == EventType.CONSUMPTION_RECORDED
+    assert body["data"]["mpan"] == event.subject
+    assert body["mapping"] == "consumption@2"
+    assert request.headers["content-type"] == "application/json"
+    assert (row.state, row.attempts, row.last_status) == ("delivered", 1, 200)
+    assert (attempt.ok, attempt.http_status, attempt.attempt) == (True, 200, 1)
+    assert attempt.latency_ms is not None
+    # Another secret, or a tampered body, fails independent verification.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(generate_secret()).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(issued.secret).verify(request.body.replace(b"AI", b"AE"), request.headers)
+
+
+def test_during_a_rotation_both_secrets_sign_and_afterwards_only_the_new(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        old = add_endpoint(world.acme.id, receiver.url)
+        with tenant_context(world.acme.id):
+            new = endpoints.rotate_endpoint_secret(
+                endpoint=old.endpoint, actor="pytest", overlap=timedelta(hours=1)
+            )
+        record(world.acme.id, start=1)
+        delivery.deliver_due(tenant_id=world.acme.id)
+        with tenant_context(world.acme.id):
+            endpoints.rotate_endpoint_secret(
+                endpoint=old.endpoint, actor="pytest", overlap=timedelta(0), secret=new.secret
+            )
+        record(world.acme.id, start=2)
+        delivery.deliver_due(tenant_id=world.acme.id)
+    during, after = receiver.received
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    Webhook(old.secret).verify(during.body, during.headers)
+    Webhook(new.secret).verify(during.body, during.headers)
+    # The rotation with no overlap ended every earlier secret, including the first one.
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new.secret).verify(after.body, after.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old.secret).verify(after.body, after.headers)
+
+
+def test_a_failure_is_retried_later_with_backoff_then_delivered(world, settings):
+    settings.DOWNSTREAM_RETRY_BASE_SECONDS = 60
+    with running_receiver(statuses=[503, 200]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        before = timezone.now()
+        first = delivery.deliver_due(tenant_id=world.acme.id)
+        with tenant_context(world.acme.id):
+            row = Delivery.objects.get()
+        assert (first.failed, row.state, row.attempts, row.last_status) == (1, "pending", 1, 503)
+        assert before <= row.next_attempt_at <= timezone.now() + timedelta(seconds=60)
+        assert "HTTP 503" in row.last_error
+        # Not due yet: a round now sends nothing.
+        with tenant_context(world.acme.id):
+            Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(seconds=30))
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 0
+        make_due(world.acme.id)
+        second = delivery.deliver_due(tenant_id=world.acme.id)
+    assert second.delivered == 1
+    with tenant_context(world.acme.id):
+        row = Delivery.objects.get()
+        log = list(
+            DeliveryAttempt.objects.order_by("attempt").values_list("attempt", "ok", "http_status")
+        )
+    assert (row.state, row.attempts) == ("delivered", 2)
+    assert log == [(1, False, 503), (2, True, 200)]
+    # The same event both times: the receiver deduplicates on webhook-id.
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+
+
+def test_backoff_is_full_jitter_under_a_capped_exponential(settings):
+    settings.DOWNSTREAM_RETRY_BASE_SECONDS = 2
+    settings.DOWNSTREAM_RETRY_CAP_SECONDS = 100
+    draws = {n: [delivery.backoff(n).total_seconds() for _ in range(200)] for n in (1, 3, 10)}
+    assert all(0 <= d <= 2 for d in draws[1])
+    assert all(0 <= d <= 8 for d in draws[3])
+    assert all(0 <= d <= 100 for d in draws[10])
+    assert max(draws[10]) > 8  # it does grow
+    assert len(set(draws[3])) > 100  # and it is jittered
+
+
+def test_a_delivery_is_parked_after_its_last_attempt(world, settings):
+    settings.DOWNSTREAM_MAX_ATTEMPTS = 2
+    with running_receiver(statuses=[500]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        delivery.deliver_due(tenant_id=world.acme.id)
+        make_due(world.acme.id)
+        delivery.deliver_due(tenant_id=world.acme.id)
+        make_due(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 0
+    with tenant_context(world.acme.id):
+        row = Delivery.objects.get()
+    assert (row.state, row.attempts) == ("parked", 2)
+    assert row.last_error.startswith("parked after 2 attempts: HTTP 500")
+
+
+def test_a_delivery_is_parked_once_the_time_budget_is_spent(world, settings):
+    settings.DOWNSTREAM_BUDGET_SECONDS = 60
+    with running_receiver(statuses=[500]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        with tenant_context(world.acme.id):
+            Delivery.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+        delivery.deliver_due(tenant_id=world.acme.id)
+    with tenant_context(world.acme.id):
+        assert Delivery.objects.get().state == "parked"
+
+
+def test_the_circuit_opens_probes_once_and_closes(world, settings):
+    settings.DOWNSTREAM_CIRCUIT_THRESHOLD = 2
+    settings.DOWNSTREAM_CIRCUIT_PAUSE_SECONDS = 600
+    with running_receiver(statuses=[503, 503, 503, 200]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        issued = add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id, count=5)
+
+        def circuit() -> DownstreamEndpoint:
+            with tenant_context(world.acme.id):
+                return DownstreamEndpoint.objects.get(id=issued.endpoint.id)
+
+        # Each round sends one (the rest are released untried after the first failure).
+        assert delivery.deliver_due(tenant_id=world.acme.id).failed == 1
+        assert circuit().circuit_state == CircuitState.CLOSED
+        make_due(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).failed == 1
+        assert (circuit().circuit_state, circuit().consecutive_failures) == ("open", 2)
+        # Open: nothing is claimed for it, though everything is due.
+        make_due(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 0
+        assert len(receiver.received) == 2
+        # After the pause exactly one probe goes; it fails and the circuit opens again.
+        with tenant_context(world.acme.id):
+            DownstreamEndpoint.objects.update(circuit_retry_at=timezone.now())
+        probe = delivery.deliver_due(tenant_id=world.acme.id)
+        assert (probe.claimed, probe.failed) == (1, 1)
+        assert circuit().circuit_state == CircuitState.OPEN
+        # The next probe succeeds: the circuit closes and the backlog drains.
+        with tenant_context(world.acme.id):
+            DownstreamEndpoint.objects.update(circuit_retry_at=timezone.now())
+        make_due(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 1
+        assert (circuit().circuit_state, circuit().consecutive_failures) == ("closed", 0)
+        make_due(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).delivered == 4
+    with tenant_context(world.acme.id):
+        assert set(Delivery.objects.values_list("state", flat=True)) == {"delivered"}
+
+
+def test_one_tenants_hung_endpoint_costs_one_timeout_and_never_holds_up_another(world, settings):
+    settings.DOWNSTREAM_READ_TIMEOUT = 0.5
+    delivery._client = None  # the pooled client takes its timeouts from settings when made
+    try:
+        with black_hole() as hung, running_receiver() as receiver:
+            settings.BUSBAR_DOWNSTREAM_ALLOW = f"{receiver.allow},{hung.split('/')[2]}"
+            add_endpoint(world.acme.id, hung)
+            add_endpoint(world.globex.id, receiver.url)
+            record(world.acme.id, count=10)
+            record(world.globex.id, count=3, start=100)
+            assert sorted(delivery.tenants_with_due_deliveries()) == sorted(
+                [str(world.acme.id), str(world.globex.id)]
+            )
+            acme = delivery.deliver_due(tenant_id=world.acme.id)
+            globex = delivery.deliver_due(tenant_id=world.globex.id)
+    finally:
+        delivery._client = None
+    assert (acme.claimed, acme.failed, acme.delivered) == (10, 1, 0)
+    assert (globex.claimed, globex.delivered) == (3, 3)
+    with tenant_context(world.acme.id):
+        [attempt] = DeliveryAttempt.objects.all()
+        assert "Timeout" in attempt.error
+        # The nine not tried are released at once, their attempts uncounted.
+        untried = Delivery.objects.exclude(id=attempt.delivery_id)
+        assert {(d.attempts, d.lease_until) for d in untried} == {(0, None)}
+    assert len(receiver.received) == 3
+
+
+def test_the_address_is_checked_again_at_delivery_time(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        settings.BUSBAR_DOWNSTREAM_ALLOW = ""  # the provider withdrew the permission
+        result = delivery.deliver_due(tenant_id=world.acme.id)
+    assert result.failed == 1
+    assert receiver.received == []
+    with tenant_context(world.acme.id):
+        assert DeliveryAttempt.objects.get().error.startswith("refused: 127.0.0.1 resolves to")
+
+
+def test_disabling_an_endpoint_cancels_what_it_is_owed(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        issued = add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id, count=2)
+        with tenant_context(world.acme.id):
+            endpoints.set_endpoint_enabled(endpoint=issued.endpoint, enabled=False, actor="pytest")
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 0
+        assert delivery.tenants_with_due_deliveries() == []
+    with tenant_context(world.acme.id):
+        assert set(Delivery.objects.values_list("state", flat=True)) == {"cancelled"}
+
+
+def test_a_lapsed_lease_is_claimed_again(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        claimed = delivery.claim_deliveries(tenant_id=world.acme.id)
+        assert len(claimed) == 1
+        assert delivery.claim_deliveries(tenant_id=world.acme.id) == []  # leased
+        with tenant_context(world.acme.id):
+            Delivery.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+        assert delivery.tenants_with_due_deliveries() == [str(world.acme.id)]
+        assert delivery.deliver_due(tenant_id=world.acme.id).delivered == 1
+    assert json.loads(receiver.received[0].body)["type"] == EventType.CONSUMPTION_RECORDED
