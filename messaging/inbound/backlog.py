@@ -34,7 +34,7 @@ _lock = threading.Lock()
 def read_backlog() -> int:
     """The inbound queue's length now (a Redis LLEN; raises when Redis does not answer)."""
     with app.connection_for_read() as conn:
-        client = conn.channel().client  # type: ignore[attr-defined]
+        client = conn.channel().client
         return int(client.llen(QUEUE))
 
 

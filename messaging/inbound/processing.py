@@ -20,6 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 from uuid import UUID
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from messaging.exceptions.models import Category
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import Message
 from messaging.store.services import (
+    FindingLike,
     claim_due,
     message_bytes,
     raw_body,
@@ -238,10 +240,10 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
         refused: dict[int, Finding] = {}
         for (_connection_id, channel), members in groups.items():
             context = _context(members[0].connection, channel, tenant_id)
-            items = []
-            for m in members:
-                element = bodies[m.raw_id][m.raw_offset : m.raw_offset + m.raw_length]
-                items.append(element)
+            items = [
+                message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
+                for m in members
+            ]
             outcomes = validate_batch(items, context=context, registry=registry)
             for message, outcome in zip(members, outcomes, strict=True):
                 findings.extend((message.id, f) for f in outcome.findings)
@@ -271,7 +273,11 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
                         },
                     )
                 )
-        record_findings(tenant_id=tenant_id, findings=findings, registry_version=registry.name)
+        record_findings(
+            tenant_id=tenant_id,
+            findings=cast("list[tuple[int, FindingLike]]", findings),
+            registry_version=registry.name,
+        )
         report.valid = transition(
             tenant_id=tenant_id,
             message_ids=report.valid,
@@ -316,9 +322,10 @@ def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]
         bodies: dict[int, bytes] = {}
         payloads: list[tuple[int, dict]] = []
         for row in rows:
-            if row.raw_id not in bodies:
+            if row.raw_id is not None and row.raw_id not in bodies:
                 bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
-            payloads.append((row.id, message_payload(message=row, body=bodies[row.raw_id])))
+            body = bodies.get(row.raw_id) if row.raw_id is not None else None
+            payloads.append((row.id, message_payload(message=row, body=body)))
         failures: dict[int, str] = {}
         try:
             with transaction.atomic():

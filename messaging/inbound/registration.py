@@ -91,7 +91,7 @@ def resolve_status_token(token: str) -> tuple[str, int] | None:
 
 
 def status_webhook_url(*, connection: Connection) -> str:
-    token = status_webhook_token(tenant_id=connection.tenant_id, connection_id=connection.pk)
+    token = status_webhook_token(tenant_id=str(connection.tenant_id), connection_id=connection.pk)
     return f"{webhook_base_url()}{STATUS_PATH}{token}"
 
 

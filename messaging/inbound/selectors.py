@@ -116,7 +116,7 @@ def get_message_detail(*, message_id: int, with_content: bool) -> MessageDetail 
     delivery = RawBlob.objects.filter(id=message.raw_id).first() if message.raw_id else None
     raw = None
     if with_content and message.raw_id is not None:
-        body = raw_body(tenant_id=message.tenant_id, raw_id=message.raw_id)
+        body = raw_body(tenant_id=str(message.tenant_id), raw_id=message.raw_id)
         data = message_bytes(message, body=body)
         try:
             raw = json.dumps(json.loads(data), indent=2, ensure_ascii=False)

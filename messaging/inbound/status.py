@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from django.utils import timezone
@@ -49,15 +50,15 @@ def send_refusal_status(*, tenant_id: UUID | str, message_ids: Sequence[int]) ->
             ).values("id", "connection_id", "transaction_id", "sender_unique_reference",
                      "correlation_id")
         )  # fmt: skip
-        reported = _already_reported([r["transaction_id"] for r in rows])
+        reported = _already_reported([r["transaction_id"] or "" for r in rows])
         codes = {
             e.message_id: (e.detail.get("rcp") or "RCP1022", e.title)
             for e in MessageException.objects.filter(message_id__in=[r["id"] for r in rows])
         }
-        by_connection: dict[int, list[dict]] = defaultdict(list)
+        by_connection: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             if row["transaction_id"] not in reported:
-                by_connection[row["connection_id"]].append(row)
+                by_connection[row["connection_id"]].append(dict(row))
         connections = {
             c.pk: c
             for c in Connection.objects.select_related("identity").filter(pk__in=by_connection)
@@ -66,17 +67,17 @@ def send_refusal_status(*, tenant_id: UUID | str, message_ids: Sequence[int]) ->
     for connection_id, members in by_connection.items():
         connection = connections[connection_id]
         entries = []
-        for row in members:
-            code, why = codes.get(row["id"], ("RCP1022", ""))
+        for member in members:
+            code, why = codes.get(member["id"], ("RCP1022", ""))
             meaning = RCP_CODES[code].meaning if code in RCP_CODES else "Message refused"
             entries.append(
                 status_entry(
                     code=code,
                     text=meaning,
                     sender_dip_id=connection.identity.dip_id,
-                    transaction_id=row["transaction_id"],
-                    sender_reference=row["sender_unique_reference"] or None,
-                    correlation_id=row["correlation_id"] or None,
+                    transaction_id=member["transaction_id"],
+                    sender_reference=member["sender_unique_reference"] or None,
+                    correlation_id=member["correlation_id"] or None,
                     help_text=why or None,
                 )
             )
