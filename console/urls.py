@@ -11,8 +11,10 @@ from console.views import (
     evidence,
     home,
     invitations,
+    messages,
     settings,
     support,
+    webhooks,
 )
 
 app_name = "console"
@@ -25,8 +27,9 @@ urlpatterns = [
     path("login/verify/", auth.login_verify, name="login-verify"),
     path("account/second-factor/", account.second_factor, name="account-mfa"),
     path("flows/", home.area, {"area": "flows"}, name="flows"),
-    path("messages/", home.area, {"area": "messages"}, name="messages"),
-    path("exceptions/", home.area, {"area": "exceptions"}, name="exceptions"),
+    path("messages/", messages.message_list, name="messages"),
+    path("messages/<int:message_id>/", messages.message_detail, name="message-detail"),
+    path("exceptions/", messages.exception_list, name="exceptions"),
     path("certificates/", certificates.certificate_list, name="certificates"),
     path("certificates/csr/", certificates.certificate_csr, name="certificate-csr"),
     path("certificates/import/", certificates.certificate_import, name="certificate-import"),
@@ -65,6 +68,11 @@ urlpatterns = [
     path("evidence/key/", evidence.evidence_key, name="evidence-key"),
     path("evidence/<uuid:pack_id>/download/", evidence.evidence_download, name="evidence-download"),
     path("settings/", settings.settings_page, name="settings"),
+    path(
+        "settings/connections/<int:connection_id>/webhooks/",
+        webhooks.webhook_register,
+        name="webhook-register",
+    ),
     path("settings/api-keys/", settings.api_key_issue, name="api-key-issue"),
     path("settings/second-factor/", settings.second_factor_policy, name="second-factor-policy"),
     path(

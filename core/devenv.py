@@ -544,6 +544,15 @@ def run(args: argparse.Namespace) -> int:
         subprocess.run([PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
                        check=True, capture_output=True, cwd=ROOT)
         dip_url = f"https://127.0.0.1:{args.dipsim_port}"
+        # The DIP's pushes reach Busbar as in production: HTTPS on the ingest server, which
+        # completes the handshake only for a client certificate from the DIP's CA (dipsim's).
+        ingest_tls = logs / "ingest-tls"
+        subprocess.run([PYTHON, "-m", "dipsim", "ca", "issue", "--dir", str(dipsim_ca),
+                        "--dip-id", "10000000DC", "--kind", "server", "--san", "127.0.0.1",
+                        "--san", "localhost", "--out", str(ingest_tls), "--days", "30"],
+                       check=True, capture_output=True, cwd=ROOT)
+        env["BUSBAR_WEBHOOK_BASE_URL"] = f"https://127.0.0.1:{args.ingest_port}"
+        full_env["BUSBAR_WEBHOOK_BASE_URL"] = env["BUSBAR_WEBHOOK_BASE_URL"]
         manage(env, "migrate", "--database", "owner", "--noinput")
         manage(env, "seed_demo", "--dip-base-url", dip_url,
                "--dipsim-ca", str(dipsim_ca), "--dipsim-data", str(dipsim_data))
@@ -560,6 +569,10 @@ def run(args: argparse.Namespace) -> int:
         start("web", [PYTHON, "-m", "gunicorn", "core.wsgi", "--bind", bind,
                       "--workers", str(args.web_workers), "--threads", "4",
                       "--access-logfile", "-"])
+        start("ingest", ingest_command(
+            host="127.0.0.1", port=args.ingest_port, certfile=ingest_tls.with_suffix(".crt"),
+            keyfile=ingest_tls.with_suffix(".key"), client_ca=dipsim_ca / "ca.crt",
+            workers=args.ingest_workers))
         # One worker per queue family, so one family's backlog cannot starve another.
         for family in ("inbound", "outbound", "delivery", "maintenance"):
             start(f"worker-{family}", [PYTHON, "-m", "celery", "-A", "core", "worker",
@@ -595,6 +608,12 @@ def run(args: argparse.Namespace) -> int:
                         break
             except OSError:
                 time.sleep(0.5)
+        # dipsim is up: tell it where to push, so the demo traffic waiting there flows in.
+        for _ in range(60):
+            if _port_open("127.0.0.1", args.dipsim_port):
+                break
+            time.sleep(0.5)
+        manage(env, "register_webhooks")
         dip_admin = f"http://127.0.0.1:{args.dipsim_port + 1}/"
         print(
             demo_banner(
@@ -603,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
                 dip_url=dip_url,
                 dip_admin=dip_admin,
                 metrics_token=env["BUSBAR_METRICS_TOKEN"],
+                ingest_url=env["BUSBAR_WEBHOOK_BASE_URL"],
             ),
             flush=True,
         )
@@ -617,6 +637,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_all()
+
+
+def ingest_command(
+    *, host: str, port: int, certfile: Path, keyfile: Path, client_ca: Path, workers: int = 1
+) -> list[str]:
+    """The DIP webhook's server: uvicorn over TLS requiring a client certificate from
+    ``client_ca`` (``ssl.CERT_REQUIRED``), as nginx's :8443 server does in production."""
+    return [PYTHON, "-m", "uvicorn", "messaging.inbound.asgi:app", "--host", host,
+            "--port", str(port), "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile),
+            "--ssl-ca-certs", str(client_ca), "--ssl-cert-reqs", "2", "--workers", str(workers),
+            "--no-access-log", "--timeout-keep-alive", "30"]  # fmt: skip
 
 
 # --- sample client systems (normalised events' downstream webhooks) --------------------------
@@ -664,6 +695,7 @@ Busbar is running.
   Console    {url}
   API docs   {url}api/v1/docs/
   DIP (sim)  {dip_url}   admin: {dip_admin}
+  Webhooks   {ingest_url}/dip/webhooks/ (mutual TLS, for the DIP)
   Readiness  {url}readyz
   Metrics    {url}metrics   (send Authorization: Bearer {metrics_token})
   Logs       {logs}
@@ -692,10 +724,17 @@ def test_environment(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def demo_banner(*, url: str, logs: Path, dip_url: str, dip_admin: str, metrics_token: str) -> str:
+def demo_banner(
+    *, url: str, logs: Path, dip_url: str, dip_admin: str, metrics_token: str, ingest_url: str
+) -> str:
     """What ``run`` prints once everything answers: where things are and how to get in."""
     return DEMO_BANNER.format(
-        url=url, logs=logs, dip_url=dip_url, dip_admin=dip_admin, metrics_token=metrics_token
+        url=url,
+        logs=logs,
+        dip_url=dip_url,
+        dip_admin=dip_admin,
+        metrics_token=metrics_token,
+        ingest_url=ingest_url,
     )
 
 
@@ -793,6 +832,13 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--host", default=os.environ.get("BUSBAR_HOST", "127.0.0.1"))
     run_parser.add_argument("--port", type=int, default=int(os.environ.get("BUSBAR_PORT", "8000")))
     run_parser.add_argument("--web-workers", type=int, default=2)
+    run_parser.add_argument(
+        "--ingest-port",
+        type=int,
+        default=int(os.environ.get("BUSBAR_INGEST_PORT", "8446")),
+        help="the DIP webhook server's HTTPS port (mutual TLS)",
+    )
+    run_parser.add_argument("--ingest-workers", type=int, default=1)
     run_parser.add_argument(
         "--dipsim-port",
         type=int,

@@ -430,3 +430,19 @@ if env("EMAIL_HOST"):
     }
 else:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+
+# DIP webhooks (messaging/inbound). The base URL is what the DIP is told to push to and what
+# signatures are checked against: nginx's mutual-TLS server in production, the ingest server in
+# development. Bodies above the limit get 413 before they are read whole; a signature date further
+# than the skew from now is refused; the ingest server sheds load (503 + Retry-After) when more
+# requests wait for the database than it has connections, or the unprocessed backlog is too deep.
+BUSBAR_WEBHOOK_BASE_URL = env("BUSBAR_WEBHOOK_BASE_URL", "")
+BUSBAR_WEBHOOK_MAX_BODY_BYTES = envint("BUSBAR_WEBHOOK_MAX_BODY_BYTES", 10 * 1024 * 1024)
+BUSBAR_WEBHOOK_MAX_MESSAGES = envint("BUSBAR_WEBHOOK_MAX_MESSAGES", 5000)
+BUSBAR_WEBHOOK_SKEW_SECONDS = envint("BUSBAR_WEBHOOK_SKEW_SECONDS", 300)
+BUSBAR_INGEST_CONCURRENCY = envint("BUSBAR_INGEST_CONCURRENCY", 8)
+BUSBAR_INGEST_QUEUE_LIMIT = envint("BUSBAR_INGEST_QUEUE_LIMIT", 64)
+BUSBAR_INGEST_BACKLOG_LIMIT = envint("BUSBAR_INGEST_BACKLOG_LIMIT", 200_000)
+BUSBAR_INGEST_RETRY_AFTER_SECONDS = envint("BUSBAR_INGEST_RETRY_AFTER_SECONDS", 5)
+# A received DIP message claimed this many times without finishing is parked as an exception.
+BUSBAR_INBOUND_MAX_ATTEMPTS = envint("BUSBAR_INBOUND_MAX_ATTEMPTS", 5)

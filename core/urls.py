@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from core import health
 from messaging import api as messaging_api
 from messaging.events import api as events_api
+from messaging.inbound import api as inbound_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -58,6 +59,13 @@ api_patterns = [
     path("evidence/key/", messaging_api.EvidenceKeyApi.as_view(), name="evidence-key"),
     path("events/", events_api.EventListApi.as_view(), name="event-list"),
     path("events/<str:event_id>/", events_api.EventDetailApi.as_view(), name="event-detail"),
+    path("messages/", inbound_api.MessageListApi.as_view(), name="message-list"),
+    path(
+        "messages/<int:message_id>/",
+        inbound_api.MessageDetailApi.as_view(),
+        name="message-detail",
+    ),
+    path("exceptions/", inbound_api.ExceptionListApi.as_view(), name="exception-list"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

@@ -365,11 +365,16 @@ class RetentionPolicy(TenantOwned):
         return f"payloads kept {self.payload_days} days"
 
 
+# The stage packages' tables, imported here so that Django finds them in the messaging app.
+# Normalised events and downstream delivery live in their own package; importing them here
+# registers them with the messaging app.
+from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
+from messaging.exceptions.models import MessageException  # noqa: E402, F401
+
 # The validation package's tables (schema registry, tenant validation settings) live beside it;
 # importing them here is how Django finds them.
 # Normalised events and downstream delivery live in their own package; importing them here
 # registers them with the messaging app.
-from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
 from messaging.validation.models import (  # noqa: E402

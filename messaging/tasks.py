@@ -72,4 +72,17 @@ def purge_expired_payloads_task() -> int:
 
 
 # Downstream delivery's tasks live with their package; importing them here registers them.
-from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402, F401
+from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # noqa: E402
+
+# Celery discovers ``messaging.tasks`` only: the stage packages' tasks register by being imported.
+# Downstream delivery's tasks live with their package; importing them here registers them.
+from messaging.inbound import tasks as inbound_tasks  # noqa: E402
+
+__all__ = [
+    "deliver_due_task",
+    "ensure_partitions_task",
+    "inbound_tasks",
+    "rotate_certificate_task",
+    "sweep_deliveries_task",
+    "sweep_task",
+]

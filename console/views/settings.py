@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from console.forms import ApiCredentialForm, MemberForm, RolesForm
+from console.views import webhooks
 from console.views.home import signed_in_user, tenant_required
 from tenants import selectors, services
 from tenants.authentication import session_has_second_factor
@@ -58,6 +59,8 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "api_key_form": ApiCredentialForm() if admin else None,
         "member_form": MemberForm() if admin else None,
         "roles": Role.choices,
+        "webhooks": webhooks.webhook_rows(),
+        "may_register_webhooks": webhooks.may_register(request),
     }
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "console/settings.html#channel-table", context)

@@ -122,5 +122,6 @@ def test_make_run_makes_a_metrics_token_and_prints_it(tmp_path, monkeypatch):
         dip_url="https://127.0.0.1:8443",
         dip_admin="http://127.0.0.1:8444/",
         metrics_token=first["metrics_token"],
+        ingest_url="https://127.0.0.1:8443",
     )
     assert f"Authorization: Bearer {first['metrics_token']}" in banner

@@ -17,7 +17,8 @@ from messaging.events import endpoints as downstream
 from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
-from messaging.models import DipExchange, EvidencePack
+from messaging.exceptions.services import ExceptionSpec, raise_exceptions
+from messaging.models import DipExchange, EvidencePack, TenantValidationSettings
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -82,6 +83,11 @@ def populate(world):
                 mtls_certificate_fingerprint="b" * 64,
                 sender_references=[f"S-{name}"],
             )
+            raise_exceptions(
+                specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
+            )
+            TenantValidationSettings.objects.create()
+            _populate_message_store(tenant_id)
             # A downstream endpoint with its secret, an event owed to it and one attempt.
             endpoint = downstream.create_endpoint(
                 name=name, url="https://93.184.216.34/hooks", event_types=["*"], actor="pytest"
@@ -96,7 +102,6 @@ def populate(world):
                 started_at=timezone.now(),
                 ok=True,
             )
-            _populate_message_store(tenant_id)
     return world
 
 

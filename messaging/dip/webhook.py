@@ -1,0 +1,297 @@
+"""The DIP's webhook push, as a recipient sees it (DIP.md sections 2, 5 and 6).
+
+The DIP POSTs a ``DIPMessageEgressArray`` (``[{"payload": {...}}, ...]``) to a recipient's callback
+URL and expects a ``StandardResponse`` with one entry per message. This module parses such a body
+into narrow facts per message, keeping each message's exact byte range in the body (so the stored
+delivery is the one copy of the bytes), and builds the answers. Pure functions: no Django, no I/O.
+
+Every refusal is a :class:`DeliveryError` naming the problem, the HTTP status and the RCP code the
+DIP is told, so a parser failure can never turn into a 500.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from messaging.dip.envelope import dip_timestamp
+
+# RCP codes the webhook answers with (ResponseCodes, DI-999).
+RCP_SUCCESS = ("RCP0000", "Message Success")
+RCP_SCHEMA = ("RCP1001", "Schema Failure")
+RCP_TXN = ("RCP1043", "DIP Txn ID Invalid, Unexpected or Missing")
+RCP_SIGNATURE = ("RCP9999", "Message Signature Invalid")
+RCP_PROCESSING = ("RCP1000", "Message Processing Failed")
+
+TRANSACTION_ID_MAX = 65
+_WS = " \t\n\r"
+_decoder = json.JSONDecoder()
+
+
+class DeliveryError(Exception):
+    """A pushed body that cannot be accepted: ``status`` is the HTTP answer, ``code`` and
+    ``text`` the RCP code, ``reason`` what exactly is wrong (for the evidence)."""
+
+    def __init__(
+        self, reason: str, *, status: int = 400, code: tuple[str, str] = RCP_SCHEMA
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PushedMessage:
+    """One message of a push: where its bytes are in the body and the fields Busbar indexes.
+
+    ``offset``/``length`` delimit the array element (``{"payload": ...}``) in the body's bytes.
+    """
+
+    index: int
+    offset: int
+    length: int
+    transaction_id: str
+    interface_id: str | None
+    schema_version: str | None
+    event_code: str | None
+    sender_unique_reference: str | None
+    sender_dip_id: str | None
+    correlation_id: str | None
+    mpan: str | None
+    payload: Mapping[str, Any]
+
+
+def _get(block: Any, name: str) -> Any:
+    """``block[name]``, case-insensitively: the DIP does not enforce the case of keys."""
+    if not isinstance(block, dict):
+        return None
+    if name in block:
+        return block[name]
+    lowered = name.lower()
+    for key, value in block.items():
+        if isinstance(key, str) and key.lower() == lowered:
+            return value
+    return None
+
+
+def _text(value: Any, limit: int = 200) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def _split_array(text: str) -> list[tuple[Any, int, int]]:
+    """Return each element of a JSON array with its [start, end) character positions."""
+    pos = 0
+    length = len(text)
+    while pos < length and text[pos] in _WS:
+        pos += 1
+    if pos >= length or text[pos] != "[":
+        raise DeliveryError("the body is not a JSON array")
+    pos += 1
+    items: list[tuple[Any, int, int]] = []
+    expect_value = True
+    while True:
+        while pos < length and text[pos] in _WS:
+            pos += 1
+        if pos >= length:
+            raise DeliveryError("the JSON array is not closed")
+        char = text[pos]
+        if char == "]" and (not items or not expect_value):
+            if items and expect_value:
+                raise DeliveryError(f"a trailing comma at character {pos}")
+            pos += 1
+            break
+        if not expect_value:
+            if char != ",":
+                raise DeliveryError(f"expected ',' or ']' at character {pos}")
+            pos += 1
+            expect_value = True
+            continue
+        try:
+            value, end = _decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise DeliveryError(f"malformed JSON: {err.msg} at character {err.pos}") from err
+        except RecursionError as err:
+            raise DeliveryError("the JSON is nested too deeply") from err
+        items.append((value, pos, end))
+        pos = end
+        expect_value = False
+    while pos < length and text[pos] in _WS:
+        pos += 1
+    if pos != length:
+        raise DeliveryError(f"data after the JSON array at character {pos}")
+    return items
+
+
+def parse_push(body: bytes, *, max_messages: int = 10_000) -> list[PushedMessage]:
+    """Parse a pushed ``DIPMessageEgressArray``; return one :class:`PushedMessage` per element.
+
+    Raises :class:`DeliveryError` (400, RCP1001) for a body that is not UTF-8 JSON, not a
+    non-empty array of ``{"payload": {...}}`` objects, or holds more than ``max_messages``; and
+    (400, RCP1043) when a message has no usable ``D0.transactionID`` (Busbar deduplicates on it,
+    so a message without one cannot be acknowledged safely). A batch is accepted or refused whole.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DeliveryError(f"the body is not UTF-8 (byte {err.start})") from err
+    if "\x00" in text:
+        raise DeliveryError("the body contains a NUL character")
+    elements = _split_array(text)
+    if not elements:
+        raise DeliveryError("the array holds no message")
+    if len(elements) > max_messages:
+        raise DeliveryError(
+            f"the array holds {len(elements)} messages, more than {max_messages}", status=413
+        )
+    ascii_only = text.isascii()
+    messages: list[PushedMessage] = []
+    missing: list[int] = []
+    seen: set[str] = set()
+    byte_pos, char_pos = 0, 0
+    for index, (element, start, end) in enumerate(elements):
+        if ascii_only:
+            offset, size = start, end - start
+        else:
+            # Character positions to byte positions, walking forward once.
+            byte_pos += len(text[char_pos:start].encode())
+            size = len(text[start:end].encode())
+            offset = byte_pos
+            byte_pos += size
+            char_pos = end
+        payload = _get(element, "payload")
+        if not isinstance(element, dict) or not isinstance(payload, dict):
+            raise DeliveryError(f"message {index} is not an object with a payload object")
+        common = _get(payload, "CommonBlock")
+        s0, s1, d0, m0 = (_get(common, name) for name in ("S0", "S1", "D0", "M0"))
+        transaction_id = _get(d0, "transactionID")
+        if (
+            not isinstance(transaction_id, str)
+            or not transaction_id.strip()
+            or len(transaction_id) > TRANSACTION_ID_MAX
+            or transaction_id in seen
+        ):
+            missing.append(index)
+            continue
+        seen.add(transaction_id)
+        mpan = _get(m0, "MPANCore") or _get(_get(common, "M1"), "principalMPAN")
+        messages.append(
+            PushedMessage(
+                index=index,
+                offset=offset,
+                length=size,
+                transaction_id=transaction_id,
+                interface_id=_text(_get(s0, "interfaceID"), 8),
+                schema_version=_text(_get(s0, "schemaVersion"), 10),
+                event_code=_text(_get(s0, "eventCode"), 50),
+                sender_unique_reference=_text(_get(s1, "senderUniqueReference")),
+                sender_dip_id=_text(_get(s1, "senderDIPID"), 10),
+                correlation_id=_text(_get(s1, "senderCorrelationID"), 60)
+                or _text(_get(d0, "initialCorrelationID"), 60),
+                mpan=_text(mpan, 13),
+                payload=payload,
+            )
+        )
+    if missing:
+        raise DeliveryError(
+            f"message(s) {', '.join(map(str, missing[:20]))} carry no usable D0.transactionID "
+            "(missing, longer than 65 characters, or repeated in the batch)",
+            code=RCP_TXN,
+        )
+    return messages
+
+
+def response_entry(
+    *,
+    code: tuple[str, str],
+    responder_dip_id: str | None,
+    transaction_id: str | None = None,
+    sender_reference: str | None = None,
+    correlation_id: str | None = None,
+    original_sender: str | None = None,
+    help_text: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """One ``StandardResponseBodyType`` (all ten keys, nullable ones null)."""
+    return {
+        "transactionID": transaction_id,
+        "senderUniqueReference": sender_reference,
+        "correlationID": correlation_id,
+        "sentTimestamp": dip_timestamp(now),
+        "senderID": responder_dip_id,
+        "recipientID": original_sender,
+        "DIPConnectionProviderID": None,
+        "message": f"{code[0]} - {code[1]}",
+        "help": help_text[:500] if help_text else None,
+        "serviceTicketURL": None,
+    }
+
+
+def standard_response(
+    entries: Iterable[Mapping[str, Any]], now: dt.datetime | None = None
+) -> bytes:
+    """The ``StandardResponse`` body: ``{"messageArray": [...], "timestamp": ...}``."""
+    return json.dumps(
+        {"messageArray": list(entries), "timestamp": dip_timestamp(now)},
+        separators=(",", ":"),
+    ).encode()
+
+
+def accepted_response(messages: Sequence[PushedMessage], *, responder_dip_id: str | None) -> bytes:
+    """The 201 answer to a stored push: one RCP0000 entry per message."""
+    now = dt.datetime.now(dt.UTC)
+    return standard_response(
+        (
+            response_entry(
+                code=RCP_SUCCESS,
+                responder_dip_id=responder_dip_id,
+                transaction_id=m.transaction_id,
+                sender_reference=m.sender_unique_reference,
+                correlation_id=m.correlation_id,
+                original_sender=m.sender_dip_id,
+                now=now,
+            )
+            for m in messages
+        ),
+        now,
+    )
+
+
+def refusal_response(
+    *,
+    code: tuple[str, str],
+    reason: str,
+    responder_dip_id: str | None,
+    body: bytes | None = None,
+) -> bytes:
+    """A refusal's ``StandardResponse``: one entry per message when the body can still be read
+    (so the DIP sees which transactions were refused), otherwise one entry without an id."""
+    now = dt.datetime.now(dt.UTC)
+    entries: list[dict[str, Any]] = []
+    if body is not None:
+        try:
+            elements = _split_array(body.decode("utf-8"))
+        except (DeliveryError, UnicodeDecodeError):
+            elements = []
+        for element, _start, _end in elements[:1000]:
+            common = _get(_get(element, "payload"), "CommonBlock")
+            s1, d0 = _get(common, "S1"), _get(common, "D0")
+            entries.append(
+                response_entry(
+                    code=code,
+                    responder_dip_id=responder_dip_id,
+                    transaction_id=_text(_get(d0, "transactionID"), TRANSACTION_ID_MAX),
+                    sender_reference=_text(_get(s1, "senderUniqueReference")),
+                    original_sender=_text(_get(s1, "senderDIPID"), 10),
+                    help_text=reason,
+                    now=now,
+                )
+            )
+    if not entries:
+        entries.append(
+            response_entry(code=code, responder_dip_id=responder_dip_id, help_text=reason, now=now)
+        )
+    return standard_response(entries, now)

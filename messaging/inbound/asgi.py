@@ -1,0 +1,201 @@
+"""The DIP webhook's own lean ASGI app: ``uvicorn messaging.inbound.asgi:app``.
+
+It serves only ``POST /dip/webhooks/<token>`` (and ``/dip/webhooks/status/<token>``), plus
+``/healthz`` and ``/metrics``. No middleware, sessions or templates: the body is read with a hard
+size bound, the work runs in a fixed pool of threads (one pooled database connection each) and
+the answer goes back as soon as the transaction has committed.
+
+Back-pressure: when more requests wait for a thread than ``BUSBAR_INGEST_QUEUE_LIMIT``, or the
+unprocessed backlog is deeper than ``BUSBAR_INGEST_BACKLOG_LIMIT``, the answer is 503 with
+``Retry-After`` (the DIP retries 503) before anything is read or stored: nothing is acknowledged
+that is not stored, and the process never falls over under a flood.
+
+TLS and the DIP's client certificate are checked by the server in front (nginx's mutual-TLS
+server in production, ``uvicorn --ssl-cert-reqs 2 --ssl-ca-certs <DIP CA>`` in development);
+this app checks the message signature of every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402  (after django.setup())
+from django.db import close_old_connections  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
+
+from messaging.inbound import backlog, metrics, receive  # noqa: E402
+from messaging.inbound.registration import STATUS_PATH, WEBHOOK_PATH  # noqa: E402
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1")
+        headers[name] = raw_value.decode("latin-1")
+    return headers
+
+
+def _callback_url(scope: Scope, headers: dict[str, str]) -> str:
+    """The URL the DIP called, as it signed it: the registered base URL plus the path (a proxy's
+    or the socket's idea of the host is not trusted to match what was registered)."""
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    base = (settings.BUSBAR_WEBHOOK_BASE_URL or "").rstrip("/")
+    if not base:
+        base = f"{scope.get('scheme', 'https')}://{headers.get('host', '')}"
+    return base + path
+
+
+async def _answer(send: Send, status: int, body: bytes = b"", headers: Any = ()) -> None:
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _work(
+    kind: str, token: str, url: str, headers: dict[str, str], body: bytes, client: str | None
+) -> receive.Answer:
+    close_old_connections()  # a connection broken by the last request is replaced, not reused
+    if kind == "status":
+        return receive.receive_status_push(
+            token=token, url=url, headers=headers, body=body, source_address=client
+        )
+    return receive.receive_push(
+        token=token, url=url, headers=headers, body=body, source_address=client
+    )
+
+
+class IngestApp:
+    """The ASGI callable. One instance per process."""
+
+    def __init__(self) -> None:
+        self.concurrency = max(1, settings.BUSBAR_INGEST_CONCURRENCY)
+        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ingest")
+        self.enqueuer = ThreadPoolExecutor(1, thread_name_prefix="ingest-enqueue")
+        self.waiting = 0
+        self.max_body = settings.BUSBAR_WEBHOOK_MAX_BODY_BYTES
+
+    async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive_, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/healthz":
+            await _answer(send, 200, b'{"status":"ok"}', [("Content-Type", "application/json")])
+            return
+        if path == "/metrics" and method == "GET":
+            await _answer(send, 200, generate_latest(), [("Content-Type", CONTENT_TYPE_LATEST)])
+            return
+        if path.startswith(STATUS_PATH):
+            kind, token = "status", path[len(STATUS_PATH) :]
+        elif path.startswith(WEBHOOK_PATH):
+            kind, token = "push", path[len(WEBHOOK_PATH) :]
+        else:
+            await _answer(send, 404)
+            return
+        if method != "POST":
+            await _answer(send, 405, headers=[("Allow", "POST")])
+            return
+        await self._push(scope, receive_, send, kind, token)
+
+    async def _push(
+        self, scope: Scope, receive_: Receive, send: Send, kind: str, token: str
+    ) -> None:
+        retry_after = str(settings.BUSBAR_INGEST_RETRY_AFTER_SECONDS)
+        if self.waiting >= settings.BUSBAR_INGEST_QUEUE_LIMIT + self.concurrency:
+            metrics.shed("queue")
+            await _answer(send, 503, headers=[("Retry-After", retry_after)])
+            return
+        if backlog.too_deep():
+            metrics.shed("backlog")
+            await _answer(send, 503, headers=[("Retry-After", retry_after)])
+            return
+        headers = _headers(scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(send, kind, token, headers, scope)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive_()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_large(send, kind, token, headers, scope)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        client = scope.get("client")
+        started = time.perf_counter()
+        self.waiting += 1
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                _work,
+                kind,
+                token,
+                _callback_url(scope, headers),
+                headers,
+                body,
+                client[0] if client else None,
+            )
+        finally:
+            self.waiting -= 1
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        await _answer(send, answer.status, answer.body, answer.headers)
+        if answer.status == 201 and answer.delivery_id is not None and answer.tenant_id:
+            # After the answer, in its own thread: the DIP never waits on the broker, and a
+            # lost enqueue only delays the work until the sweeper finds the delivery.
+            self.enqueuer.submit(receive.enqueue_processing, answer.tenant_id, answer.delivery_id)
+
+    async def _too_large(
+        self, send: Send, kind: str, token: str, headers: dict[str, str], scope: Scope
+    ) -> None:
+        client = scope.get("client")
+        await asyncio.get_running_loop().run_in_executor(
+            self.executor,
+            receive.refuse_oversized,
+            kind,
+            token,
+            headers,
+            self.max_body,
+            client[0] if client else None,
+        )
+        await _answer(send, 413, headers=[("Connection", "close")])
+
+    async def _lifespan(self, receive_: Receive, send: Send) -> None:
+        while True:
+            message = await receive_()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=True)
+                self.enqueuer.shutdown(wait=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+app = IngestApp()

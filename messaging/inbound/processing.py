@@ -1,0 +1,418 @@
+"""After commit: stored inbound messages through validation, exceptions and normalisation.
+
+One task per delivery handles its messages in bulk. Every step is an idempotent state move in the
+message store: the messages are claimed first (a lease and one more attempt, committed on their
+own, so a worker killed mid-batch leaves the attempt counted), then validated together and moved
+``received -> valid | invalid`` in one transaction with their findings and exceptions. A stale or
+repeated task claims nothing and does nothing. A message claimed more than ``MAX_ATTEMPTS`` times
+without finishing (it kills its worker, or always fails) is parked: ``failed`` plus a technical
+exception, never dropped.
+
+Messages refused in validation are reported back to their sender on the DIP's status channel
+(RCP codes), from a separate task after commit (the DIP is another system: no transaction waits
+on it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+
+from core.tenancy import tenant_context
+from messaging.events.services import EventMappingError, record_events
+from messaging.exceptions.models import Category
+from messaging.exceptions.services import ExceptionSpec, raise_exceptions
+from messaging.models import Message
+from messaging.store.services import (
+    FindingLike,
+    claim_due,
+    message_bytes,
+    raw_body,
+    record_findings,
+    transition,
+)
+from messaging.store.states import InboundState
+from messaging.validation import Finding, Severity, Stage, ValidationContext, validate_batch
+from messaging.validation.selectors import get_registry, get_tenant_rules
+from tenants.models import Connection
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "inbound"
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "BUSBAR_INBOUND_MAX_ATTEMPTS", 5))
+
+
+def lease_seconds() -> float:
+    # Longer than the task's hard time limit, so a live task never loses its lease to the sweeper.
+    return float(settings.CELERY_TASK_TIME_LIMIT + 60)
+
+
+@dataclass
+class ProcessReport:
+    """What one run did (ids per outcome); empty when another run had already done it."""
+
+    valid: list[int] = field(default_factory=list)
+    invalid: list[int] = field(default_factory=list)
+    parked: list[int] = field(default_factory=list)
+    normalised: list[int] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "valid": len(self.valid),
+            "invalid": len(self.invalid),
+            "parked": len(self.parked),
+            "normalised": len(self.normalised),
+        }
+
+    @property
+    def total(self) -> int:
+        return len(self.valid) + len(self.invalid) + len(self.parked)
+
+
+# --- exceptions: who acts on which finding ---------------------------------------------------
+
+
+def exception_for(finding: Finding) -> tuple[str, str]:
+    """(category, whose it is to act) for a stopping finding.
+
+    Structure and addressing problems are the sender's and the DIP's to fix (market operations);
+    content problems are data quality: the sender's when the market rules say so (contextual),
+    the client's when its own business rules flag them.
+    """
+    if finding.stage == Stage.SYNTACTIC or finding.code in {
+        "CTX-ENVIRONMENT",
+        "CTX-RECIPIENT",
+        "CTX-SENDER",
+        "CTX-ROLE",
+    }:
+        return Category.MARKET_OPERATIONS, "market_party"
+    if finding.stage == Stage.BUSINESS:
+        return Category.DATA_QUALITY, "client"
+    return Category.DATA_QUALITY, "market_party"
+
+
+# RCP codes for the status message that tells the sender why its message was refused.
+_RCP_BY_CODE = {
+    "SYN-JSON": "RCP1001",
+    "SYN-NOT-OBJECT": "RCP1001",
+    "SYN-SCHEMA": "RCP1001",
+    "SYN-CHANNEL": "RCP1002",
+    "SYN-UNKNOWN-INTERFACE": "RCP1002",
+    "SYN-UNKNOWN-EVENT": "RCP1003",
+    "SYN-UNKNOWN-SCHEMA-VERSION": "RCP1005",
+    "CTX-ENVIRONMENT": "RCP1004",
+    "CTX-TIMESTAMP": "RCP1007",
+    "CTX-TIMESTAMP-FUTURE": "RCP1008",
+    "CTX-SENDER": "RCP1009",
+    "CTX-ROLE": "RCP1010",
+    "CTX-RECIPIENT": "RCP1041",
+    "CTX-MPAN-CHECK-DIGIT": "RCP1061",
+}
+
+
+def rcp_code(finding: Finding) -> str:
+    """The RCP code that reports ``finding`` to the sender (value problems default to RCP1022)."""
+    if finding.code in _RCP_BY_CODE:
+        return _RCP_BY_CODE[finding.code]
+    return "RCP1001" if finding.stage == Stage.SYNTACTIC else "RCP1022"
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+
+def delivery_message_ids(*, tenant_id: UUID | str, raw_id: int) -> list[int]:
+    """The inbound messages of one delivery still waiting in ``received``."""
+    with tenant_context(tenant_id):
+        return list(
+            Message.objects.filter(raw_id=raw_id, direction="inbound", state=InboundState.RECEIVED)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+
+
+def claim(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Lease the messages still due (committed at once: the attempt counts even if the worker
+    dies next); return (ids to process, ids that used up their attempts)."""
+    with tenant_context(tenant_id):
+        claimed = claim_due(
+            tenant_id=tenant_id,
+            direction="inbound",
+            state=InboundState.RECEIVED,
+            limit=max(1, len(message_ids)),
+            lease_seconds=lease_seconds(),
+            message_ids=list(message_ids),
+        )
+    limit = max_attempts()
+    return [c.id for c in claimed if c.attempts <= limit], [
+        c.id for c in claimed if c.attempts > limit
+    ]
+
+
+@transaction.atomic
+def park_messages(*, tenant_id: UUID | str, message_ids: Sequence[int], reason: str) -> list[int]:
+    """Move messages that cannot be processed to ``failed`` with a technical exception each."""
+    with tenant_context(tenant_id):
+        moved = transition(
+            tenant_id=tenant_id,
+            message_ids=list(message_ids),
+            from_state=InboundState.RECEIVED,
+            to_state=InboundState.FAILED,
+            actor=ACTOR,
+            reason=reason,
+            direction="inbound",
+            error=reason,
+            reset_attempts=False,
+        )
+        rows = Message.objects.filter(id__in=moved).values(
+            "id", "raw_id", "connection_id", "interface_id", "transaction_id", "attempts"
+        )
+        raise_exceptions(
+            specs=[
+                ExceptionSpec(
+                    code="INBOUND-POISON",
+                    title=f"processing did not finish after {row['attempts']} attempts",
+                    category=Category.TECHNICAL,
+                    severity=Severity.ERROR,
+                    message_id=row["id"],
+                    raw_id=row["raw_id"],
+                    connection_id=row["connection_id"],
+                    interface_id=row["interface_id"],
+                    transaction_id=row["transaction_id"] or "",
+                    detail={"reason": reason},
+                )
+                for row in rows
+            ]
+        )
+    if moved:
+        logger.warning("inbound.parked", extra={"count": len(moved), "reason": reason})
+    return moved
+
+
+def _context(
+    connection: Connection, channel: str | None, tenant_id: UUID | str
+) -> ValidationContext:
+    identity = connection.identity
+    return ValidationContext(
+        dip_ids=frozenset({identity.dip_id}),
+        role=identity.role_code,
+        environment=connection.environment,
+        direction="in",
+        channel=channel,
+        history=None,
+        rules=get_tenant_rules(tenant_id=tenant_id),
+    )
+
+
+def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> ProcessReport:
+    """Validate claimed messages in bulk; move them to ``valid`` or ``invalid`` with their
+    findings and exceptions, in one transaction. Messages that moved on meanwhile are skipped."""
+    report = ProcessReport()
+    with tenant_context(tenant_id):
+        rows = list(
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.RECEIVED)
+            .select_related("connection__identity", "channel")
+            .order_by("id")
+        )
+        if not rows:
+            return report
+        registry = get_registry(tenant_id=tenant_id)
+        bodies: dict[int, bytes] = {}
+        groups: dict[tuple[int, str | None], list[Message]] = defaultdict(list)
+        for row in rows:
+            if row.raw_id is not None and row.raw_id not in bodies:
+                bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
+            groups[(row.connection_id, row.channel.interface_id if row.channel else None)].append(
+                row
+            )
+        findings: list[tuple[int, Finding]] = []
+        specs: list[ExceptionSpec] = []
+        refused: dict[int, Finding] = {}
+        for (_connection_id, channel), members in groups.items():
+            context = _context(members[0].connection, channel, tenant_id)
+            items = [
+                message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
+                for m in members
+            ]
+            outcomes = validate_batch(items, context=context, registry=registry)
+            for message, outcome in zip(members, outcomes, strict=True):
+                findings.extend((message.id, f) for f in outcome.findings)
+                if outcome.ok:
+                    report.valid.append(message.id)
+                    continue
+                report.invalid.append(message.id)
+                stopping = [f for f in outcome.findings if f.severity in ("fatal", "error")]
+                first = stopping[0]
+                refused[message.id] = first
+                category, to_act = exception_for(first)
+                specs.append(
+                    ExceptionSpec(
+                        code=first.code,
+                        title=first.text[:300],
+                        category=category,
+                        severity=Severity(first.severity),
+                        message_id=message.id,
+                        raw_id=message.raw_id,
+                        connection_id=message.connection_id,
+                        interface_id=message.interface_id,
+                        transaction_id=message.transaction_id or "",
+                        to_act=to_act,
+                        detail={
+                            "findings": [f.as_dict() for f in stopping[:20]],
+                            "rcp": rcp_code(first),
+                        },
+                    )
+                )
+        record_findings(
+            tenant_id=tenant_id,
+            findings=cast("list[tuple[int, FindingLike]]", findings),
+            registry_version=registry.name,
+        )
+        report.valid = transition(
+            tenant_id=tenant_id,
+            message_ids=report.valid,
+            from_state=InboundState.RECEIVED,
+            to_state=InboundState.VALID,
+            actor=ACTOR,
+            reason=f"validated ({registry.name})",
+            direction="inbound",
+        )
+        report.invalid = transition(
+            tenant_id=tenant_id,
+            message_ids=report.invalid,
+            from_state=InboundState.RECEIVED,
+            to_state=InboundState.INVALID,
+            actor=ACTOR,
+            reason=f"refused in validation ({registry.name})",
+            direction="inbound",
+        )
+        moved = set(report.invalid)
+        raise_exceptions(specs=[s for s in specs if s.message_id in moved])
+        if report.invalid:
+            # The sender hears why, on the DIP's status channel, once this has committed.
+            from messaging.inbound.tasks import send_refusal_status_task  # tasks import us
+
+            send_refusal_status_task.delay_on_commit(str(tenant_id), report.invalid)
+    return report
+
+
+def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
+    """Record the normalised events of valid messages (``messaging.events``) and move them
+    ``valid -> normalised`` in one transaction; a message no mapping can read moves to
+    ``failed`` with a data-quality exception instead. Returns the ids normalised now (a repeat
+    finds them moved on and does nothing)."""
+    with tenant_context(tenant_id):
+        rows = list(
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID).order_by(
+                "id"
+            )
+        )
+        if not rows:
+            return []
+        bodies: dict[int, bytes] = {}
+        payloads: list[tuple[int, dict]] = []
+        for row in rows:
+            if row.raw_id is not None and row.raw_id not in bodies:
+                bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
+            body = bodies.get(row.raw_id) if row.raw_id is not None else None
+            payloads.append((row.id, message_payload(message=row, body=body)))
+        failures: dict[int, str] = {}
+        try:
+            with transaction.atomic():
+                record_events(tenant_id=tenant_id, messages=payloads)
+        except EventMappingError as exc:
+            failures = dict(exc.failures)
+            record_events(
+                tenant_id=tenant_id, messages=[p for p in payloads if p[0] not in failures]
+            )
+        done = transition(
+            tenant_id=tenant_id,
+            message_ids=[r.id for r in rows if r.id not in failures],
+            from_state=InboundState.VALID,
+            to_state=InboundState.NORMALISED,
+            actor=ACTOR,
+            reason="events recorded",
+            direction="inbound",
+        )
+        if failures:
+            failed = transition(
+                tenant_id=tenant_id,
+                message_ids=list(failures),
+                from_state=InboundState.VALID,
+                to_state=InboundState.FAILED,
+                actor=ACTOR,
+                reason="no mapping could read it",
+                direction="inbound",
+                error="; ".join(failures.values())[:2000],
+            )
+            by_id = {r.id: r for r in rows}
+            raise_exceptions(
+                specs=[
+                    ExceptionSpec(
+                        code="EVENT-MAPPING",
+                        title=failures[mid][:300],
+                        category=Category.DATA_QUALITY,
+                        severity=Severity.ERROR,
+                        message_id=mid,
+                        raw_id=by_id[mid].raw_id,
+                        connection_id=by_id[mid].connection_id,
+                        interface_id=by_id[mid].interface_id,
+                        transaction_id=by_id[mid].transaction_id or "",
+                        to_act="provider",
+                        owner_queue="provider-support",
+                    )
+                    for mid in failed
+                ]
+            )
+        return done
+
+
+def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> ProcessReport:
+    """Claim, validate and normalise these inbound messages; park those out of attempts."""
+    ids, exhausted = claim(tenant_id=tenant_id, message_ids=message_ids)
+    report = ProcessReport()
+    if exhausted:
+        report.parked = park_messages(
+            tenant_id=tenant_id,
+            message_ids=exhausted,
+            reason=f"claimed more than {max_attempts()} times without finishing",
+        )
+    if ids:
+        done = validate_messages(tenant_id=tenant_id, message_ids=ids)
+        report.valid, report.invalid = done.valid, done.invalid
+        if report.valid:
+            report.normalised = normalise(tenant_id=tenant_id, message_ids=report.valid)
+    logger.info(
+        "inbound.processed",
+        extra={
+            "tenant_id": str(tenant_id),
+            "valid": len(report.valid),
+            "invalid": len(report.invalid),
+            "parked": len(report.parked),
+        },
+    )
+    return report
+
+
+def process_delivery(*, tenant_id: UUID | str, raw_id: int) -> ProcessReport:
+    """Process the received messages of one stored delivery (the webhook's follow-up)."""
+    return process_messages(
+        tenant_id=tenant_id, message_ids=delivery_message_ids(tenant_id=tenant_id, raw_id=raw_id)
+    )
+
+
+def message_payload(*, message: Message, body: bytes | None = None) -> dict:
+    """The message's payload object, parsed from its exact stored bytes (``{"payload": ...}``)."""
+    element = json.loads(message_bytes(message, body=body))
+    payload = element.get("payload") if isinstance(element, dict) else None
+    return payload if isinstance(payload, dict) else {}

@@ -1,0 +1,70 @@
+"""The ingest server's own ASGI app: routes, the body bound before reading, and back-pressure
+(503 with Retry-After and a metric, before anything is read or stored)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from messaging.inbound import backlog
+from messaging.inbound.asgi import IngestApp
+
+
+def _call(method: str, path: str, **kwargs):
+    async def go():
+        transport = httpx.ASGITransport(app=IngestApp())
+        async with httpx.AsyncClient(transport=transport, base_url="https://ingest.test") as c:
+            return await c.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def _shed(cause: str) -> float:
+    return REGISTRY.get_sample_value("busbar_inbound_requests_shed_total", {"cause": cause}) or 0.0
+
+
+def test_only_posts_to_webhook_paths_are_served():
+    assert _call("GET", "/healthz").status_code == 200
+    assert _call("GET", "/dip/webhooks/abc").status_code == 405
+    assert _call("POST", "/elsewhere").status_code == 404
+    assert b"busbar_inbound_messages_stored_total" in _call("GET", "/metrics").content
+
+
+def test_a_deep_backlog_sheds_load_with_retry_after(settings):
+    settings.BUSBAR_INGEST_BACKLOG_LIMIT = 10
+    backlog.set_for_tests(11)
+    before = _shed("backlog")
+    try:
+        answer = _call("POST", "/dip/webhooks/abc", content=b"[]")
+    finally:
+        backlog.set_for_tests(0)
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == str(settings.BUSBAR_INGEST_RETRY_AFTER_SECONDS)
+    assert _shed("backlog") == before + 1
+
+
+def test_saturated_workers_shed_load_before_reading(settings):
+    app = IngestApp()
+    app.waiting = settings.BUSBAR_INGEST_QUEUE_LIMIT + app.concurrency  # every slot taken
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://ingest.test") as c:
+            return await c.post("/dip/webhooks/abc", content=b"[]")
+
+    before = _shed("queue")
+    answer = asyncio.run(go())
+    assert answer.status_code == 503
+    assert "Retry-After" in answer.headers
+    assert _shed("queue") == before + 1
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_an_oversized_body_is_413_without_being_read(settings):
+    settings.BUSBAR_WEBHOOK_MAX_BODY_BYTES = 1000
+    backlog.set_for_tests(0)
+    answer = _call("POST", "/dip/webhooks/unknown", content=b"[" + b" " * 5000 + b"]")
+    assert answer.status_code == 413

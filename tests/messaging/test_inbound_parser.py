@@ -1,0 +1,115 @@
+"""The webhook's parser of DIP pushes: exact byte ranges per message, named refusals, and a
+property-based fuzz (whatever arrives, the answer is a DeliveryError or a parse, never a crash)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from messaging.dip.webhook import DeliveryError, parse_push, refusal_response
+from tests.messaging.inbound_helpers import body_of, pushed_if021
+
+
+def test_each_message_is_an_exact_slice_of_the_body():
+    first, second = pushed_if021(), pushed_if021(mpan="1900012374324")
+    second["payload"]["CommonBlock"]["S1"]["subText"] = "caf\u00e9 \u2013 non-ASCII bytes"
+    body = (
+        b" [ "
+        + json.dumps(first).encode()
+        + b" ,\n"
+        + json.dumps(second, ensure_ascii=False).encode()
+        + b"]\n"
+    )
+    messages = parse_push(body)
+    assert [m.transaction_id for m in messages] == [
+        first["payload"]["CommonBlock"]["D0"]["transactionID"],
+        second["payload"]["CommonBlock"]["D0"]["transactionID"],
+    ]
+    for message, original in zip(messages, (first, second), strict=True):
+        assert json.loads(body[message.offset : message.offset + message.length]) == original
+    assert messages[1].mpan == "1900012374324"
+    assert messages[0].interface_id == "IF-021"
+    assert messages[0].event_code == "[ActivePower]"
+    assert messages[0].correlation_id
+    assert messages[0].sender_unique_reference
+
+
+def test_keys_are_read_whatever_their_case():
+    message = pushed_if021()
+    message["payload"]["CommonBlock"]["d0"] = message["payload"]["CommonBlock"].pop("D0")
+    [parsed] = parse_push(body_of(message))
+    assert parsed.transaction_id == message["payload"]["CommonBlock"]["d0"]["transactionID"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "not a JSON array"),
+        (b"{}", "not a JSON array"),
+        (b"[]", "holds no message"),
+        (b"[1,]", "malformed JSON"),
+        (b'[{"payload": {}}] x', "data after the JSON array"),
+        (b'[{"payload": ', "malformed JSON"),
+        (b"\xff[]", "not UTF-8"),
+        (b'[{"payload": 1}]', "not an object with a payload"),
+        (b'[{"payload": {"CommonBlock": {}}}]', "no usable D0.transactionID"),
+    ],
+)
+def test_a_body_that_cannot_be_accepted_is_refused_with_the_reason(body, reason):
+    with pytest.raises(DeliveryError, match=reason) as caught:
+        parse_push(body)
+    assert caught.value.status == 400
+
+
+def test_a_transaction_id_repeated_in_one_batch_refuses_the_batch():
+    message = pushed_if021()
+    with pytest.raises(DeliveryError, match="repeated") as caught:
+        parse_push(body_of(message, message))
+    assert caught.value.code[0] == "RCP1043"
+
+
+def test_too_many_messages_is_413():
+    with pytest.raises(DeliveryError) as caught:
+        parse_push(body_of(pushed_if021(), pushed_if021()), max_messages=1)
+    assert caught.value.status == 413
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_arbitrary_bytes_never_crash_the_parser(body):
+    status = 201
+    try:
+        parse_push(body)
+    except DeliveryError as err:
+        status = err.status
+    assert status in (201, 400, 413)
+    refusal_response(
+        code=("RCP1001", "Schema Failure"), reason="x", responder_dip_id=None, body=body
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(JSON, max_size=5), st.sampled_from(["", " ", "\n"]))
+def test_fuzz_json_shaped_bodies_never_crash_the_parser(items, pad):
+    body = (pad + json.dumps(items) + pad).encode()
+    try:
+        messages = parse_push(body)
+    except DeliveryError as err:
+        messages, status = [], err.status
+    else:
+        status = 201
+    assert status in (201, 400, 413)
+    for m in messages:
+        assert json.loads(body[m.offset : m.offset + m.length])["payload"] is not None

@@ -1,0 +1,160 @@
+"""Processing stored inbound messages: bulk validation, idempotent state moves, categorised
+exceptions, poison messages parked, the sweeper's handler, and refusals reported to the DIP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from core.tenancy import tenant_context
+from messaging.events.models import Event
+from messaging.exceptions.models import MessageException
+from messaging.inbound import processing, receive, status
+from messaging.inbound.tasks import process_delivery_task
+from messaging.models import DipExchange, Finding, Message, Transition
+from messaging.store.services import claim_due
+from messaging.store.sweeper import registered_handlers
+from tests.messaging.inbound_helpers import (
+    BASE_URL,
+    DipSigner,
+    body_of,
+    inbound_channel,
+    pushed_if021,
+    sup_connection,
+    trust,
+)
+from tests.messaging.test_dip_client import if021
+
+
+@pytest.fixture
+def push(world, settings):
+    settings.BUSBAR_WEBHOOK_BASE_URL = BASE_URL
+    receive.forget_endpoints()
+    channel = inbound_channel(world.acme.id)
+    signer = DipSigner()
+    trust(world.acme.id, channel.connection, signer.ca)
+    url = f"{BASE_URL}/dip/webhooks/{channel.webhook_token}"
+
+    def send(*messages):
+        body = body_of(*messages)
+        answer = receive.receive_push(
+            token=channel.webhook_token, url=url, headers=signer.headers(url, body), body=body
+        )
+        assert answer.status == 201, answer.body
+        return answer.delivery_id
+
+    yield send
+    receive.forget_endpoints()
+
+
+def _states(tenant_id):
+    with tenant_context(tenant_id):
+        return dict(Message.objects.values_list("transaction_id", "state"))
+
+
+def _txn(message):
+    return message["payload"]["CommonBlock"]["D0"]["transactionID"]
+
+
+def test_a_delivery_is_validated_in_bulk_and_running_it_twice_changes_nothing(
+    push, world, django_capture_on_commit_callbacks
+):
+    good, wrong_env = pushed_if021(), pushed_if021(environment="PRD")
+    raw_id = push(good, wrong_env)
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = processing.process_delivery(tenant_id=world.acme.id, raw_id=raw_id)
+    again = processing.process_delivery(tenant_id=world.acme.id, raw_id=raw_id)
+    assert len(first.valid) == 1
+    assert len(first.invalid) == 1
+    assert again.total == 0  # nothing left in received: a repeated task does nothing
+    assert first.normalised == first.valid  # its consumption event is recorded
+    assert _states(world.acme.id) == {_txn(good): "normalised", _txn(wrong_env): "invalid"}
+    assert len(callbacks) == 1  # the refusal goes back to the DIP after commit
+    with tenant_context(world.acme.id):
+        assert Transition.objects.count() == 3  # received->valid->normalised, received->invalid
+        assert Event.objects.filter(source_message_id__in=first.valid).exists()
+        findings = list(Finding.objects.values_list("code", "severity"))
+        [exception] = MessageException.objects.all()
+    assert ("CTX-ENVIRONMENT", "fatal") in findings
+    assert exception.code == "CTX-ENVIRONMENT"
+    assert exception.category == "market_operations"
+    assert exception.to_act == "market_party"
+    assert exception.owner_queue == "market-operations"
+    assert exception.detail["rcp"] == "RCP1004"
+    assert exception.transaction_id == _txn(wrong_env)
+
+
+def test_the_task_runs_the_same_service_and_is_idempotent(push, world):
+    raw_id = push(pushed_if021(), pushed_if021())
+    assert process_delivery_task.run(str(world.acme.id), raw_id) == {
+        "valid": 2,
+        "invalid": 0,
+        "parked": 0,
+        "normalised": 2,
+    }
+    assert process_delivery_task.run(str(world.acme.id), raw_id) == {
+        "valid": 0,
+        "invalid": 0,
+        "parked": 0,
+        "normalised": 0,
+    }
+
+
+def test_a_message_that_keeps_killing_its_worker_is_parked_with_an_exception(push, world, settings):
+    settings.BUSBAR_INBOUND_MAX_ATTEMPTS = 2
+    message = pushed_if021()
+    push(message)
+    with tenant_context(world.acme.id):
+        [mid] = Message.objects.values_list("id", flat=True)
+        for _ in range(2):  # two claims whose workers died (leases expire at once)
+            claim_due(
+                tenant_id=world.acme.id,
+                direction="inbound",
+                state="received",
+                limit=1,
+                lease_seconds=-1,  # expired at once: now() is fixed in a transaction
+                message_ids=[mid],
+            )
+    report = processing.process_messages(tenant_id=world.acme.id, message_ids=[mid])
+    assert report.parked == [mid]
+    assert _states(world.acme.id) == {_txn(message): "failed"}
+    with tenant_context(world.acme.id):
+        exception = MessageException.objects.get(message_id=mid)
+    assert exception.code == "INBOUND-POISON"
+    assert exception.category == "technical"
+    assert exception.to_act == "provider"
+
+
+def test_the_sweeper_knows_how_to_resume_received_messages():
+    handler = next(
+        h for h in registered_handlers() if (h.direction, h.state) == ("inbound", "received")
+    )
+    assert handler.park is not None
+    assert handler.max_attempts == processing.max_attempts()
+
+
+def test_refusals_are_reported_to_the_dip_once(world, dipsim, settings):
+    settings.BUSBAR_WEBHOOK_BASE_URL = BASE_URL
+    connection = sup_connection(world.acme.id, dipsim)
+    receive.forget_endpoints()
+    channel = inbound_channel(world.acme.id)
+    url = f"{BASE_URL}/dip/webhooks/{channel.webhook_token}"
+    signer = DipSigner()
+    trust(world.acme.id, connection, signer.ca)
+    # A message the DIP really carried (injected into dipsim), so its transaction id is known.
+    injected = httpx.post(f"{dipsim.admin_url}/admin/inject/IF-021", json=[{"payload": if021()}])
+    assert injected.status_code == 201, injected.text
+    transaction_id = injected.json()["messageArray"][0]["transactionID"]
+    pushed = pushed_if021(environment="PRD", transaction_id=transaction_id)
+    body = body_of(pushed)
+    answer = receive.receive_push(
+        token=channel.webhook_token, url=url, headers=signer.headers(url, body), body=body
+    )
+    report = processing.process_delivery(tenant_id=world.acme.id, raw_id=answer.delivery_id)
+    assert len(report.invalid) == 1
+    assert status.send_refusal_status(tenant_id=world.acme.id, message_ids=report.invalid) == 1
+    assert status.send_refusal_status(tenant_id=world.acme.id, message_ids=report.invalid) == 0
+    with tenant_context(world.acme.id):
+        [exchange] = DipExchange.objects.filter(operation="status")
+    assert exchange.http_status == 201
+    assert exchange.transaction_ids == [transaction_id]
