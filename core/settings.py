@@ -225,12 +225,19 @@ CELERY_TASK_ROUTES = {
     "core.tasks.*": {"queue": "maintenance"},
     "tenants.tasks.*": {"queue": "maintenance"},
     "messaging.tasks.rotate_certificate_task": {"queue": "maintenance"},
+    "messaging.tasks.sweep_task": {"queue": "maintenance"},
+    "messaging.tasks.ensure_partitions_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
     "heartbeat": {"task": "core.tasks.record_heartbeat_task", "schedule": 30.0},
+    "sweep-messages": {
+        "task": "messaging.tasks.sweep_task",
+        "schedule": envint("BUSBAR_SWEEP_SECONDS", 30),
+    },
+    "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
     "certificate-maintenance": {
         "task": "tenants.tasks.certificate_maintenance_task",
         "schedule": 3600.0,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Now
 
-from tenants.models import Connection, TenantOwned
+from tenants.models import Channel, Connection, Direction, TenantOwned
 
 
 class ExchangeOperation(models.TextChoices):
@@ -55,3 +56,185 @@ class DipExchange(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.interface_id} {self.http_status or self.outcome}"
+
+
+# --- The message store (messaging/store; the tables are written in migration 0002) -------------
+# Ids come from the database (busbar_next_id(), time-ordered); every key is led by tenant_id.
+
+
+def _store_id() -> models.BigIntegerField:
+    return models.BigIntegerField(
+        db_default=models.Func(function="busbar_next_id", output_field=models.BigIntegerField())
+    )
+
+
+class RawKind(models.TextChoices):
+    DELIVERY = "delivery", "A DIP webhook delivery, as received"
+    SUBMISSION = "submission", "A client system's submission, as received"
+    PAYLOAD = "payload", "A message's final bytes, as sent"
+    STATUS = "status", "A DIP status-message push, as received"
+
+
+class RawBlob(TenantOwned):
+    """Exact bytes as received or sent, zstd-compressed, stored once and never changed.
+
+    A message row points at a slice of one blob (``raw_offset``, ``raw_length``). ``response_*`` is
+    the answer Busbar gave to the request that brought the blob, so a duplicate gets the same one.
+    """
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    id = _store_id()
+    kind = models.CharField(max_length=12, choices=RawKind.choices)
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    channel = models.ForeignKey(Channel, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+    body_zstd = models.BinaryField(null=True)
+    body_sha256 = models.BinaryField()
+    body_size = models.IntegerField()
+    headers = models.JSONField(default=dict)
+    message_count = models.IntegerField(default=0)
+    response_status = models.SmallIntegerField(null=True)
+    response_body = models.BinaryField(null=True)
+
+    class Meta:
+        db_table = "messaging_raw"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.body_size} bytes)"
+
+
+class Message(TenantOwned):
+    """One DIP message in either direction: its identity (written once) and its work state."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    id = _store_id()
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    channel = models.ForeignKey(Channel, null=True, on_delete=models.PROTECT, related_name="+")
+    source_raw_id = models.BigIntegerField(null=True)
+    raw_id = models.BigIntegerField(null=True)
+    raw_offset = models.IntegerField(null=True)
+    raw_length = models.IntegerField(null=True)
+    sha256 = models.BinaryField(null=True)
+    interface_id = models.CharField(max_length=8, default="")
+    schema_version = models.CharField(max_length=10, default="")
+    event_code = models.CharField(max_length=50, default="")
+    # NULL until the DIP gives one (an outbound message before its 201).
+    transaction_id = models.CharField(max_length=65, null=True)  # noqa: DJ001
+    sender_unique_reference = models.CharField(max_length=200, default="")
+    correlation_id = models.CharField(max_length=60, default="")
+    mpan = models.CharField(max_length=13, default="")
+    business_key = models.CharField(max_length=120, default="")
+    created_at = models.DateTimeField(db_default=Now())
+    state = models.CharField(max_length=20)
+    attempts = models.IntegerField(default=0)
+    lease_until = models.DateTimeField(null=True)
+    next_attempt_at = models.DateTimeField(null=True)
+    state_changed_at = models.DateTimeField(db_default=Now())
+    swept_at = models.DateTimeField(null=True)
+    last_error = models.TextField(default="")
+
+    class Meta:
+        db_table = "messaging_message"
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.interface_id} {self.id} ({self.state})"
+
+
+class Transition(TenantOwned):
+    """One step on a message's timeline (append-only): who moved it, when and why."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    id = _store_id()
+    message_id = models.BigIntegerField()
+    at = models.DateTimeField(db_default=Now())
+    from_state = models.CharField(max_length=20)
+    to_state = models.CharField(max_length=20)
+    actor = models.CharField(max_length=150)
+    reason = models.CharField(max_length=500, default="")
+    detail = models.JSONField(null=True)
+
+    class Meta:
+        db_table = "messaging_transition"
+
+    def __str__(self) -> str:
+        return f"{self.message_id}: {self.from_state} -> {self.to_state}"
+
+
+class Finding(TenantOwned):
+    """One validation finding for a message from one validation run (append-only)."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    id = _store_id()
+    message_id = models.BigIntegerField()
+    run_at = models.DateTimeField(db_default=Now())
+    registry_version = models.CharField(max_length=40, default="")
+    stage = models.CharField(max_length=12)
+    severity = models.CharField(max_length=8)
+    code = models.CharField(max_length=40)
+    path = models.CharField(max_length=300, default="")
+    text = models.CharField(max_length=1000, default="")
+    rule = models.CharField(max_length=80, default="")
+
+    class Meta:
+        db_table = "messaging_finding"
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.code} on {self.message_id}"
+
+
+class InboundKey(TenantOwned):
+    """The inbound dedupe: a DIP transaction id (or content hash) claimed by its first message."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "dedupe_key")
+    dedupe_key = models.CharField(max_length=80)
+    message_id = models.BigIntegerField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "messaging_inbound_key"
+
+    def __str__(self) -> str:
+        return self.dedupe_key
+
+
+class FlowRollup(TenantOwned):
+    """How many messages entered ``state`` in ``hour`` (summed over shards)."""
+
+    pk = models.CompositePrimaryKey(
+        "tenant_id", "connection_id", "interface_id", "direction", "hour", "state", "shard"
+    )
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    interface_id = models.CharField(max_length=8)
+    direction = models.CharField(max_length=8)
+    hour = models.DateTimeField()
+    state = models.CharField(max_length=20)
+    shard = models.SmallIntegerField()
+    entered = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "messaging_flow_rollup"
+
+    def __str__(self) -> str:
+        return f"{self.interface_id} {self.state} {self.hour:%Y-%m-%d %H}: {self.entered}"
+
+
+class StateCount(TenantOwned):
+    """How many messages are in ``state`` now (summed over shards): backlogs at a glance."""
+
+    pk = models.CompositePrimaryKey(
+        "tenant_id", "connection_id", "interface_id", "direction", "state", "shard"
+    )
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    interface_id = models.CharField(max_length=8)
+    direction = models.CharField(max_length=8)
+    state = models.CharField(max_length=20)
+    shard = models.SmallIntegerField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "messaging_state_count"
+
+    def __str__(self) -> str:
+        return f"{self.interface_id} {self.state}: {self.count}"

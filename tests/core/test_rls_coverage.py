@@ -28,7 +28,7 @@ def public_tables() -> dict[str, tuple[bool, bool, int, bool]]:
                    EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
                            AND a.attname = 'tenant_id' AND NOT a.attisdropped)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
             """
         )
         return {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
@@ -54,6 +54,34 @@ def test_every_other_table_is_allow_listed_with_a_reason(db):
     assert all(reason.strip() for reason in GLOBAL_TABLES.values())
     stale = sorted(set(GLOBAL_TABLES) - set(tables))
     assert stale == [], "allow-list names tables that no longer exist"
+
+
+def test_partitions_are_reachable_only_through_their_rls_parent(db):
+    """RLS applies to a partitioned table's rows when read through it, not to a partition read
+    directly: so no application role holds any privilege on a partition, and each is forced with no
+    policy (closed) in case one is ever granted."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                   (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
+                   has_table_privilege(%s, c.oid, 'SELECT, INSERT, UPDATE, DELETE'),
+                   has_table_privilege(%s, c.oid, 'SELECT')
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relispartition AND c.relkind = 'r'
+            """,
+            [settings.DB_RUNTIME_ROLE, settings.DB_SUPPORT_ROLE],
+        )
+        partitions = cursor.fetchall()
+    assert len(partitions) >= 20  # four store tables, five months each
+    for name, enabled, forced, policies, runtime_may, support_may in partitions:
+        assert (enabled, forced, policies, runtime_may, support_may) == (
+            True,
+            True,
+            0,
+            False,
+            False,
+        ), name
 
 
 def test_guardians_generic_tables_are_closed(db):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group
@@ -11,6 +13,7 @@ from guardian.shortcuts import assign_perm
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
 from messaging.models import DipExchange
+from messaging.store import services as store
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
 from tests.pki import TestCA, pem
@@ -58,7 +61,37 @@ def populated(world):
                 mtls_certificate_fingerprint="b" * 64,
                 sender_references=[f"S-{name}"],
             )
+            _populate_message_store(tenant_id)
     return world
+
+
+def _populate_message_store(tenant_id) -> None:
+    """A delivery with one message, moved once, with one finding: a row in every store table."""
+    body = b'[{"payload": {}}]'
+    connection = Connection.objects.get()
+    stored = store.store_inbound_delivery(
+        tenant_id=tenant_id,
+        connection_id=connection.id,
+        channel_id=None,
+        body=body,
+        headers={},
+        messages=[
+            store.InboundMessageFacts(
+                offset=1, length=len(body) - 2, sha256=b"\x00" * 32, interface_id="IF-021"
+            )
+        ],
+    )
+    store.transition(
+        tenant_id=tenant_id,
+        message_ids=stored.message_ids,
+        from_state="received",
+        to_state="invalid",
+        actor="pytest",
+    )
+    finding = SimpleNamespace(
+        stage="syntactic", severity="fatal", code="SCHEMA", path="$", text="empty", rule="r1"
+    )
+    store.record_findings(tenant_id=tenant_id, findings=[(stored.message_ids[0], finding)])
 
 
 def tenant_of(row) -> object:

@@ -1,0 +1,413 @@
+"""The message store: receipt with dedupe, immutability, the state machine, claiming, retries, the
+sweeper, counters and partitions, on real PostgreSQL as the runtime role."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.utils import DatabaseError, ProgrammingError
+
+from core.tenancy import tenant_context
+from messaging.models import Message, RawBlob, Transition
+from messaging.store import selectors, services, sweeper
+from messaging.store.ids import id_floor, id_time, month_start
+from messaging.store.states import TransitionNotAllowed
+from tenants.models import Channel, Connection
+from tests.conftest import admin_conninfo, build_world
+
+
+def _delivery(*transaction_ids: str | None) -> tuple[bytes, list[services.InboundMessageFacts]]:
+    """A JSON array body and the facts the webhook would read from it, with exact slices."""
+    parts, facts, position = [], [], 1
+    for n, tx in enumerate(transaction_ids):
+        item = json.dumps(
+            {"payload": {"CommonBlock": {"D0": {"transactionID": tx}}, "n": n, "pad": "x" * 50}}
+        ).encode()
+        facts.append(
+            services.InboundMessageFacts(
+                offset=position,
+                length=len(item),
+                sha256=hashlib.sha256(item).digest(),
+                transaction_id=tx,
+                interface_id="IF-021",
+                mpan="2000056535971",
+                business_key=f"IF-021:2000056535971:{n}",
+            )
+        )
+        parts.append(item)
+        position += len(item) + 1
+    return b"[" + b",".join(parts) + b"]", facts
+
+
+def _acme_channel(world) -> tuple[int, int]:
+    with tenant_context(world.acme.id):
+        conn = Connection.objects.get()
+        channel = Channel.objects.get(connection=conn)
+    return conn.id, channel.id
+
+
+def _store(world, *transaction_ids: str | None) -> services.StoredDelivery:
+    connection_id, channel_id = _acme_channel(world)
+    body, facts = _delivery(*transaction_ids)
+    with tenant_context(world.acme.id):
+        return services.store_inbound_delivery(
+            tenant_id=world.acme.id,
+            connection_id=connection_id,
+            channel_id=channel_id,
+            body=body,
+            headers={"X-DIP-Signature-Date": "2026-11-29T10:00:00.000Z"},
+            messages=facts,
+            response_status=201,
+            response_body=b"[]",
+        )
+
+
+def test_ids_are_time_ordered_and_map_back_to_their_time() -> None:
+    moment = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
+    assert id_time(id_floor(moment)) == moment
+    assert id_floor(moment + timedelta(milliseconds=1)) > id_floor(moment)
+    assert month_start(moment) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert month_start(moment, offset=2) == datetime(2027, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="aware"):
+        id_floor(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+def test_it_stores_a_delivery_once_with_exact_bytes(world) -> None:
+    stored = _store(world, "T-1", "T-2", "T-3")
+    assert stored.duplicate == [False, False, False]
+    body, _ = _delivery("T-1", "T-2", "T-3")
+    with tenant_context(world.acme.id):
+        raw = RawBlob.objects.get(id=stored.raw_id)
+        assert raw.body_size == len(body)
+        assert bytes(raw.body_sha256) == hashlib.sha256(body).digest()
+        assert len(bytes(raw.body_zstd)) < len(body)  # compressed, not a copy
+        messages = list(Message.objects.filter(raw_id=stored.raw_id).order_by("id"))
+        assert [m.id for m in messages] == stored.message_ids
+        assert [m.transaction_id for m in messages] == ["T-1", "T-2", "T-3"]
+        assert {m.state for m in messages} == {"received"}
+        full = services.raw_body(tenant_id=world.acme.id, raw_id=stored.raw_id)
+        assert full == body
+        for message in messages:
+            exact = services.message_bytes(message)
+            assert json.loads(exact)["payload"]["CommonBlock"]["D0"]["transactionID"] == (
+                message.transaction_id
+            )
+            assert hashlib.sha256(exact).digest() == bytes(message.sha256)
+
+
+def test_a_duplicate_delivery_has_no_second_effect(world) -> None:
+    first = _store(world, "T-1", "T-2")
+    second = _store(world, "T-2", "T-3", "T-3")
+    assert second.duplicate == [True, False, True]
+    assert second.message_ids[0] == first.message_ids[1]
+    assert second.message_ids[1] == second.message_ids[2]
+    with tenant_context(world.acme.id):
+        assert Message.objects.count() == 3
+        assert RawBlob.objects.count() == 2  # both deliveries kept as evidence
+        counts = selectors.state_counts(direction="inbound")
+    assert counts == {("inbound", "IF-021", "received"): 3}
+
+
+def test_messages_without_a_transaction_id_dedupe_on_their_bytes(world) -> None:
+    first = _store(world, None)
+    again = _store(world, None)
+    assert again.duplicate == [True]
+    assert again.message_ids == first.message_ids
+
+
+def test_another_tenant_sees_nothing_of_the_store(world) -> None:
+    stored = _store(world, "T-1")
+    with tenant_context(world.globex.id):
+        assert not Message.objects.exists()
+        assert not RawBlob.objects.exists()
+        assert selectors.get_message(message_id=stored.message_ids[0]) is None
+        with pytest.raises(LookupError, match="no raw blob"):
+            services.raw_body(tenant_id=world.globex.id, raw_id=stored.raw_id)
+        assert selectors.state_counts() == {}
+
+
+def _refused(sql: str, params: list, tenant_id) -> str:
+    with (
+        pytest.raises(DatabaseError) as caught,
+        tenant_context(tenant_id),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, params)
+    return str(caught.value)
+
+
+def test_the_runtime_role_cannot_change_or_remove_raw_bytes(world) -> None:
+    stored = _store(world, "T-1")
+    tenant = world.acme.id
+    assert "permission denied" in _refused(
+        "UPDATE messaging_raw SET body_zstd = NULL WHERE id = %s", [stored.raw_id], tenant
+    )
+    assert "permission denied" in _refused(
+        "DELETE FROM messaging_raw WHERE id = %s", [stored.raw_id], tenant
+    )
+    assert "permission denied" in _refused(
+        "DELETE FROM messaging_message WHERE id = %s", [stored.message_ids[0]], tenant
+    )
+    assert "permission denied" in _refused(
+        "UPDATE messaging_message SET mpan = '1' WHERE id = %s", [stored.message_ids[0]], tenant
+    )
+    assert "permission denied" in _refused(
+        "UPDATE messaging_transition SET reason = 'edited'", [], tenant
+    )
+
+
+def test_write_once_columns_take_a_value_once(world) -> None:
+    stored = _store(world, "T-1")
+    message_id = stored.message_ids[0]
+    message = "transaction_id is written once"
+    assert message in _refused(
+        "UPDATE messaging_message SET transaction_id = 'T-other' WHERE id = %s",
+        [message_id],
+        world.acme.id,
+    )
+    with tenant_context(world.acme.id):
+        # the work columns are the runtime role's to change
+        assert Message.objects.filter(id=message_id).update(last_error="checked") == 1
+
+
+def test_the_trigger_itself_refuses_changes_by_anyone_but_the_owner(committed_db) -> None:
+    """Grants already stop the runtime role; this grants it UPDATE and DELETE for one transaction
+    to show the trigger refuses on its own, and that the owner (retention) gets through."""
+    world = build_world()
+    stored = _store(world, "T-1")
+    runtime = settings.DB_RUNTIME_ROLE
+    with psycopg.connect(admin_conninfo(settings.DATABASES["default"]["NAME"])) as admin:
+        for statement in ("UPDATE messaging_raw SET headers = '{}'", "DELETE FROM messaging_raw"):
+            with admin.transaction(force_rollback=True):
+                admin.execute(f'GRANT UPDATE, DELETE ON messaging_raw TO "{runtime}"')
+                admin.execute(f'SET LOCAL ROLE "{runtime}"')
+                admin.execute("SELECT set_config('app.tenant_id', %s, true)", [str(world.acme.id)])
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="is immutable"):
+                    admin.execute(statement + " WHERE id = %s", [stored.raw_id])
+    with connections["owner"].cursor() as cursor, transaction.atomic(using="owner"):
+        cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [str(world.acme.id)])
+        cursor.execute("UPDATE messaging_raw SET body_zstd = NULL WHERE id = %s", [stored.raw_id])
+        assert cursor.rowcount == 1  # retention may blank a payload; its hash stays
+    connections["owner"].close()
+
+
+def test_transition_moves_only_from_the_expected_state(world) -> None:
+    stored = _store(world, "T-1", "T-2")
+    tenant = world.acme.id
+    with tenant_context(tenant):
+        moved = services.transition(
+            tenant_id=tenant,
+            message_ids=stored.message_ids,
+            from_state="received",
+            to_state="valid",
+            actor="worker",
+            reason="schema ok",
+            detail={"findings": 0},
+        )
+        assert moved == sorted(stored.message_ids)
+        stale = services.transition(
+            tenant_id=tenant,
+            message_ids=stored.message_ids,
+            from_state="received",
+            to_state="invalid",
+            actor="stale worker",
+        )
+        assert stale == []
+        timeline = selectors.list_timeline(message_id=stored.message_ids[0])
+        assert [(t.from_state, t.to_state, t.actor, t.reason) for t in timeline] == [
+            ("received", "valid", "worker", "schema ok")
+        ]
+        assert timeline[0].detail == {"findings": 0}
+        counts = selectors.state_counts()
+        assert counts == {("inbound", "IF-021", "valid"): 2}
+        hourly = selectors.hourly_entries(
+            since=datetime.now(UTC) - timedelta(hours=2), state="valid"
+        )
+        assert sum(hourly["IF-021"].values()) == 2
+
+
+def test_transition_refuses_an_edge_the_machine_does_not_have(world) -> None:
+    with tenant_context(world.acme.id), pytest.raises(TransitionNotAllowed, match="allowed:"):
+        services.transition(
+            tenant_id=world.acme.id,
+            message_ids=[1],
+            from_state="received",
+            to_state="delivered",
+            actor="test",
+        )
+
+
+def test_claim_leases_due_messages_and_counts_attempts(world) -> None:
+    stored = _store(world, "T-1", "T-2", "T-3")
+    tenant = world.acme.id
+    with tenant_context(tenant):
+        first = services.claim_due(
+            tenant_id=tenant, direction="inbound", state="received", limit=2, lease_seconds=60
+        )
+        assert [c.id for c in first] == stored.message_ids[:2]
+        assert {c.attempts for c in first} == {1}
+        rest = services.claim_due(
+            tenant_id=tenant, direction="inbound", state="received", limit=10, lease_seconds=60
+        )
+        assert [c.id for c in rest] == stored.message_ids[2:]  # leased ones are not due
+        services.schedule_retry(
+            tenant_id=tenant, message_ids=[first[0].id], delay_seconds=0, error="timeout"
+        )
+        again = services.claim_due(
+            tenant_id=tenant, direction="inbound", state="received", limit=10, lease_seconds=60
+        )
+        assert [(c.id, c.attempts) for c in again] == [(first[0].id, 2)]
+        later = services.schedule_retry(
+            tenant_id=tenant,
+            message_ids=[first[0].id],
+            delay_seconds=1,
+            error="busy",
+            retry_after=3600,
+        )
+        assert later is not None
+        assert later > datetime.now(UTC) + timedelta(minutes=59)
+        assert (
+            services.claim_due(
+                tenant_id=tenant,
+                direction="inbound",
+                state="received",
+                limit=10,
+                lease_seconds=60,
+                message_ids=[first[0].id],
+            )
+            == []
+        )
+        assert Message.objects.get(id=first[0].id).last_error == "busy"
+
+
+def test_backoff_is_capped_exponential_with_full_jitter() -> None:
+    rng = random.Random(7)
+    samples = [services.backoff_delay(5, base=2, cap=20, rng=rng) for _ in range(200)]
+    assert all(0 <= s <= 20 for s in samples)  # 2 * 2**4 = 32, capped at 20
+    assert max(samples) > 15  # spread across the whole range
+    assert min(samples) < 5
+    assert all(services.backoff_delay(1, base=2, cap=20, rng=rng) <= 2 for _ in range(50))
+
+
+def test_the_sweeper_re_enqueues_stranded_work_once_per_grace_and_parks_poison(world) -> None:
+    stored = _store(world, "T-1", "T-2", "T-3")
+    tenant = world.acme.id
+    stranded, fresh, poison = stored.message_ids
+    enqueued: list[tuple[str, list[int]]] = []
+    parked: list[tuple[str, list[int]]] = []
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    with tenant_context(tenant):
+        Message.objects.filter(id__in=[stranded, poison]).update(state_changed_at=old)
+        Message.objects.filter(id=poison).update(attempts=10)
+    handler = sweeper.SweepHandler(
+        direction="inbound",
+        state="received",
+        enqueue=lambda t, ids: enqueued.append((t, ids)),
+        park=lambda t, ids: parked.append((t, ids)),
+        max_attempts=10,
+    )
+    saved = dict(sweeper._HANDLERS)
+    sweeper._HANDLERS.clear()
+    sweeper.register_sweep_handler(handler)
+    try:
+        with transaction.atomic():
+            report = sweeper.sweep_tenant(tenant_id=tenant, grace_seconds=60)
+            # run the on-commit enqueue as the real commit would
+            for _, callback, _ in connection.run_on_commit:
+                callback()
+            connection.run_on_commit.clear()
+        assert report.enqueued == {"inbound/received": 1}
+        assert enqueued == [(str(tenant), [stranded])]
+        assert parked == [(str(tenant), [poison])]
+        again = sweeper.sweep_tenant(tenant_id=tenant, grace_seconds=60)
+        assert again.enqueued == {}  # swept within the grace period: left alone
+        assert fresh not in enqueued[0][1]
+    finally:
+        sweeper._HANDLERS.clear()
+        sweeper._HANDLERS.update(saved)
+
+
+def test_store_rows_land_in_monthly_partitions_reachable_only_through_the_parent(world) -> None:
+    stored = _store(world, "T-1")
+    partition = f"messaging_message_p{datetime.now(UTC):%Y%m}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'messaging_message'::regclass"
+        )
+        assert cursor.fetchone()[0] >= 5  # last month, this month and three ahead
+    with tenant_context(world.acme.id), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tableoid::regclass::text FROM messaging_message WHERE id = %s",
+            [stored.message_ids[0]],
+        )
+        assert cursor.fetchone()[0] == partition
+    with pytest.raises(ProgrammingError, match="permission denied"), connection.cursor() as c:
+        c.execute(f"SELECT count(*) FROM {partition}")
+
+
+def test_ensure_partitions_is_idempotent_and_bounded(world) -> None:
+    with transaction.atomic():
+        assert services.ensure_partitions(months_ahead=3) == 0
+    with pytest.raises(DatabaseError, match="between 0 and 24"), transaction.atomic():
+        services.ensure_partitions(months_ahead=500)
+
+
+def test_outbound_messages_get_final_bytes_once(world) -> None:
+    with tenant_context(world.globex.id):
+        conn = Connection.objects.get()
+        channel = Channel.objects.get(connection=conn)
+        source_raw, ids = services.store_outbound_messages(
+            tenant_id=world.globex.id,
+            connection_id=conn.id,
+            channel_id=channel.id,
+            source_body=b'{"messages": []}',
+            headers={"Idempotency-Key": "k1"},
+            messages=[
+                services.OutboundMessageFacts(interface_id="IF-021", mpan="2000056535971"),
+                services.OutboundMessageFacts(interface_id="IF-021", mpan="1900012374324"),
+            ],
+        )
+        assert [m.state for m in Message.objects.filter(id__in=ids)] == ["accepted", "accepted"]
+        payloads = [
+            (ids[0], b'{"a":1}', "S-021-AAAAAAAAAA-SDS-20261129-1"),
+            (ids[1], b'{"b":2}', "S-2"),
+        ]
+        raw_id = services.attach_payloads(
+            tenant_id=world.globex.id,
+            connection_id=conn.id,
+            channel_id=channel.id,
+            payloads=payloads,
+        )
+        second = Message.objects.get(id=ids[1])
+        assert second.raw_id == raw_id
+        assert second.source_raw_id == source_raw
+        assert services.message_bytes(second) == b'{"b":2}'
+        assert services.set_transaction_ids(tenant_id=world.globex.id, pairs=[(ids[0], "T-9")]) == 1
+        moved = services.transition(
+            tenant_id=world.globex.id,
+            message_ids=ids,
+            from_state="accepted",
+            to_state="ready",
+            actor="enricher",
+            direction="outbound",
+        )
+        assert moved == sorted(ids)
+        assert Transition.objects.filter(message_id__in=ids).count() == 2
+    with (
+        pytest.raises(DatabaseError, match="raw_id is written once"),
+        tenant_context(world.globex.id),
+    ):
+        services.attach_payloads(
+            tenant_id=world.globex.id,
+            connection_id=conn.id,
+            channel_id=channel.id,
+            payloads=[(ids[0], b"{}", "S-3")],
+        )
