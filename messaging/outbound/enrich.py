@@ -45,7 +45,7 @@ FIELDS = frozenset(
     }
 )
 MAX_RECIPIENTS = 50
-BUSINESS_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+BUSINESS_KEY_RE = re.compile(r"^[\x21-\x7e]{1,120}$")
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def parse_submission(data: Any, path: str = "$") -> tuple[Submission | None, lis
         not isinstance(business_key, str) or not BUSINESS_KEY_RE.match(business_key)
     ):
         problems.append(
-            Problem(f"{path}.business_key", "must be 1-200 printable characters without spaces")
+            Problem(f"{path}.business_key", "must be 1-120 printable characters without spaces")
         )
         business_key = None
 

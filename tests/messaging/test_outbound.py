@@ -1,0 +1,275 @@
+"""Outbound against a real dipsim over mutual TLS: stored before sent, enriched, signed, batched per
+channel, and every answer (201, 400 per message, 429/5xx, a lost answer) moving each message."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from core.tenancy import tenant_context
+from messaging import credentials
+from messaging.dip.envelope import SENDER_REFERENCE_RE, parse_dip_timestamp
+from messaging.models import Message, Transition
+from messaging.outbound import services as outbound
+from messaging.outbound.services import SubmissionInvalid
+from messaging.store.states import OutboundState
+from tenants import certificates, services
+from tenants.models import Channel
+from tests.messaging.conftest import SDS_API_KEY, SDS_DIP_ID, SUP_DIP_ID, Dipsim
+from tests.messaging.test_dip_client import if021
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pool():
+    credentials.DIP_CLIENTS.clear()
+    yield
+    credentials.DIP_CLIENTS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(dipsim):
+    httpx.delete(f"{dipsim.admin_url}/admin/faults")
+    yield
+    httpx.delete(f"{dipsim.admin_url}/admin/faults")
+
+
+def outbound_channel(tenant_id: object, dipsim: Dipsim) -> Channel:
+    """The tenant's SDS identity on dipsim's UIT, with certificates and an outbound IF-021."""
+    with tenant_context(tenant_id):
+        identity = services.create_identity(mpid="SDSA", role_code="SDS", dip_id=SDS_DIP_ID)
+        connection = services.create_connection(
+            identity=identity, environment="UIT", dip_base_url=dipsim.base_url, api_key=SDS_API_KEY
+        )
+        certificates.import_certificate(
+            connection=connection,
+            purpose="trust_anchor",
+            data=dipsim.ca_cert.read_bytes(),
+            actor="pytest",
+        )
+        for purpose, creds in (
+            ("signing", (dipsim.sds.sign_cert, dipsim.sds.sign_key)),
+            ("mtls", (dipsim.sds.mtls_cert, dipsim.sds.mtls_key)),
+        ):
+            staged = certificates.import_certificate(
+                connection=connection,
+                purpose=purpose,
+                data=creds[0].read_bytes() + creds[1].read_bytes(),
+                actor="pytest",
+            )
+            certificates.activate_first_certificate(certificate=staged, actor="pytest")
+        return services.create_channel(
+            connection=connection, interface_id="IF-021", direction="outbound", actor="pytest"
+        )
+
+
+def submission(**overrides: Any) -> dict[str, Any]:
+    """What a client system sends: the CustomBlock and the envelope facts only it knows."""
+    payload = if021()
+    m0 = payload["CommonBlock"]["M0"]
+    data = {
+        "event_code": "ActivePower",
+        "custom_block": payload["CustomBlock"],
+        "primary_recipients": [SUP_DIP_ID],
+        "mpan": m0["MPANCore"],
+        "distributor_dip_id": m0["distributorDIPID"],
+        "gsp_group_id": m0["GSPGroupID"],
+        "correlation_id": "CI-20260101-000001",
+    }
+    data.update(overrides)
+    return data
+
+
+def held_by_dipsim(dipsim: Dipsim) -> list[dict[str, Any]]:
+    return httpx.get(
+        f"{dipsim.admin_url}/admin/messages", params={"sender": SDS_DIP_ID, "limit": 5000}
+    ).json()
+
+
+def fault(dipsim: Dipsim, **rule: Any) -> None:
+    assert httpx.post(f"{dipsim.admin_url}/admin/faults", json=rule).status_code == 201
+
+
+def run_pipeline(tenant_id: object, ids: list[int]) -> outbound.SendReport:
+    """What the workers do after commit: prepare, then send (the tasks' bodies)."""
+    with tenant_context(tenant_id):
+        ready = outbound.prepare_outbound(tenant_id=tenant_id, message_ids=ids)
+    return outbound.send_outbound(tenant_id=tenant_id, message_ids=ready)
+
+
+def states(tenant_id: object, ids: list[int]) -> list[str]:
+    with tenant_context(tenant_id):
+        found = dict(Message.objects.filter(id__in=ids).values_list("id", "state"))
+    return [found[i] for i in ids]
+
+
+def timeline(tenant_id: object, message_id: int) -> list[tuple[str, str, str]]:
+    with tenant_context(tenant_id):
+        return [
+            (t.from_state, t.to_state, t.reason)
+            for t in Transition.objects.filter(message_id=message_id).order_by("at", "id")
+        ]
+
+
+def test_submitted_messages_are_stored_accepted_then_enriched_signed_and_sent_once(
+    committed_world, dipsim
+):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(
+            channel=channel, items=[submission(), submission()], actor="crm"
+        )
+    assert states(world.globex.id, ids) == ["accepted", "accepted"]
+    assert held_by_dipsim(dipsim) == [] or all(
+        m["correlation"] != "CI-20260101-000001" for m in held_by_dipsim(dipsim)
+    )
+
+    report = run_pipeline(world.globex.id, ids)
+    assert (report.sent, report.requests) == (2, 1)  # one batch for the channel
+    assert states(world.globex.id, ids) == ["sent", "sent"]
+    with tenant_context(world.globex.id):
+        messages = list(Message.objects.filter(id__in=ids).order_by("id"))
+        references = [m.sender_unique_reference for m in messages]
+        assert all(SENDER_REFERENCE_RE.match(r) for r in references)
+        sent = [outbound.store.message_bytes(m) for m in messages]
+    import json
+
+    s1 = json.loads(sent[0])["CommonBlock"]["S1"]
+    assert (s1["environmentTag"], s1["senderDIPID"], s1["senderRoleID"]) == (
+        "UIT",
+        SDS_DIP_ID,
+        "SDS",
+    )
+    assert len(s1["senderTimestamp"]) == 25
+    parse_dip_timestamp(s1["senderTimestamp"])
+    held = Counter(m["senderUniqueReference"] for m in held_by_dipsim(dipsim))
+    assert [held[r] for r in references] == [1, 1]
+    by_reference = {m["senderUniqueReference"]: m for m in held_by_dipsim(dipsim)}
+    assert [m.transaction_id for m in messages] == [
+        by_reference[r]["transactionID"] for r in references
+    ]
+    assert [t[1] for t in timeline(world.globex.id, ids[0])] == ["ready", "sending", "sent"]
+
+
+def test_an_invalid_submission_names_every_problem_and_stores_nothing(committed_world, dipsim):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    bad = submission(mpan="2000056535972", primary_recipients=["nope"], colour="blue")
+    del bad["event_code"]
+    with tenant_context(world.globex.id):
+        with pytest.raises(SubmissionInvalid) as caught:
+            outbound.submit_messages(channel=channel, items=[submission(), bad], actor="crm")
+        assert not Message.objects.exists()
+    assert sorted(p.path for p in caught.value.problems) == [
+        "$.messages[1].colour",
+        "$.messages[1].event_code",
+        "$.messages[1].mpan",
+        "$.messages[1].primary_recipients[0]",
+    ]
+
+
+def test_a_batch_with_one_bad_message_rejects_it_and_sends_the_rest_alone(committed_world, dipsim):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    # dipsim knows no participant 1999999999: MSG1031 for that message only.
+    items = [submission(), submission(primary_recipients=["1999999999"]), submission()]
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(channel=channel, items=items, actor="crm")
+    report = run_pipeline(world.globex.id, ids)
+    assert states(world.globex.id, ids) == ["sent", "rejected", "sent"]
+    assert (report.sent, report.rejected) == (2, 1)
+    [*_, (_, to_state, reason)] = timeline(world.globex.id, ids[1])
+    assert (to_state, reason[:7]) == ("rejected", "MSG1031")
+    with tenant_context(world.globex.id):
+        rejected = Transition.objects.filter(message_id=ids[1], to_state="rejected").get()
+    assert rejected.detail["category"] == "market_operations"
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_transient_refusal_is_retried_later_from_the_database_honouring_retry_after(
+    committed_world, dipsim, status
+):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    # dipsim names a Retry-After on its 429 and 503 answers only.
+    params = {"status": status, **({"retry_after": 30} if status != 500 else {})}
+    fault(dipsim, kind="error", channel="IF-021", remaining=1, params=params)
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(channel=channel, items=[submission()], actor="crm")
+    report = run_pipeline(world.globex.id, ids)
+    assert (report.retried, report.sent) == (1, 0)
+    with tenant_context(world.globex.id):
+        message = Message.objects.get(id=ids[0])
+        assert message.state == "ready"
+        delay = (message.next_attempt_at - message.state_changed_at).total_seconds()
+    if status in (429, 503):
+        assert delay >= 29  # Retry-After: 30 wins over a shorter backoff
+    else:
+        assert 0 <= delay <= 10
+    # Nothing is sent before its time.
+    assert outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids).requests == 0
+    with tenant_context(world.globex.id):
+        Message.objects.filter(id=ids[0]).update(next_attempt_at=None)
+    report = outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids)
+    assert report.sent == 1
+    assert states(world.globex.id, ids) == ["sent"]
+
+
+def test_a_lost_answer_is_resent_with_the_same_reference_and_the_duplicate_recorded(
+    committed_world, dipsim
+):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    fault(dipsim, kind="drop_after_accept", channel="IF-021", remaining=1)
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(channel=channel, items=[submission()], actor="crm")
+    report = run_pipeline(world.globex.id, ids)
+    assert report.retried == 1
+    with tenant_context(world.globex.id):
+        Message.objects.filter(id=ids[0]).update(next_attempt_at=None)
+        reference = Message.objects.get(id=ids[0]).sender_unique_reference
+    report = outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids)
+    assert report.sent == 1
+    assert states(world.globex.id, ids) == ["sent"]
+    # The DIP holds it once; Busbar's timeline says why it counts as sent.
+    held = Counter(m["senderUniqueReference"] for m in held_by_dipsim(dipsim))
+    assert held[reference] == 1
+    [*_, (_, to_state, reason)] = timeline(world.globex.id, ids[0])
+    assert (to_state, "duplicate" in reason) == ("sent", True)
+
+
+def test_refused_credentials_are_an_incident_not_a_retry(committed_world, dipsim):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    fault(dipsim, kind="error", channel="IF-021", remaining=1, params={"status": 403})
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(channel=channel, items=[submission()], actor="crm")
+    report = run_pipeline(world.globex.id, ids)
+    assert (report.failed, report.retried) == (1, 0)
+    assert states(world.globex.id, ids) == ["failed"]
+    with tenant_context(world.globex.id):
+        failed = Transition.objects.get(message_id=ids[0], to_state="failed")
+    assert failed.detail["category"] == "credentials"
+
+
+def test_a_worker_lost_mid_send_leaves_work_the_sweeper_completes(committed_world, dipsim):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    with tenant_context(world.globex.id):
+        ids = outbound.submit_messages(channel=channel, items=[submission()], actor="crm")
+        ready = outbound.prepare_outbound(tenant_id=world.globex.id, message_ids=ids)
+        # The worker claimed and moved it to sending, then died before any answer.
+        outbound.store.transition(
+            tenant_id=world.globex.id,
+            message_ids=ready,
+            from_state=OutboundState.READY,
+            to_state=OutboundState.SENDING,
+            actor="outbound-worker",
+        )
+    with tenant_context(world.globex.id):
+        assert outbound.recover_sending(tenant_id=world.globex.id, message_ids=ids) == ids
+    assert outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids).sent == 1
+    assert states(world.globex.id, ids) == ["sent"]
