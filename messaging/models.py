@@ -238,3 +238,31 @@ class StateCount(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.interface_id} {self.state}: {self.count}"
+
+
+class IdempotencyKey(TenantOwned):
+    """A client's ``Idempotency-Key`` and the answer its first request got (kept at least 24 h).
+
+    The same key with the same request replays ``response``; with another request it is refused
+    (422). A row without a response belongs to a request still running: the unique key makes a
+    concurrent request with the same key wait for it, or get a 409.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=300)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_tenant_key"),
+        ]
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="idempotency_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} {self.key}"
