@@ -266,3 +266,33 @@ class IdempotencyKey(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} {self.key}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed: sending"
+    OPEN = "open", "Open: the DIP is failing, nothing is sent until the probe"
+    HALF_OPEN = "half_open", "Half-open: one probe request decides"
+
+
+class ConnectionBreaker(TenantOwned):
+    """The circuit breaker of one connection to the DIP (one row per connection, in the database
+    so every worker sees the same state)."""
+
+    id = models.BigAutoField(primary_key=True)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    consecutive_failures = models.IntegerField(default=0)
+    opened_at = models.DateTimeField(null=True)
+    probe_at = models.DateTimeField(null=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "connection"], name="breaker_connection"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id}: {self.state}"

@@ -49,7 +49,15 @@ def send_outbound_task(tenant_id: str, message_ids: list[int]) -> dict[str, int]
     """Send ready messages to the DIP (it opens the tenant context per step itself, so the claim
     commits before the request leaves)."""
     report = outbound.send_outbound(tenant_id=tenant_id, message_ids=message_ids)
-    return dict(vars(report))
+    for connection_id in report.recovered:
+        drain_connection_task.delay(tenant_id, connection_id)
+    return {k: v for k, v in vars(report).items() if isinstance(v, int)}
+
+
+@shared_task(name="messaging.tasks.outbound.drain_connection_task", acks_late=True)
+def drain_connection_task(tenant_id: str, connection_id: int) -> int:
+    """After an outage: send the connection's backlog, oldest first, paced."""
+    return outbound.drain_connection(tenant_id=tenant_id, connection_id=connection_id).sent
 
 
 @shared_task(name="messaging.tasks.outbound.recover_sending_task", acks_late=True)

@@ -42,6 +42,7 @@ FIELDS = frozenset(
         "gsp_group_id",
         "business_key",
         "sub_text",
+        "supersede",
     }
 )
 MAX_RECIPIENTS = 50
@@ -72,6 +73,8 @@ class Submission:
     gsp_group_id: str | None = None
     business_key: str | None = None
     sub_text: str | None = None
+    # A later version: unsent earlier messages with the same business key are superseded.
+    supersede: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def as_json(self) -> dict[str, Any]:
@@ -86,6 +89,7 @@ class Submission:
             "gsp_group_id": self.gsp_group_id,
             "business_key": self.business_key,
             "sub_text": self.sub_text,
+            "supersede": self.supersede,
         }
 
     def key_for(self, interface_id: str) -> str:
@@ -176,6 +180,13 @@ def parse_submission(data: Any, path: str = "$") -> tuple[Submission | None, lis
         )
         business_key = None
 
+    supersede = data.get("supersede", False)
+    if not isinstance(supersede, bool):
+        problems.append(Problem(f"{path}.supersede", "must be true or false"))
+    elif supersede and not (business_key or data.get("mpan")):
+        problems.append(
+            Problem(f"{path}.supersede", "needs a business key or an MPAN to know what it replaces")
+        )
     mpan = data.get("mpan")
     distributor = data.get("distributor_dip_id")
     gsp = data.get("gsp_group_id")
@@ -217,6 +228,7 @@ def parse_submission(data: Any, path: str = "$") -> tuple[Submission | None, lis
             gsp_group_id=gsp,
             business_key=business_key,
             sub_text=sub_text,
+            supersede=supersede is True,
         ),
         [],
     )

@@ -15,13 +15,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from core.tenancy import tenant_context
@@ -29,6 +32,7 @@ from messaging import credentials
 from messaging.dip import Action, DipTransportError, SubmitResult, describe
 from messaging.dip.envelope import EnvelopeError, schema_version_for
 from messaging.models import Message
+from messaging.outbound import breaker, clock
 from messaging.outbound.enrich import (
     Problem,
     Sender,
@@ -113,10 +117,39 @@ def submit_messages(
             for s in submissions
         ],
     )
+    for submission, message_id in zip(submissions, ids, strict=True):
+        if submission.supersede:
+            supersede_earlier(
+                tenant_id=str(channel.tenant_id),
+                message_id=message_id,
+                business_key=submission.key_for(interface_id),
+            )
     from messaging.tasks import prepare_outbound_task  # the tasks module imports this one
 
     prepare_outbound_task.delay_on_commit(str(channel.tenant_id), ids)
     return ids
+
+
+def supersede_earlier(*, tenant_id: str, message_id: int, business_key: str) -> list[int]:
+    """Mark the unsent (accepted or ready, not in a request) earlier messages with this business
+    key superseded by ``message_id``, on their timelines; return their ids."""
+    earlier = Message.objects.filter(
+        direction="outbound", business_key=business_key, id__lt=message_id
+    )
+    moved: list[int] = []
+    for state in (OutboundState.ACCEPTED, OutboundState.READY):
+        ids = list(earlier.filter(state=state).values_list("id", flat=True))
+        moved += store.transition(
+            tenant_id=tenant_id,
+            message_ids=ids,
+            from_state=state,
+            to_state=OutboundState.SUPERSEDED,
+            actor="submission",
+            reason=f"superseded by message {message_id}, a later version for {business_key}",
+            detail={"superseded_by": message_id, "business_key": business_key},
+            direction="outbound",
+        )
+    return moved
 
 
 def _submissions_for(messages: Sequence[Message]) -> dict[int, Submission]:
@@ -168,7 +201,7 @@ def prepare_outbound(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> li
         )
     )
     submissions = _submissions_for(messages)
-    now = timezone.now()
+    now = timezone.now()  # the stamp the DIP checks: real time
     ready: dict[tuple[int, int | None], list[tuple[int, bytes, str]]] = defaultdict(list)
     for message in messages:
         try:
@@ -218,6 +251,8 @@ class SendReport:
     retried: int = 0
     failed: int = 0
     requests: int = 0
+    # Connections whose breaker this send closed again (their backlog can drain now).
+    recovered: set[int] = field(default_factory=set)
 
 
 def _bytes_of(messages: Sequence[Message]) -> dict[int, bytes]:
@@ -294,7 +329,7 @@ def _apply(
     base = {"http_status": result.status, "exchange_body_sha256": result.body_sha256}
     if result.action is Action.RETRY:
         retried, failed = _retry_or_park(
-            tenant_id, messages, result.reason, result.retry_after, timezone.now(), base
+            tenant_id, messages, result.reason, result.retry_after, clock.now(), base
         )
         report.retried += retried
         report.failed += failed
@@ -338,7 +373,7 @@ def _apply(
             _move(tenant_id, [message.id], OutboundState.READY, "resend without the bad ones")
         elif outcome.action is Action.RETRY:
             retried, failed = _retry_or_park(
-                tenant_id, [message], outcome.code or "retry", None, timezone.now(), detail
+                tenant_id, [message], outcome.code or "retry", None, clock.now(), detail
             )
             report.retried += retried
             report.failed += failed
@@ -393,13 +428,14 @@ def send_outbound(
     """
     report = report if report is not None else SendReport()
     with tenant_context(tenant_id):
+        allowed = _gate(tenant_id, message_ids)
         claimed = store.claim_due(
             tenant_id=tenant_id,
             direction="outbound",
             state=OutboundState.READY,
-            limit=len(message_ids),
+            limit=max(len(allowed), 1),
             lease_seconds=LEASE_SECONDS,
-            message_ids=message_ids,
+            message_ids=allowed,
         )
         ids = store.transition(
             tenant_id=tenant_id,
@@ -423,6 +459,114 @@ def send_outbound(
     return report
 
 
+DRAIN_CHUNK = 500
+DRAIN_RATE = 400.0  # messages per second while a backlog drains after an outage
+
+
+def drain_connection(
+    *, tenant_id: UUID | str, connection_id: int, rate: float | None = None
+) -> SendReport:
+    """Send a connection's ready backlog now that the DIP answers: oldest first, in chunks,
+    paced to ``rate`` messages per second so the recovering DIP is not flooded. Stops when the
+    breaker opens again or nothing is left. Must be called outside a tenant context."""
+    rate = rate or DRAIN_RATE
+    report = SendReport()
+    while True:
+        started = time.monotonic()
+        with tenant_context(tenant_id):
+            current = breaker.get_breaker(connection_id=connection_id)
+            if current is not None and current.state != "closed":
+                return report
+            ids = list(
+                Message.objects.filter(
+                    connection_id=connection_id, direction="outbound", state=OutboundState.READY
+                )
+                .order_by("id")
+                .values_list("id", flat=True)[:DRAIN_CHUNK]
+            )
+            if not ids:
+                return report
+            # Due now: the wait was the outage's, which is over.
+            Message.objects.filter(id__in=ids).update(next_attempt_at=None)
+        before = report.sent + report.rejected + report.failed
+        send_outbound(tenant_id=tenant_id, message_ids=ids, report=report)
+        if report.sent + report.rejected + report.failed == before:
+            return report  # nothing moved (ordering waits, a new failure): leave it to the sweeper
+        pause = len(ids) / rate - (time.monotonic() - started)
+        if pause > 0:
+            time.sleep(pause)
+
+
+ORDER_WAIT_SECONDS = 5.0
+UNSENT = (OutboundState.ACCEPTED, OutboundState.READY, OutboundState.SENDING)
+
+
+def _gate(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
+    """The ready messages that may go now: their connection's breaker lets them (one probe when
+    half-open) and no earlier message with the same business key is still unsent. The others get
+    a later ``next_attempt_at`` (no timeline row: nothing happened to them)."""
+    rows = list(
+        Message.objects.filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=Now()),
+            id__in=message_ids,
+            direction="outbound",
+            state=OutboundState.READY,
+        ).values_list("id", "connection_id", "business_key")
+    )
+    now = clock.now()
+    by_connection: dict[int, list[int]] = defaultdict(list)
+    for message_id, connection_id, _key in rows:
+        by_connection[connection_id].append(message_id)
+    allowed: set[int] = set()
+    for connection_id, ids in by_connection.items():
+        ids.sort()
+        decision = breaker.permit(connection_id=connection_id, now=now)
+        if not decision.send:
+            wait = (decision.wait_until - now).total_seconds() if decision.wait_until else 60.0
+            store.schedule_retry(
+                tenant_id=tenant_id,
+                message_ids=ids,
+                delay_seconds=wait,
+                error="circuit open: the DIP is failing; waiting for the probe",
+            )
+            continue
+        if decision.probe:
+            store.schedule_retry(
+                tenant_id=tenant_id,
+                message_ids=ids[1:],
+                delay_seconds=ORDER_WAIT_SECONDS,
+                error="circuit half-open: one probe goes first",
+            )
+            ids = ids[:1]
+        allowed.update(ids)
+    keys = {key for message_id, _c, key in rows if key and message_id in allowed}
+    if keys:
+        earlier: dict[str, list[int]] = defaultdict(list)
+        for message_id, key in (
+            Message.objects.filter(direction="outbound", business_key__in=keys, state__in=UNSENT)
+            .filter(id__lt=max(allowed))
+            .values_list("id", "business_key")
+            .order_by("id")
+        ):
+            earlier[key].append(message_id)
+        blocked = []
+        for message_id, _c, key in sorted(rows):
+            if (
+                message_id in allowed
+                and key
+                and any(e < message_id and e not in allowed for e in earlier[key])
+            ):
+                blocked.append(message_id)
+                allowed.discard(message_id)
+        store.schedule_retry(
+            tenant_id=tenant_id,
+            message_ids=blocked,
+            delay_seconds=ORDER_WAIT_SECONDS,
+            error="waiting for an earlier message with the same business key",
+        )
+    return sorted(allowed)
+
+
 def _send_batch(
     tenant_id: UUID | str, interface_id: str, messages: Sequence[Message], report: SendReport
 ) -> None:
@@ -439,8 +583,9 @@ def _send_batch(
         except DipTransportError as exc:
             detail = {"transport": exc.kind, "maybe_delivered": exc.maybe_delivered}
             if exc.retryable:
+                breaker.record_failure(connection_id=connection.id, error=exc.reason)
                 retried, failed = _retry_or_park(
-                    tenant_id, messages, exc.reason[:300], None, timezone.now(), detail
+                    tenant_id, messages, exc.reason[:300], None, clock.now(), detail
                 )
                 report.retried += retried
                 report.failed += failed
@@ -474,6 +619,12 @@ def _send_batch(
                 if ids:
                     _send_batch(tenant_id, interface_id, [one], report)
 
+        if result.action is Action.RETRY:
+            breaker.record_failure(
+                connection_id=connection.id, error=result.reason, retry_after=result.retry_after
+            )
+        elif breaker.record_success(connection_id=connection.id):
+            report.recovered.add(connection.id)
         _apply(tenant_id, messages, result, report, isolate)
         resend = list(
             Message.objects.filter(

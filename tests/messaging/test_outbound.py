@@ -3,6 +3,7 @@ channel, and every answer (201, 400 per message, 429/5xx, a lost answer) moving 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -273,3 +274,153 @@ def test_a_worker_lost_mid_send_leaves_work_the_sweeper_completes(committed_worl
         assert outbound.recover_sending(tenant_id=world.globex.id, message_ids=ids) == ids
     assert outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids).sent == 1
     assert states(world.globex.id, ids) == ["sent"]
+
+
+def valid_mpan(n: int) -> str:
+    from messaging.dip.envelope import mpan_check_digit
+
+    first12 = f"20000{n:07d}"
+    return first12 + str(mpan_check_digit(first12))
+
+
+def arrivals(dipsim: Dipsim, mpan: str) -> list[str]:
+    """Sender references the DIP accepted for an MPAN, in the order it accepted them."""
+    rows = httpx.get(
+        f"{dipsim.admin_url}/admin/messages", params={"mpan": mpan, "limit": 5000}
+    ).json()
+    return [m["senderUniqueReference"] for m in reversed(rows)]
+
+
+def references(tenant_id: object, ids: list[int]) -> list[str]:
+    with tenant_context(tenant_id):
+        found = dict(
+            Message.objects.filter(id__in=ids).values_list("id", "sender_unique_reference")
+        )
+    return [found[i] for i in ids]
+
+
+def test_a_later_message_for_a_business_key_waits_while_an_earlier_one_is_unsent(
+    committed_world, dipsim
+):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    mpan = valid_mpan(1)
+    with tenant_context(world.globex.id):
+        [first] = outbound.submit_messages(
+            channel=channel, items=[submission(mpan=mpan)], actor="crm"
+        )
+        [second] = outbound.submit_messages(
+            channel=channel, items=[submission(mpan=mpan)], actor="crm"
+        )
+        ready = outbound.prepare_outbound(tenant_id=world.globex.id, message_ids=[first, second])
+    assert ready == [first, second]
+    # The earlier one is held back by a retry; the later one asks to go alone and must wait.
+    with tenant_context(world.globex.id):
+        outbound.store.schedule_retry(
+            tenant_id=world.globex.id, message_ids=[first], delay_seconds=600, error="test"
+        )
+    report = outbound.send_outbound(tenant_id=world.globex.id, message_ids=[second])
+    assert report.requests == 0
+    assert states(world.globex.id, [first, second]) == ["ready", "ready"]
+    with tenant_context(world.globex.id):
+        Message.objects.filter(id__in=[first, second]).update(next_attempt_at=None)
+    report = outbound.send_outbound(tenant_id=world.globex.id, message_ids=[first, second])
+    assert report.sent == 2
+    assert arrivals(dipsim, mpan) == references(world.globex.id, [first, second])
+
+
+def test_a_later_version_supersedes_an_unsent_earlier_one_on_the_timeline(committed_world, dipsim):
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    mpan = valid_mpan(2)
+    with tenant_context(world.globex.id):
+        [old] = outbound.submit_messages(
+            channel=channel, items=[submission(mpan=mpan)], actor="crm"
+        )
+        [new] = outbound.submit_messages(
+            channel=channel, items=[submission(mpan=mpan, supersede=True)], actor="crm"
+        )
+    assert states(world.globex.id, [old, new]) == ["superseded", "accepted"]
+    [(_, to_state, reason)] = timeline(world.globex.id, old)
+    assert to_state == "superseded"
+    assert f"superseded by message {new}" in reason
+    assert run_pipeline(world.globex.id, [old, new]).sent == 1
+    assert arrivals(dipsim, mpan) == references(world.globex.id, [new])
+
+
+def test_a_six_hour_outage_loses_nothing_sends_nothing_twice_and_keeps_order(
+    committed_world, dipsim, monkeypatch
+):
+    """dipsim answers 503 for six hours of the worker's (controlled) clock while submissions keep
+    arriving; the breaker opens, probes, closes when the DIP is back, and the backlog drains."""
+    from messaging.models import DipExchange
+    from messaging.outbound import breaker, clock
+
+    monkeypatch.setattr(outbound, "DRAIN_RATE", 100_000.0)
+    clock.reset()
+    world = committed_world
+    channel = outbound_channel(world.globex.id, dipsim)
+    tenant = world.globex.id
+    mpans = [valid_mpan(10 + n) for n in range(3)]
+    submitted: dict[str, list[int]] = {m: [] for m in mpans}
+
+    def submit_round() -> None:
+        with tenant_context(tenant):
+            for mpan in mpans:
+                ids = outbound.submit_messages(
+                    channel=channel, items=[submission(mpan=mpan)], actor="crm"
+                )
+                outbound.prepare_outbound(tenant_id=tenant, message_ids=ids)
+                submitted[mpan] += ids
+
+    def tick() -> outbound.SendReport:
+        """Ten minutes pass: what is due on the worker's clock is due in the database too."""
+        clock.advance(dt.timedelta(minutes=10))
+        with tenant_context(tenant):
+            ready = list(
+                Message.objects.filter(state="ready", next_attempt_at__isnull=False).values_list(
+                    "id", flat=True
+                )
+            )
+            Message.objects.filter(id__in=ready).update(next_attempt_at=None)
+            ready = list(Message.objects.filter(state="ready").values_list("id", flat=True))
+        return outbound.send_outbound(tenant_id=tenant, message_ids=ready)
+
+    try:
+        fault(dipsim, kind="outage", duration=3600)
+        for n in range(36):  # six hours
+            if n % 6 == 0:
+                submit_round()
+            report = tick()
+            assert report.sent == 0
+        every = [i for ids in submitted.values() for i in ids]
+        assert len(every) == 18
+        assert set(states(tenant, every)) == {"ready"}  # nothing lost, nothing parked
+        with tenant_context(tenant):
+            attempts = list(DipExchange.objects.order_by("id"))
+            state = breaker.get_breaker(connection_id=channel.connection_id)
+        assert state is not None
+        assert state.state in ("open", "half_open")
+        # Five failures open it; after that only single-message probes leave while it is open.
+        assert all(a.http_status == 503 for a in attempts)
+        assert [len(a.sender_references) for a in attempts[breaker.THRESHOLD :]] == [1] * (
+            len(attempts) - breaker.THRESHOLD
+        )
+        assert len(attempts) <= breaker.THRESHOLD + 36
+
+        httpx.delete(f"{dipsim.admin_url}/admin/faults")
+        recovered = set()
+        for _ in range(12):  # the DIP is back: the next probe closes the breaker
+            report = tick()
+            recovered |= report.recovered
+            if recovered:
+                break
+        assert recovered == {channel.connection_id}
+        outbound.drain_connection(tenant_id=tenant, connection_id=channel.connection_id)
+    finally:
+        clock.reset()
+
+    assert set(states(tenant, every)) == {"sent"}
+    for mpan, ids in submitted.items():
+        # Once each, and in the order they were submitted for their MPAN.
+        assert arrivals(dipsim, mpan) == references(tenant, ids)
