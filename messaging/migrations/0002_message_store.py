@@ -227,7 +227,9 @@ def tables_sql() -> list[str]:
         ) PARTITION BY RANGE (id)
         """,
         # Hot-path indexes only: every one slows receipt. Searches use the partial ones.
-        "CREATE INDEX message_work ON messaging_message (tenant_id, direction, state, next_attempt_at)"
+        # Work is taken oldest first by id (ids are time-ordered), which also makes "age of the
+        # oldest waiting message" one index probe per state.
+        "CREATE INDEX message_work ON messaging_message (tenant_id, direction, state, id)"
         " WHERE state NOT IN ('delivered', 'acknowledged', 'rejected', 'superseded')",
         "CREATE INDEX message_raw ON messaging_message (tenant_id, raw_id)",
         "CREATE INDEX message_transaction ON messaging_message (tenant_id, transaction_id)"
@@ -370,11 +372,36 @@ STATE_OPERATIONS = [
     migrations.CreateModel(
         name="RawBlob",
         fields=[
-            ("pk", models.CompositePrimaryKey("tenant_id", "id", blank=True, editable=False)),
+            (
+                "pk",
+                models.CompositePrimaryKey(
+                    "tenant_id", "id", blank=True, editable=False, primary_key=True, serialize=False
+                ),
+            ),
             ("tenant", tenant_field()),
             ("id", next_id()),
-            ("kind", models.CharField(max_length=12)),
-            ("direction", models.CharField(max_length=8)),
+            (
+                "kind",
+                models.CharField(
+                    choices=[
+                        ("delivery", "A DIP webhook delivery, as received"),
+                        ("submission", "A client system's submission, as received"),
+                        ("payload", "A message's final bytes, as sent"),
+                        ("status", "A DIP status-message push, as received"),
+                    ],
+                    max_length=12,
+                ),
+            ),
+            (
+                "direction",
+                models.CharField(
+                    choices=[
+                        ("inbound", "Inbound (DIP to tenant)"),
+                        ("outbound", "Outbound (tenant to DIP)"),
+                    ],
+                    max_length=8,
+                ),
+            ),
             (
                 "connection",
                 models.ForeignKey(
@@ -406,10 +433,24 @@ STATE_OPERATIONS = [
     migrations.CreateModel(
         name="Message",
         fields=[
-            ("pk", models.CompositePrimaryKey("tenant_id", "id", blank=True, editable=False)),
+            (
+                "pk",
+                models.CompositePrimaryKey(
+                    "tenant_id", "id", blank=True, editable=False, primary_key=True, serialize=False
+                ),
+            ),
             ("tenant", tenant_field()),
             ("id", next_id()),
-            ("direction", models.CharField(max_length=8)),
+            (
+                "direction",
+                models.CharField(
+                    choices=[
+                        ("inbound", "Inbound (DIP to tenant)"),
+                        ("outbound", "Outbound (tenant to DIP)"),
+                    ],
+                    max_length=8,
+                ),
+            ),
             (
                 "connection",
                 models.ForeignKey(
@@ -454,7 +495,12 @@ STATE_OPERATIONS = [
     migrations.CreateModel(
         name="Transition",
         fields=[
-            ("pk", models.CompositePrimaryKey("tenant_id", "id", blank=True, editable=False)),
+            (
+                "pk",
+                models.CompositePrimaryKey(
+                    "tenant_id", "id", blank=True, editable=False, primary_key=True, serialize=False
+                ),
+            ),
             ("tenant", tenant_field()),
             ("id", next_id()),
             ("message_id", models.BigIntegerField()),
@@ -470,7 +516,12 @@ STATE_OPERATIONS = [
     migrations.CreateModel(
         name="Finding",
         fields=[
-            ("pk", models.CompositePrimaryKey("tenant_id", "id", blank=True, editable=False)),
+            (
+                "pk",
+                models.CompositePrimaryKey(
+                    "tenant_id", "id", blank=True, editable=False, primary_key=True, serialize=False
+                ),
+            ),
             ("tenant", tenant_field()),
             ("id", next_id()),
             ("message_id", models.BigIntegerField()),
@@ -500,6 +551,8 @@ STATE_OPERATIONS = [
                     "shard",
                     blank=True,
                     editable=False,
+                    primary_key=True,
+                    serialize=False,
                 ),
             ),
             ("tenant", tenant_field()),
@@ -534,6 +587,8 @@ STATE_OPERATIONS = [
                     "shard",
                     blank=True,
                     editable=False,
+                    primary_key=True,
+                    serialize=False,
                 ),
             ),
             ("tenant", tenant_field()),
@@ -558,7 +613,14 @@ STATE_OPERATIONS = [
         fields=[
             (
                 "pk",
-                models.CompositePrimaryKey("tenant_id", "dedupe_key", blank=True, editable=False),
+                models.CompositePrimaryKey(
+                    "tenant_id",
+                    "dedupe_key",
+                    blank=True,
+                    editable=False,
+                    primary_key=True,
+                    serialize=False,
+                ),
             ),
             ("tenant", tenant_field()),
             ("dedupe_key", models.CharField(max_length=80)),

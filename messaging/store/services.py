@@ -548,7 +548,8 @@ def claim_due(
     lease_seconds: float,
     message_ids: Sequence[int] | None = None,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` of this tenant's messages in ``state`` that are due, oldest first.
+    """Lease up to ``limit`` of this tenant's messages in ``state`` that are due, oldest first
+    (by id, which is creation order).
 
     Due: no retry scheduled in the future and no live lease. Rows another worker holds are skipped
     (SKIP LOCKED), so concurrent claimers never take one message twice. The attempt counter goes up
@@ -564,7 +565,7 @@ def claim_due(
         WHERE tenant_id = %(tenant)s AND direction = %(direction)s AND state = %(state)s
           AND coalesce(next_attempt_at, '-infinity') <= now()
           AND coalesce(lease_until, '-infinity') < now() {only}
-        ORDER BY coalesce(next_attempt_at, created_at), id
+        ORDER BY id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     )
     RETURNING m.id, m.attempts
