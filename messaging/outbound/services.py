@@ -32,7 +32,7 @@ from messaging import credentials
 from messaging.dip import Action, DipTransportError, SubmitResult, describe
 from messaging.dip.envelope import EnvelopeError, schema_version_for
 from messaging.models import Message
-from messaging.outbound import breaker, clock
+from messaging.outbound import breaker, clock, loop
 from messaging.outbound.enrich import (
     Problem,
     Sender,
@@ -276,7 +276,7 @@ def _move(
     detail: dict[str, Any] | None = None,
     error: str = "",
 ) -> list[int]:
-    return store.transition(
+    moved = store.transition(
         tenant_id=tenant_id,
         message_ids=list(ids),
         from_state=OutboundState.SENDING,
@@ -288,6 +288,11 @@ def _move(
         error=error,
         reset_attempts=False,
     )
+    if moved and to_state in PUBLISHED:
+        loop.publish_state_changes(
+            tenant_id=tenant_id, message_ids=moved, state=to_state, reason=reason[:500]
+        )
+    return moved
 
 
 def _retry_or_park(
@@ -498,6 +503,8 @@ def drain_connection(
 
 
 ORDER_WAIT_SECONDS = 5.0
+# The states a client system hears about (a retry back to ready is not news).
+PUBLISHED = frozenset({OutboundState.SENT, OutboundState.REJECTED, OutboundState.FAILED})
 UNSENT = (OutboundState.ACCEPTED, OutboundState.READY, OutboundState.SENDING)
 
 

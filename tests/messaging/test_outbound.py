@@ -208,10 +208,11 @@ def test_a_transient_refusal_is_retried_later_from_the_database_honouring_retry_
         delay = (message.next_attempt_at - message.state_changed_at).total_seconds()
     if status in (429, 503):
         assert delay >= 29  # Retry-After: 30 wins over a shorter backoff
+        # Nothing is sent before its time.
+        assert outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids).requests == 0
     else:
-        assert 0 <= delay <= 10
-    # Nothing is sent before its time.
-    assert outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids).requests == 0
+        # Full jitter over the first backoff step (two seconds).
+        assert 0 <= delay <= outbound.RETRY_BASE_SECONDS
     with tenant_context(world.globex.id):
         Message.objects.filter(id=ids[0]).update(next_attempt_at=None)
     report = outbound.send_outbound(tenant_id=world.globex.id, message_ids=ids)
@@ -424,3 +425,67 @@ def test_a_six_hour_outage_loses_nothing_sends_nothing_twice_and_keeps_order(
     for mpan, ids in submitted.items():
         # Once each, and in the order they were submitted for their MPAN.
         assert arrivals(dipsim, mpan) == references(tenant, ids)
+
+
+def test_status_messages_and_business_responses_close_the_loop(committed_world, dipsim):
+    from messaging.dip.envelope import status_entry
+    from messaging.outbound.loop import apply_business_responses, apply_status_messages
+
+    world = committed_world
+    tenant = world.globex.id
+    channel = outbound_channel(tenant, dipsim)
+    with tenant_context(tenant):
+        ids = outbound.submit_messages(
+            channel=channel,
+            items=[
+                submission(correlation_id="CI-1"),
+                submission(correlation_id="CI-2"),
+                submission(correlation_id="CI-3"),
+            ],
+            actor="crm",
+        )
+    assert run_pipeline(tenant, ids).sent == 3
+    with tenant_context(tenant):
+        sent = {m.id: m for m in Message.objects.filter(id__in=ids)}
+    ok, refused, _ = (sent[i] for i in ids)
+    entries = [
+        status_entry(
+            code="RCP0000",
+            text="Message Success",
+            sender_dip_id=SUP_DIP_ID,
+            transaction_id=ok.transaction_id,
+        ),
+        status_entry(
+            code="RCP1061",
+            text="MPAN Invalid or Unknown",
+            sender_dip_id=SUP_DIP_ID,
+            transaction_id=None,
+            sender_reference=refused.sender_unique_reference,
+        ),
+        status_entry(
+            code="RCP0000", text="Message Success", sender_dip_id=SUP_DIP_ID, transaction_id="T-x"
+        ),
+    ]
+    with tenant_context(tenant):
+        report = apply_status_messages(tenant_id=tenant, entries=entries)
+    assert (report.acknowledged, report.rejected, report.unmatched) == (
+        [ids[0]],
+        [ids[1]],
+        ["T-x"],
+    )
+    response = {
+        "CommonBlock": {
+            "S0": {"interfaceID": "IF-014"},
+            "D0": {"transactionID": "T-IF-014-1", "initialCorrelationID": "CI-3"},
+            "R0": {"responseCode": "R", "responseMessages": ["ECS1010 - negative consumption"]},
+        }
+    }
+    with tenant_context(tenant):
+        report = apply_business_responses(tenant_id=tenant, payloads=[response])
+        # Applying the same answers again changes nothing.
+        again = apply_status_messages(tenant_id=tenant, entries=entries[:1])
+    assert report.rejected == [ids[2]]
+    assert again.acknowledged == []
+    assert states(tenant, ids) == ["acknowledged", "rejected", "rejected"]
+    [*_, (_, _, reason)] = timeline(tenant, ids[2])
+    assert "ECS1010" in reason
