@@ -13,13 +13,13 @@ import pytest
 from core.tenancy import tenant_context
 from messaging import credentials
 from messaging.dip.envelope import SENDER_REFERENCE_RE, parse_dip_timestamp
-from messaging.models import Message, Transition
+from messaging.models import DipExchange, Message, Transition
 from messaging.outbound import services as outbound
 from messaging.outbound.services import SubmissionInvalid
 from messaging.store.states import OutboundState
 from tenants import certificates, services
 from tenants.models import Channel
-from tests.messaging.conftest import SDS_API_KEY, SDS_DIP_ID, SUP_DIP_ID, Dipsim
+from tests.messaging.conftest import SDS_API_KEY, SDS_DIP_ID, SUP_API_KEY, SUP_DIP_ID, Dipsim
 from tests.messaging.test_dip_client import if021
 
 
@@ -489,3 +489,103 @@ def test_status_messages_and_business_responses_close_the_loop(committed_world, 
     assert states(tenant, ids) == ["acknowledged", "rejected", "rejected"]
     [*_, (_, _, reason)] = timeline(tenant, ids[2])
     assert "ECS1010" in reason
+
+
+def acme_if041_channel(tenant_id: object, dipsim: Dipsim) -> Channel:
+    """acme's supplier identity (1000000001) pointed at dipsim, with its certificates and an
+    outbound IF-041 channel."""
+    from tenants.models import Connection
+
+    with tenant_context(tenant_id):
+        connection = Connection.objects.get()
+        services.update_connection(
+            connection=connection,
+            dip_base_url=dipsim.base_url,
+            api_key=SUP_API_KEY,
+            actor="pytest",
+        )
+        certificates.import_certificate(
+            connection=connection,
+            purpose="trust_anchor",
+            data=dipsim.ca_cert.read_bytes(),
+            actor="pytest",
+        )
+        for purpose, creds in (
+            ("signing", (dipsim.sup.sign_cert, dipsim.sup.sign_key)),
+            ("mtls", (dipsim.sup.mtls_cert, dipsim.sup.mtls_key)),
+        ):
+            staged = certificates.import_certificate(
+                connection=connection,
+                purpose=purpose,
+                data=creds[0].read_bytes() + creds[1].read_bytes(),
+                actor="pytest",
+            )
+            certificates.activate_first_certificate(certificate=staged, actor="pytest")
+        return services.create_channel(
+            connection=connection, interface_id="IF-041", direction="outbound", actor="pytest"
+        )
+
+
+def reading() -> dict[str, Any]:
+    from messaging.dip.envelope import dip_timestamp
+
+    return {
+        "event_code": "ReadingRemote",
+        "custom_block": {
+            "B064List": [
+                {
+                    "meterID": "Z12345678A",
+                    "cumulativeRegisterReading": "12345.678",
+                    "cumulativeRegisterReadingDateTime": dip_timestamp(
+                        dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+                    ),
+                    "readingMethod": "A",
+                    "siteVisitCheckCode": None,
+                }
+            ]
+        },
+        "primary_recipients": [SDS_DIP_ID],
+        "mpan": "2000056535971",
+        "distributor_dip_id": "2000000020",
+        "gsp_group_id": "_H",
+    }
+
+
+def test_submissions_for_two_tenants_arrive_once_each_signed_by_their_own_certificates(
+    committed_world, dipsim
+):
+    world = committed_world
+    globex_channel = outbound_channel(world.globex.id, dipsim)
+    acme_channel = acme_if041_channel(world.acme.id, dipsim)
+    with tenant_context(world.globex.id):
+        globex_ids = outbound.submit_messages(
+            channel=globex_channel, items=[submission() for _ in range(3)], actor="crm"
+        )
+    with tenant_context(world.acme.id):
+        acme_ids = outbound.submit_messages(
+            channel=acme_channel, items=[reading() for _ in range(2)], actor="billing"
+        )
+        # Each tenant sees only its own messages.
+        assert set(Message.objects.values_list("id", flat=True)) == set(acme_ids)
+    assert run_pipeline(world.globex.id, globex_ids).sent == 3
+    assert run_pipeline(world.acme.id, acme_ids).sent == 2
+
+    held = httpx.get(f"{dipsim.admin_url}/admin/messages", params={"limit": 5000}).json()
+    counts = Counter(m["senderUniqueReference"] for m in held)
+    for tenant, ids, sender, creds in (
+        (world.globex.id, globex_ids, SDS_DIP_ID, dipsim.sds),
+        (world.acme.id, acme_ids, SUP_DIP_ID, dipsim.sup),
+    ):
+        assert [counts[r] for r in references(tenant, ids)] == [1] * len(ids)
+        assert {
+            m["sender"] for m in held if m["senderUniqueReference"] in references(tenant, ids)
+        } == {sender}
+        with tenant_context(tenant):
+            [exchange] = DipExchange.objects.all()
+        # dipsim checked each signature (it refuses a bad one with 401); the evidence names the
+        # tenant's own certificates.
+        assert exchange.http_status == 201
+        from tests.messaging.test_credentials import fingerprint
+
+        assert exchange.signing_certificate_fingerprint == fingerprint(creds.sign_cert.read_bytes())
+        assert exchange.mtls_certificate_fingerprint == fingerprint(creds.mtls_cert.read_bytes())
