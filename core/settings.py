@@ -156,6 +156,11 @@ DATABASES = {
     "default": database_from_url(
         env("BUSBAR_DATABASE_URL", "postgresql://busbar_app@127.0.0.1:5432/busbar"), pool=_pool
     ),
+    # The runtime role again, on a connection of its own: the evidence that a request left for the
+    # DIP (messaging.exchanges) commits there at once, so no rollback of the caller can erase it.
+    "evidence": database_from_url(
+        env("BUSBAR_DATABASE_URL", "postgresql://busbar_app@127.0.0.1:5432/busbar"), pool=False
+    ),
     "owner": database_from_url(
         env("BUSBAR_OWNER_DATABASE_URL", "postgresql://busbar_owner@127.0.0.1:5432/busbar"),
         pool=False,

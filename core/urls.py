@@ -14,6 +14,7 @@ from core import health
 from messaging import api as messaging_api
 from messaging.events import api as events_api
 from messaging.inbound import api as inbound_api
+from messaging.outbound import api as outbound_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -29,6 +30,19 @@ api_patterns = [
     path("identities/", tenant_api.IdentityListApi.as_view(), name="identity-list"),
     path(
         "channels/<int:channel_id>/", tenant_api.ChannelDetailApi.as_view(), name="channel-detail"
+    ),
+    path(
+        "channels/<int:channel_id>/messages/",
+        outbound_api.MessageSubmitApi.as_view(),
+        name="message-submit",
+    ),
+    path(
+        "channels/<int:channel_id>/messages/batch/",
+        outbound_api.MessageBatchSubmitApi.as_view(),
+        name="message-submit-batch",
+    ),
+    path(
+        "messages/<int:message_id>/", outbound_api.MessageDetailApi.as_view(), name="message-detail"
     ),
     path("certificates/", certificate_api.CertificateListApi.as_view(), name="certificate-list"),
     path(

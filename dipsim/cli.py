@@ -162,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_body_bytes=args.max_body_bytes,
         max_batch_messages=args.max_batch_messages,
         rate_limit_per_key=args.rate_limit,
+        retry_after_seconds=args.retry_after,
         strict_mpan_routing=args.strict_mpan_routing,
         check_mpan_digit=args.check_mpan_digit,
         push_batch_max=args.push_batch,
@@ -417,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-messages", type=int, default=5000)
     p.add_argument(
         "--rate-limit", type=float, default=0.0, help="requests/s per API key before 429 (0: off)"
+    )
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=5.0,
+        help="Retry-After seconds on an injected 429/503 that names none",
     )
     p.add_argument(
         "--strict-mpan-routing", action="store_true", help="MSG1038 for MPANs not in the registry"

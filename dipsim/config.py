@@ -14,6 +14,38 @@ DEFAULT_SECONDARY_ROLES: dict[str, list[str]] = {
     "IF-041": ["SUP"],
 }
 
+# Roles that may receive each interface (DIP.md section 11, sender -> receivers; the catalogue is a
+# secondary source, so this is a setting). A primary or always recipient registered in another
+# role is refused (MSG1032, MSG1036). Interfaces not listed accept any role. "DS" and "MS" stand
+# for the data-service and metering-service families.
+ROLE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "DS": ("SDS", "ADS", "UMSDS"),
+    "MS": ("MSS", "MSA", "UMSO"),
+}
+
+
+def _roles(*names: str) -> list[str]:
+    return sorted({role for name in names for role in ROLE_FAMILIES.get(name, (name,))})
+
+
+DEFAULT_RECIPIENT_ROLES: dict[str, list[str]] = {
+    "IF-001": _roles("SUP", "MDS", "LDSO"),
+    "IF-021": _roles("MDS", "LSS", "LDSO", "SUP"),
+    "IF-031": _roles("REGS"),
+    "IF-032": _roles("SUP"),
+    "IF-033": _roles("DS", "MS"),
+    "IF-034": _roles("REGS"),
+    "IF-035": _roles("SUP", "MS", "DS"),
+    "IF-036": _roles("SUP", "DS", "MS", "LDSO", "MDS", "EES"),
+    "IF-041": _roles("DS", "SUP", "LDSO"),
+}
+
+
+def role_matches(registered: str, appointed: str) -> bool:
+    """True when a participant registered as ``registered`` may stand in the ``appointed`` role
+    (itself, or a member of the family ``appointed`` names)."""
+    return registered == appointed or registered in ROLE_FAMILIES.get(appointed, ())
+
 
 @dataclass
 class Settings:
@@ -34,6 +66,8 @@ class Settings:
     max_body_bytes: int = 20 * 1024 * 1024
     max_batch_messages: int = 5000
     rate_limit_per_key: float = 0.0
+    # Retry-After on an injected 429 or 503 that does not say (the DIP's value is unpublished).
+    retry_after_seconds: float = 5.0
     strict_mpan_routing: bool = False
     check_mpan_digit: bool = False
     # Delivery.
@@ -53,4 +87,7 @@ class Settings:
     public_base_url: str | None = None
     secondary_roles: dict[str, list[str]] = field(
         default_factory=lambda: dict(DEFAULT_SECONDARY_ROLES)
+    )
+    recipient_roles: dict[str, list[str]] = field(
+        default_factory=lambda: dict(DEFAULT_RECIPIENT_ROLES)
     )

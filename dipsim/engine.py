@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dipsim import codes
-from dipsim.config import Settings
+from dipsim.config import Settings, role_matches
 from dipsim.faults import FaultSet
 from dipsim.schemas import SUR_PATTERN
 from dipsim.store import Participant, Registry, Store
@@ -343,16 +343,30 @@ class Simulator:
             return Failure("MSG1006", f"senderUniqueReference {sur} was already used"), None
 
         a0 = common.get("A0") or {}
+        receivers = settings.recipient_roles.get(channel)
         primary = [r for r in (a0.get("primaryRecipients") or []) if r is not None]
         for recipient in primary:
             found = registry.participants.get(recipient)
             if found is None or found.kind == "dcp":
                 return Failure("MSG1031", f"primary recipient {recipient} is not registered"), None
+            if receivers is not None and found.role not in receivers:
+                return Failure(
+                    "MSG1032",
+                    f"primary recipient {recipient} is a {found.role}; {channel} goes to "
+                    f"{', '.join(receivers)}",
+                ), None
         always = [r for r in registry.always.get(channel, []) if r != sender_id]
         for recipient in always:
-            if recipient not in registry.participants:
+            found = registry.participants.get(recipient)
+            if found is None:
                 return Failure(
                     "MSG1035", f"always recipient {recipient} of {channel} is not registered"
+                ), None
+            if receivers is not None and found.role not in receivers:
+                return Failure(
+                    "MSG1036",
+                    f"always recipient {recipient} of {channel} is a {found.role}; {channel} "
+                    f"goes to {', '.join(receivers)}",
                 ), None
         secondary: list[str] = []
         roles = registry.secondary_roles.get(channel)
@@ -375,9 +389,16 @@ class Simulator:
                         if role == "LDSO" and not party:
                             party = entry["distributor"]
                         if party and party != sender_id and party not in secondary:
-                            if party not in registry.participants:
+                            found = registry.participants.get(party)
+                            if found is None:
                                 return Failure(
                                     "MSG1033", f"secondary recipient {party} is not registered"
+                                ), None
+                            if not role_matches(found.role, role):
+                                return Failure(
+                                    "MSG1034",
+                                    f"secondary recipient {party} is appointed to MPAN {mpan} as "
+                                    f"{role} but registered as {found.role}",
                                 ), None
                             secondary.append(party)
         everyone = {*primary, *secondary, *always} - {sender_id}

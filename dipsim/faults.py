@@ -22,12 +22,14 @@ from dipsim.store import Store
 
 INGRESS_KINDS = {
     "latency": "delay the answer by params.ms milliseconds",
-    "error": "answer params.status (default 500) without processing",
+    "error": "answer params.status (default 500) without processing; a 429 or 503 carries "
+    "Retry-After: params.retry_after seconds (default the retry_after_seconds setting)",
     "timeout": "hold the request params.seconds (default 60) then close the connection without an answer, unprocessed",
     "drop_after_accept": "accept and store the batch, then close the connection without an answer",
     "too_large": "answer 413 Payload Too Large",
-    "rate_limit": "answer 429 Too Many Requests",
-    "outage": "answer 503 on the API and stop all pushes while active",
+    "rate_limit": "answer 429 Too Many Requests with Retry-After: params.retry_after seconds",
+    "outage": "answer 503 (Retry-After: the time left, when the rule has an end) on the API and "
+    "stop all pushes while active",
 }
 EGRESS_KINDS = {
     "latency": "wait params.ms milliseconds before each push",
@@ -123,6 +125,15 @@ class FaultSet:
         for fault_id, rule in list(self._faults.items()):
             if rule.get("until") is not None and rule["until"] < now:
                 self.remove(fault_id)
+
+    def outage_left(self) -> float | None:
+        """Seconds until the last active outage with an end ends (None when none has an end)."""
+        ends = [
+            rule["until"]
+            for rule in self._faults.values()
+            if rule["kind"] == "outage" and rule.get("until") is not None
+        ]
+        return max(0.0, max(ends) - time.time()) if ends else None
 
     def outage(self) -> bool:
         """True while an outage rule (either direction, any scope) is active. Does not consume it."""

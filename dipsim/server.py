@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -37,11 +38,20 @@ VERIFIER_KEY: web.AppKey[SignatureVerifier] = web.AppKey("verifier", SignatureVe
 class Refusal(Exception):
     """A request refused before it reaches the DIP's logic (401, 403, 404...)."""
 
-    def __init__(self, status: int, reason: str, body: Any = None) -> None:
+    def __init__(
+        self, status: int, reason: str, body: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.body = body
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` (whole seconds, at least 1) on a 429 or 503 that knows when to come back."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def server_ssl_context(ca_paths: CaPaths) -> ssl.SSLContext:
@@ -127,8 +137,10 @@ async def refusals(request: web.Request, handler: Handler) -> web.StreamResponse
             "refused", {"path": request.path, "status": refusal.status, "reason": refusal.reason}
         )
         if refusal.body is not None:
-            return _json(refusal.status, refusal.body)
-        return web.Response(status=refusal.status, text=refusal.reason)
+            response = _json(refusal.status, refusal.body)
+            response.headers.update(refusal.headers())
+            return response
+        return web.Response(status=refusal.status, text=refusal.reason, headers=refusal.headers())
     except web.HTTPException as err:
         sim.count(f"ingress.http_{err.status}")
         raise
@@ -140,7 +152,7 @@ async def _ingress_faults(request: web.Request, channel: str | None) -> Any:
     """Apply ingress faults that act before processing; return the ones that act after it."""
     sim = request.app[SIM_KEY]
     if sim.faults.outage():
-        raise Refusal(503, "DIP outage (fault injection)")
+        raise Refusal(503, "DIP outage (fault injection)", retry_after=sim.faults.outage_left())
     api_key = request.headers.get("X-API-Key")
     caller = sim.registry().by_api_key.get(api_key) if api_key else None
     faults = sim.faults.pick("ingress", channel, caller.dip_id if caller else None)
@@ -150,11 +162,25 @@ async def _ingress_faults(request: web.Request, channel: str | None) -> Any:
         if fault.kind == "latency":
             await asyncio.sleep(float(fault.params.get("ms", 1000)) / 1000)
         elif fault.kind == "error":
-            raise Refusal(int(fault.params.get("status", 500)), "injected error")
+            status = int(fault.params.get("status", 500))
+            retry_after = fault.params.get("retry_after")
+            if retry_after is None and status in (429, 503):
+                retry_after = sim.settings.retry_after_seconds
+            raise Refusal(
+                status,
+                "injected error",
+                retry_after=float(retry_after) if retry_after is not None else None,
+            )
         elif fault.kind == "too_large":
             raise Refusal(413, "Payload Too Large (fault injection)")
         elif fault.kind == "rate_limit":
-            raise Refusal(429, "Too Many Requests (fault injection)")
+            raise Refusal(
+                429,
+                "Too Many Requests (fault injection)",
+                retry_after=float(
+                    fault.params.get("retry_after", sim.settings.retry_after_seconds)
+                ),
+            )
         elif fault.kind == "timeout":
             await asyncio.sleep(float(fault.params.get("seconds", 60)))
             _drop(request)
@@ -179,16 +205,20 @@ class RateLimiter:
         self.buckets: dict[str, tuple[float, float]] = {}
 
     def allow(self, key: str) -> bool:
+        return self.wait_for(key) == 0.0
+
+    def wait_for(self, key: str) -> float:
+        """Take a token for ``key`` and return 0.0, or return the seconds until one is free."""
         if self.rate <= 0:
-            return True
+            return 0.0
         now = self.clock()
         tokens, last = self.buckets.get(key, (self.rate, now))
         tokens = min(self.rate, tokens + (now - last) * self.rate)
         if tokens < 1:
             self.buckets[key] = (tokens, now)
-            return False
+            return (1 - tokens) / self.rate
         self.buckets[key] = (tokens - 1, now)
-        return True
+        return 0.0
 
 
 LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("limiter", RateLimiter)
@@ -214,8 +244,9 @@ async def send_messages(request: web.Request) -> web.StreamResponse:
     after = await _ingress_faults(request, channel)
     body = await _body(request)
     caller = await _authenticate(request, body)
-    if not request.app[LIMITER_KEY].allow(caller.dip_id):
-        raise Refusal(429, "Too Many Requests")
+    wait = request.app[LIMITER_KEY].wait_for(caller.dip_id)
+    if wait:
+        raise Refusal(429, "Too Many Requests", retry_after=wait)
     items = _parse(body)
     if isinstance(items, list) and len(items) > sim.settings.max_batch_messages:
         raise Refusal(413, f"more than {sim.settings.max_batch_messages} messages in one request")

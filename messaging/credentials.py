@@ -9,8 +9,12 @@ holds them in an SSL context and a signing key object, never on disk or in a log
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -82,6 +86,139 @@ def dip_client_for(*, connection: Connection, candidate: Certificate | None = No
     )
 
 
+@dataclass(frozen=True)
+class ClientKey:
+    """What a pooled client was built from: a client is reused only while all of it holds."""
+
+    tenant_id: str
+    connection_id: int
+    base_url: str
+    signing_fingerprint: str
+    mtls_fingerprint: str
+    anchors: str
+    api_key_version: str
+
+
+def client_key(*, connection: Connection) -> ClientKey:
+    """The connection's current credential set, read without decrypting anything (one query).
+
+    Raises CertificateError when an active signing or mTLS certificate is missing.
+    """
+    rows = list(
+        Certificate.objects.filter(
+            connection=connection,
+            status=CertificateStatus.ACTIVE,
+            purpose__in=(
+                CertificatePurpose.SIGNING,
+                CertificatePurpose.MTLS,
+                CertificatePurpose.TRUST_ANCHOR,
+            ),
+        )
+        .order_by("purpose", "-activated_at", "created_at")
+        .values_list("purpose", "fingerprint_sha256")
+    )
+    found: dict[str, list[str]] = {}
+    for purpose, fingerprint in rows:
+        found.setdefault(purpose, []).append(fingerprint)
+    for purpose in (CertificatePurpose.SIGNING, CertificatePurpose.MTLS):
+        if not found.get(purpose):
+            raise CertificateError(
+                f"connection {connection} has no active {purpose} certificate: import and "
+                "activate one"
+            )
+    anchors = hashlib.sha256(
+        ",".join(sorted(found.get(CertificatePurpose.TRUST_ANCHOR, []))).encode()
+    ).hexdigest()
+    # The ciphertext changes whenever the key is replaced; its hash names the version.
+    api_key_version = hashlib.sha256(connection.api_key_encrypted.encode()).hexdigest()[:16]
+    return ClientKey(
+        tenant_id=str(connection.tenant_id),
+        connection_id=connection.id,
+        base_url=connection.dip_base_url,
+        signing_fingerprint=found[CertificatePurpose.SIGNING][0],
+        mtls_fingerprint=found[CertificatePurpose.MTLS][0],
+        anchors=anchors,
+        api_key_version=api_key_version,
+    )
+
+
+class DipClientPool:
+    """One pooled DIP client per connection in this process, kept while its credentials hold.
+
+    Building a client decrypts two keys and makes an SSL context (milliseconds of CPU and a TLS
+    handshake per new HTTP connection), so the send path reuses one per connection. Each use
+    compares the connection's current certificate fingerprints, trust anchors, base URL and API
+    key version with those the client was built from; any change (a rotation, a revocation, a new
+    key) replaces it, so a rotation in another process is noticed at the next batch. ``drop``
+    forgets a connection's client at once (the rotation in this process calls it). A replaced
+    client is closed only after ``grace`` seconds, so a request another thread has in flight on
+    it still gets its answer rather than a dropped connection (an answer lost is a resend).
+    """
+
+    def __init__(self, grace: float = 120.0) -> None:
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, int], tuple[ClientKey, DipClient]] = {}
+        self._retired: list[tuple[float, DipClient]] = []
+
+    def _retire(self, client: DipClient) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._retired.append((now, client))
+            due = [c for at, c in self._retired if now - at >= self.grace]
+            self._retired = [(at, c) for at, c in self._retired if now - at < self.grace]
+        for old in due:
+            old.close()
+
+    def get(self, *, connection: Connection) -> DipClient:
+        """The client for ``connection``'s active credentials. Raises CertificateError."""
+        key = client_key(connection=connection)
+        slot = (key.tenant_id, key.connection_id)
+        with self._lock:
+            held = self._clients.get(slot)
+            if held is not None and held[0] == key:
+                return held[1]
+        client = dip_client_for(connection=connection)
+        if (
+            client.signing_certificate_fingerprint != key.signing_fingerprint
+            or client.mtls_certificate_fingerprint != key.mtls_fingerprint
+        ):
+            # The inventory moved between the two reads: build again next time.
+            return client
+        with self._lock:
+            old = self._clients.get(slot)
+            self._clients[slot] = (key, client)
+        if old is not None and old[1] is not client:
+            self._retire(old[1])
+            logger.info(
+                "dip.client_replaced",
+                extra={"connection_id": connection.id, "signing": key.signing_fingerprint[:16]},
+            )
+        return client
+
+    def drop(self, *, tenant_id: object, connection_id: int) -> None:
+        with self._lock:
+            held = self._clients.pop((str(tenant_id), connection_id), None)
+        if held is not None:
+            self._retire(held[1])
+
+    def clear(self) -> None:
+        """Close every client now (worker shutdown, tests)."""
+        with self._lock:
+            held = [client for _key, client in self._clients.values()]
+            held += [client for _at, client in self._retired]
+            self._clients.clear()
+            self._retired.clear()
+        for client in held:
+            client.close()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
+DIP_CLIENTS = DipClientPool()
+
+
 def dip_canary(candidate: Certificate) -> CanaryResult:
     """Try ``candidate`` against the DIP for real: a signed, mutually authenticated replay request
     for an empty window. Any refusal (TLS, API key, signature, ownership) fails the canary."""
@@ -151,9 +288,11 @@ def rotate_certificate(*, certificate_id: str, actor: str) -> Certificate | None
     if certificate is None or certificate.status != CertificateStatus.STAGED:
         return None
     try:
-        return certificates.rotate_certificate(
+        active = certificates.rotate_certificate(
             certificate=certificate, canary=dip_canary, actor=actor, now=timezone.now()
         )
+        DIP_CLIENTS.drop(tenant_id=certificate.tenant_id, connection_id=certificate.connection_id)
+        return active
     except CertificateError as exc:
         logger.warning(
             "certificate.rotation_failed",
@@ -165,21 +304,22 @@ def rotate_certificate(*, certificate_id: str, actor: str) -> Certificate | None
 def submit_batch(
     *, connection: Connection, interface_id: str, messages: Sequence[Mapping[str, Any] | bytes]
 ) -> SubmitResult:
-    """Sign and send ``messages`` with the connection's active certificates and record the
-    exchange. Raises DipTransportError (recorded first) when no answer arrived."""
+    """Sign and send ``messages`` with the connection's active certificates (through the pooled
+    client) and record the exchange, committed on its own. Raises DipTransportError (recorded
+    first) when no answer arrived, CertificateError when a certificate is missing."""
+    client = DIP_CLIENTS.get(connection=connection)
     started_at = timezone.now()
-    with dip_client_for(connection=connection) as client:
-        try:
-            result = client.submit(interface_id, messages)
-        except DipTransportError as exc:
-            record_failure(
-                connection=connection,
-                operation=ExchangeOperation.SUBMIT,
-                error=exc,
-                started_at=started_at,
-                interface_id=interface_id,
-                sender_references=[r for r in encode_batch(messages)[1] if r],
-            )
-            raise
+    try:
+        result = client.submit(interface_id, messages)
+    except DipTransportError as exc:
+        record_failure(
+            connection=connection,
+            operation=ExchangeOperation.SUBMIT,
+            error=exc,
+            started_at=started_at,
+            interface_id=interface_id,
+            sender_references=[r for r in encode_batch(messages)[1] if r],
+        )
+        raise
     record_submit(connection=connection, result=result, started_at=started_at)
     return result

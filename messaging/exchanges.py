@@ -3,25 +3,47 @@
 Each request writes one ``DipExchange``: which certificates signed and carried it, the body's hash,
 the messages it held and what the DIP answered, including transport failures (a request that may
 have arrived is exactly what evidence is for).
+
+The rows are written through the ``evidence`` database alias (the runtime role on a connection of
+its own) and commit at once, whatever the caller's transaction does afterwards: a rollback of the
+send path can never erase the proof that a request left. The tenant comes from the caller's
+context and is set on that connection for the one insert, so RLS applies as everywhere else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
+from django.db import connections, transaction
 from django.db.models import Func, IntegerField, Q, Sum
 
+from core.tenancy import current_tenant_id
 from messaging.dip import DipResponse, DipTransportError, SubmitResult
 from messaging.models import DipExchange, ExchangeOperation
 from tenants.models import Certificate, Connection
+
+EVIDENCE_DB = "evidence"
+
+
+def _record(**fields: Any) -> DipExchange:
+    """Insert one exchange on the evidence connection and commit it there and then.
+
+    Raises NoTenantError outside a tenant context (as any tenant write does).
+    """
+    tenant_id = current_tenant_id()
+    with transaction.atomic(using=EVIDENCE_DB):
+        with connections[EVIDENCE_DB].cursor() as cursor:
+            cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+        return DipExchange.objects.using(EVIDENCE_DB).create(tenant_id=tenant_id, **fields)
 
 
 def record_submit(
     *, connection: Connection, result: SubmitResult, started_at: dt.datetime
 ) -> DipExchange:
-    return DipExchange.objects.create(
-        connection=connection,
+    return _record(
+        connection_id=connection.id,
         operation=ExchangeOperation.SUBMIT,
         interface_id=result.interface_id,
         method="POST",
@@ -48,8 +70,8 @@ def record_call(
     started_at: dt.datetime,
     interface_id: str = "",
 ) -> DipExchange:
-    return DipExchange.objects.create(
-        connection=connection,
+    return _record(
+        connection_id=connection.id,
         operation=operation,
         interface_id=interface_id,
         method=response.method,
@@ -75,8 +97,8 @@ def record_failure(
     sender_references: Sequence[str] = (),
 ) -> DipExchange:
     outcome = "maybe_delivered" if error.maybe_delivered else "not_delivered"
-    return DipExchange.objects.create(
-        connection=connection,
+    return _record(
+        connection_id=connection.id,
         operation=operation,
         interface_id=interface_id,
         method=method,

@@ -365,16 +365,67 @@ class RetentionPolicy(TenantOwned):
         return f"payloads kept {self.payload_days} days"
 
 
+class IdempotencyKey(TenantOwned):
+    """A client's ``Idempotency-Key`` and the answer its first request got (kept at least 24 h).
+
+    The same key with the same request replays ``response``; with another request it is refused
+    (422). A row without a response belongs to a request still running: the unique key makes a
+    concurrent request with the same key wait for it, or get a 409.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=300)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_tenant_key"),
+        ]
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="idempotency_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} {self.key}"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed: sending"
+    OPEN = "open", "Open: the DIP is failing, nothing is sent until the probe"
+    HALF_OPEN = "half_open", "Half-open: one probe request decides"
+
+
+class ConnectionBreaker(TenantOwned):
+    """The circuit breaker of one connection to the DIP (one row per connection, in the database
+    so every worker sees the same state)."""
+
+    id = models.BigAutoField(primary_key=True)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(
+        max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED
+    )
+    consecutive_failures = models.IntegerField(default=0)
+    opened_at = models.DateTimeField(null=True)
+    probe_at = models.DateTimeField(null=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "connection"], name="breaker_connection"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id}: {self.state}"
+
+
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
-# Normalised events and downstream delivery live in their own package; importing them here
-# registers them with the messaging app.
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
-
-# The validation package's tables (schema registry, tenant validation settings) live beside it;
-# importing them here is how Django finds them.
-# Normalised events and downstream delivery live in their own package; importing them here
-# registers them with the messaging app.
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
 from messaging.validation.models import (  # noqa: E402

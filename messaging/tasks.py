@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import transaction
 
 from core.tenancy import tenant_context, tenant_task
 from messaging import credentials
 from messaging.evidence import ledger, packs, retention
+from messaging.outbound import services as outbound
 from messaging.store import services as store_services
 from messaging.store import sweeper
 from tenants.selectors import list_active_tenant_ids
@@ -69,6 +71,67 @@ def purge_expired_payloads_task() -> int:
         with tenant_context(tenant_id):
             purged += retention.purge_expired_payloads()
     return purged
+
+
+@shared_task(name="messaging.tasks.outbound.prepare_outbound_task", acks_late=True)
+@tenant_task
+def prepare_outbound_task(tenant_id: str, message_ids: list[int]) -> int:
+    """Enrich accepted messages and store their final bytes; then send the ready ones."""
+    ready = outbound.prepare_outbound(tenant_id=tenant_id, message_ids=message_ids)
+    if ready:
+        transaction.on_commit(lambda: send_outbound_task.delay(tenant_id, ready))
+    return len(ready)
+
+
+@shared_task(name="messaging.tasks.outbound.send_outbound_task", acks_late=True)
+def send_outbound_task(tenant_id: str, message_ids: list[int]) -> dict[str, int]:
+    """Send ready messages to the DIP (it opens the tenant context per step itself, so the claim
+    commits before the request leaves)."""
+    report = outbound.send_outbound(tenant_id=tenant_id, message_ids=message_ids)
+    for connection_id in report.recovered:
+        drain_connection_task.delay(tenant_id, connection_id)
+    return {k: v for k, v in vars(report).items() if isinstance(v, int)}
+
+
+@shared_task(name="messaging.tasks.outbound.drain_connection_task", acks_late=True)
+def drain_connection_task(tenant_id: str, connection_id: int) -> int:
+    """After an outage: send the connection's backlog, oldest first, paced."""
+    return outbound.drain_connection(tenant_id=tenant_id, connection_id=connection_id).sent
+
+
+@shared_task(name="messaging.tasks.outbound.recover_sending_task", acks_late=True)
+def recover_sending_task(tenant_id: str, message_ids: list[int]) -> int:
+    with tenant_context(tenant_id):
+        ready = outbound.recover_sending(tenant_id=tenant_id, message_ids=message_ids)
+    if ready:
+        send_outbound_task.delay(tenant_id, ready)
+    return len(ready)
+
+
+# The sweeper re-enqueues what a lost task or a killed worker left behind, by state.
+sweeper.register_sweep_handler(
+    sweeper.SweepHandler(
+        direction="outbound",
+        state="accepted",
+        enqueue=lambda tenant_id, ids: prepare_outbound_task.delay(tenant_id, ids),
+    )
+)
+sweeper.register_sweep_handler(
+    sweeper.SweepHandler(
+        direction="outbound",
+        state="ready",
+        enqueue=lambda tenant_id, ids: send_outbound_task.delay(tenant_id, ids),
+        max_attempts=10_000,  # the retry budget (time), not a count, parks ready messages
+    )
+)
+sweeper.register_sweep_handler(
+    sweeper.SweepHandler(
+        direction="outbound",
+        state="sending",
+        enqueue=lambda tenant_id, ids: recover_sending_task.delay(tenant_id, ids),
+        max_attempts=10_000,
+    )
+)
 
 
 # Downstream delivery's tasks live with their package; importing them here registers them.

@@ -36,7 +36,9 @@ def response_checker(reference: Validators | None) -> Any:
 
 
 def start(start_dipsim: StartDipsim, validators: Validators) -> Running:
-    dip = start_dipsim(validators=validators)
+    # Every interface is addressed to one supplier here, to test the schemas rather than routing:
+    # the recipient role checks (MSG1032/1036) are off.
+    dip = start_dipsim(validators=validators, recipient_roles={})
 
     def register() -> None:
         store = dip.sim.store

@@ -256,3 +256,12 @@ def _ready_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
             if line.startswith("dipsim ready"):
                 return line
     raise RuntimeError(f"dipsim did not start (exit code {proc.poll()})")
+
+
+@pytest.fixture
+def committed_world(committed_db: None) -> object:
+    """The two demo tenants, committed: for code that writes on a connection of its own (the
+    exchange evidence) and must see the connection rows the test created."""
+    from tests.conftest import build_world
+
+    return build_world()

@@ -90,7 +90,8 @@ def test_a_missing_certificate_is_named(world, dipsim):
             credentials.dip_client_for(connection=connection)
 
 
-def test_a_good_candidate_passes_the_canary_and_is_rotated_in(world, dipsim, tmp_path):
+def test_a_good_candidate_passes_the_canary_and_is_rotated_in(committed_world, dipsim, tmp_path):
+    world = committed_world
     connection = sds_connection(world.globex.id, dipsim)
     with tenant_context(world.globex.id):
         candidate = certificates.import_certificate(
@@ -117,8 +118,9 @@ def test_a_good_candidate_passes_the_canary_and_is_rotated_in(world, dipsim, tmp
     ],
 )
 def test_a_bad_candidate_fails_the_canary_and_nothing_changes(
-    world, dipsim, tmp_path, kind, dip_id, why
+    committed_world, dipsim, tmp_path, kind, dip_id, why
 ):
+    world = committed_world
     connection = sds_connection(world.globex.id, dipsim)
     with tenant_context(world.globex.id):
         candidate = certificates.import_certificate(
@@ -152,7 +154,7 @@ class Sent:
 def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
     committed_db, dipsim, tmp_path
 ):
-    """A sender keeps submitting (a fresh client per batch, as a worker would) while the signing
+    """A sender keeps submitting (through the pooled client, as a worker would) while the signing
     certificate is rotated: every message is accepted exactly once, and nothing starts after the
     cut-over signed with the old key."""
     from tests.conftest import build_world
@@ -162,11 +164,16 @@ def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
     old_fingerprint = fingerprint(dipsim.sds.sign_cert.read_bytes())
     batches: list[Sent] = []
     problems: list[str] = []
-    stop = threading.Event()
+    cut_over_at: list[float] = []
 
     def sender() -> None:
         try:
-            while not stop.is_set() or len(batches) < 12:
+            # Until four batches have started after the cut-over (and twelve in all).
+            while (
+                not cut_over_at
+                or len(batches) < 12
+                or sum(b.started > cut_over_at[0] for b in batches) < 4
+            ):
                 messages = [if021() for _ in range(5)]
                 references = [m["CommonBlock"]["S1"]["senderUniqueReference"] for m in messages]
                 started = time.monotonic()
@@ -210,8 +217,8 @@ def test_rotation_during_continuous_traffic_loses_and_duplicates_nothing(
         )
         active = credentials.rotate_certificate(certificate_id=str(candidate.id), actor="alice")
     cut_over = time.monotonic()
+    cut_over_at.append(cut_over)
     assert active is not None
-    stop.set()
     thread.join(timeout=120)
 
     assert problems == []

@@ -158,6 +158,25 @@ class Command(BaseCommand):
             with tenant_context(demo_tenant_id(spec.slug)):
                 for connection in Connection.objects.select_related("identity"):
                     identity = connection.identity
+                    dcp = []
+                    if connection.dcp_id:
+                        # Busbar sends as the tenant's connection provider (S1 names it), and
+                        # the DIP refuses a DCP it does not know (MSG1011): register it first.
+                        self._dipsim(
+                            "dcp",
+                            "add",
+                            "--data-dir",
+                            data_dir,
+                            "--dip-id",
+                            connection.dcp_id,
+                            "--mpid",
+                            "BUSB",
+                            "--env",
+                            connection.environment,
+                            "--name",
+                            "Busbar",
+                        )
+                        dcp = ["--dcp-id", connection.dcp_id]
                     self._dipsim(
                         "participant",
                         "add",
@@ -175,6 +194,7 @@ class Command(BaseCommand):
                         connection.environment,
                         "--name",
                         spec.name,
+                        *dcp,
                     )
                     if certificates.active_certificate(connection=connection, purpose="signing"):
                         continue
