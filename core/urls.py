@@ -41,9 +41,6 @@ api_patterns = [
         outbound_api.MessageBatchSubmitApi.as_view(),
         name="message-submit-batch",
     ),
-    path(
-        "messages/<int:message_id>/", outbound_api.MessageDetailApi.as_view(), name="message-detail"
-    ),
     path("certificates/", certificate_api.CertificateListApi.as_view(), name="certificate-list"),
     path(
         "certificates/<uuid:certificate_id>/revoke/",
@@ -74,6 +71,7 @@ api_patterns = [
     path("events/", events_api.EventListApi.as_view(), name="event-list"),
     path("events/<str:event_id>/", events_api.EventDetailApi.as_view(), name="event-detail"),
     path("messages/", inbound_api.MessageListApi.as_view(), name="message-list"),
+    # Both directions: an outbound message answers as the outbound API describes it.
     path(
         "messages/<int:message_id>/",
         inbound_api.MessageDetailApi.as_view(),

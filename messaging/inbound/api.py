@@ -6,14 +6,18 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from messaging.exceptions.selectors import list_exceptions
 from messaging.inbound.selectors import MessageFilter, get_message_detail, list_messages
-from tenants.authentication import HasScope
-from tenants.models import ApiScope
+from messaging.outbound.api import MessageDetailApi as OutboundMessageDetailApi
+from messaging.outbound.api import ReadOrSubmit, outbound_message_response
+from messaging.store.selectors import get_message
+from tenants.authentication import HasScope, api_client
+from tenants.models import ApiScope, Direction
 
 PAGE_SIZE = 100
 
@@ -77,18 +81,30 @@ class MessageListApi(APIView):
 
 
 class MessageDetailApi(APIView):
-    """One message: metadata, timeline, findings, exceptions, the exact payload and its
-    normalised events; another tenant's message is a 404 like a missing one."""
+    """One message of either direction; another tenant's message is a 404 like a missing one.
 
-    permission_classes = [HasScope]
-    required_scope = ApiScope.READ
+    An outbound message answers as the outbound API describes it (its state, every request that
+    carried it to the DIP, its timeline), for the read scope or the submit scope of the system
+    that sent it. An inbound message answers with its metadata, timeline, findings, exceptions,
+    the exact payload and its normalised events, for the read scope only."""
+
+    permission_classes = [ReadOrSubmit]
 
     @extend_schema(
-        responses={200: serializers.DictField()},
-        operation_id="message_retrieve",
+        responses={200: OutboundMessageDetailApi.Output},
+        operation_id="messages_read",
         parameters=[OpenApiParameter("message_id", int, OpenApiParameter.PATH)],
+        description="An outbound message as submitted and sent; an inbound message (read scope) "
+        "with its timeline, findings, exceptions, payload and normalised events.",
     )
     def get(self, request: Request, message_id: int) -> Response:
+        message = get_message(message_id=message_id)
+        if message is None:
+            raise Http404("no such message")
+        if message.direction == Direction.OUTBOUND:
+            return outbound_message_response(message_id=message_id)
+        if ApiScope.READ not in api_client(request).scopes:
+            raise PermissionDenied("this API key lacks the read scope")
         detail = get_message_detail(message_id=message_id, with_content=True)
         if detail is None:
             raise Http404("no such message")

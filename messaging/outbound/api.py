@@ -249,35 +249,41 @@ class MessageDetailApi(APIView):
 
     @extend_schema(responses=Output, operation_id="messages_read")
     def get(self, request: Request, message_id: int) -> Response:
-        detail = selectors.get_outbound_detail(message_id=message_id)
-        message = detail.message
-        data = {
-            **{name: getattr(message, name) for name in MESSAGE_FIELDS},
-            "exchanges": [
-                {
-                    "started_at": e.started_at,
-                    "url": e.url,
-                    "http_status": e.http_status,
-                    "outcome": e.outcome,
-                    "error": e.error,
-                    "elapsed_ms": e.elapsed_ms,
-                    "body_sha256": e.body_sha256,
-                    "signing_certificate_fingerprint": e.signing_certificate_fingerprint,
-                    "mtls_certificate_fingerprint": e.mtls_certificate_fingerprint,
-                    "signature_date": e.signature_date,
-                }
-                for e in detail.exchanges
-            ],
-            "timeline": [
-                {
-                    "at": t.at,
-                    "from_state": t.from_state,
-                    "to_state": t.to_state,
-                    "actor": t.actor,
-                    "reason": t.reason,
-                    "detail": t.detail,
-                }
-                for t in detail.timeline
-            ],
-        }
-        return Response(self.Output(data).data)
+        return outbound_message_response(message_id=message_id)
+
+
+def outbound_message_response(*, message_id: int) -> Response:
+    """The outbound message's answer (also what /api/v1/messages/<id>/ answers for an outbound
+    message: that URL serves both directions, see messaging.inbound.api.MessageDetailApi)."""
+    detail = selectors.get_outbound_detail(message_id=message_id)
+    message = detail.message
+    data = {
+        **{name: getattr(message, name) for name in MESSAGE_FIELDS},
+        "exchanges": [
+            {
+                "started_at": e.started_at,
+                "url": e.url,
+                "http_status": e.http_status,
+                "outcome": e.outcome,
+                "error": e.error,
+                "elapsed_ms": e.elapsed_ms,
+                "body_sha256": e.body_sha256,
+                "signing_certificate_fingerprint": e.signing_certificate_fingerprint,
+                "mtls_certificate_fingerprint": e.mtls_certificate_fingerprint,
+                "signature_date": e.signature_date,
+            }
+            for e in detail.exchanges
+        ],
+        "timeline": [
+            {
+                "at": t.at,
+                "from_state": t.from_state,
+                "to_state": t.to_state,
+                "actor": t.actor,
+                "reason": t.reason,
+                "detail": t.detail,
+            }
+            for t in detail.timeline
+        ],
+    }
+    return Response(MessageDetailApi.Output(data).data)
