@@ -19,6 +19,7 @@ from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import DipExchange, EvidencePack, TenantValidationSettings
+from messaging.outbound import breaker, idempotency
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -87,6 +88,15 @@ def populate(world):
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
             )
             TenantValidationSettings.objects.create()
+            # outbound: a failure counted on the connection's breaker, a client's idempotency key
+            breaker.record_failure(connection_id=Connection.objects.get().id, error="timeout")
+            idempotency.run_idempotent(
+                key=f"key-{name}",
+                method="POST",
+                path="/api/v1/outbound/messages",
+                data={"name": name},
+                handler=lambda: idempotency.Answer(status=202, body={"accepted": True}),
+            )
             _populate_message_store(tenant_id)
             # A downstream endpoint with its secret, an event owed to it and one attempt.
             endpoint = downstream.create_endpoint(
