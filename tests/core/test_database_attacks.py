@@ -562,6 +562,13 @@ def test_no_tenant_row_can_point_at_another_tenants_row(populated):
         for unique in _unique_text_columns(table):
             if copy.get(unique):
                 copy[unique] = copy[unique][:-8] + uuid.uuid4().hex[:8]
+        # other unique uuids and numbers (an event's uid and feed position): fresh ones
+        # (not references: a guardian row's permission and user keep theirs)
+        for unique in _unique_columns(
+            table, "'uuid'::regtype, 'int4'::regtype, 'int8'::regtype", references=False
+        ):
+            if copy.get(unique) is not None and unique not in (tenant_column[table], column, "id"):
+                copy[unique] = _fresh_id(table, unique)
         insert = (
             f"INSERT INTO {q(table)} SELECT (jsonb_populate_record(NULL::{q(table)}, %s::jsonb)).*"
         )
@@ -594,29 +601,39 @@ def test_no_tenant_row_can_point_at_another_tenants_row(populated):
 
 
 def _unique_text_columns(table: str) -> list[str]:
+    # tokens and the like, not codes such as an environment's
+    return _unique_columns(
+        table,
+        "'text'::regtype, 'varchar'::regtype) AND (a.atttypmod = -1 OR a.atttypmod - 4 >= 16",
+    )
+
+
+def _unique_columns(table: str, types: str, *, references: bool = True) -> list[str]:
+    """Columns of ``table`` in a unique index whose type is one of ``types`` (SQL, trusted),
+    without those of a foreign key unless ``references``."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT a.attname FROM pg_index i JOIN pg_attribute a"
             " ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
             " WHERE i.indrelid = %s::regclass AND i.indisunique"
-            " AND a.atttypid IN ('text'::regtype, 'varchar'::regtype)"
-            # tokens and the like, not codes such as an environment's
-            " AND (a.atttypmod = -1 OR a.atttypmod - 4 >= 16)",
-            [table],
+            f" AND a.atttypid IN ({types})"
+            " AND (%s OR NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.contype = 'f'"
+            " AND c.conrelid = i.indrelid AND a.attnum = ANY (c.conkey)))",
+            [table, references],
         )
         return [row[0] for row in cursor.fetchall()]
 
 
-def _fresh_id(table: str) -> str:
-    """An id no row has: the column's default when it has one (the store's time-ordered ids, which
-    must fall in a partition), else a random one."""
+def _fresh_id(table: str, column: str = "id") -> str:
+    """A value of ``column`` no row has: the column's default when it has one (the store's
+    time-ordered ids, which must fall in a partition), else a random one."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT format_type(a.atttypid, NULL), pg_get_expr(d.adbin, d.adrelid)"
             " FROM pg_attribute a LEFT JOIN pg_attrdef d"
             " ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
-            " WHERE a.attrelid = %s::regclass AND a.attname = 'id'",
-            [table],
+            " WHERE a.attrelid = %s::regclass AND a.attname = %s",
+            [table, column],
         )
         kind, default = cursor.fetchone()
         if default:
@@ -639,17 +656,40 @@ REDUCED = {
     "messaging_finding": {"SELECT", "INSERT"},  # append-only
     "messaging_inbound_key": {"SELECT", "INSERT"},  # dedupe keys, written once
     "messaging_message": {"SELECT", "INSERT"},  # plus UPDATE of its work columns, never DELETE
+    "messaging_dipexchange": {"SELECT", "INSERT"},  # the record of every call to the DIP
+    # the evidence ledger: seals, their entries and verification runs are appended, never edited
+    "messaging_seal": {"SELECT", "INSERT"},
+    "messaging_seal_leaf": {"SELECT", "INSERT"},
+    "messaging_ledger_check": {"SELECT", "INSERT"},
+    # the DIP specification registry: only the owner (import_dip_spec) writes it
+    "messaging_specversion": {"SELECT"},
+    "messaging_specschema": {"SELECT"},
     "django_migrations": {"SELECT"},  # readiness compares it; only migrations write it
     "django_content_type": {"SELECT"},  # written by migrations (post_migrate) only
     "auth_permission": {"SELECT"},  # written by migrations (post_migrate) only
 }
+# The columns of messaging_message the runtime role may UPDATE (the store's migration names them).
+MESSAGE_COLUMNS = sorted(
+    [
+        *("state", "attempts", "lease_until", "next_attempt_at", "state_changed_at"),
+        *("last_error", "swept_at"),
+        # written once
+        *("raw_id", "raw_offset", "raw_length", "sha256", "transaction_id"),
+        "sender_unique_reference",
+    ]
+)
 # SECURITY DEFINER functions the runtime role may call; a new one is reviewed and added here.
 DEFINER_FUNCTIONS = {
     "busbar_active_tenant_ids",
     "busbar_ensure_partitions",  # fixed DDL only: the store's monthly partitions
     "busbar_dip_id_registered",
     "busbar_find_api_credential",
+    # blanks raw payloads past the caller's tenant's retention, nothing else (RLS forced on the
+    # owner too, so only the tenant in context; hashes stay, so seals still verify)
+    "busbar_purge_payloads",
     "busbar_resolve_webhook",
+    # the delivery sweeper's one cross-tenant question: tenant ids with deliveries due, no rows
+    "busbar_tenants_with_due_deliveries",
 }
 
 
@@ -702,10 +742,10 @@ def test_the_runtime_role_holds_only_what_it_needs(db):
             [],
         )
         holds["column grants"] = rows(
-            "SELECT DISTINCT c.relname, x.privilege_type FROM pg_attribute a"
+            "SELECT DISTINCT c.relname, x.privilege_type, a.attname::text FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x"
             " WHERE c.relnamespace = 'public'::regnamespace AND x.grantee = %s::regrole"
-            " ORDER BY 1, 2"
+            " ORDER BY 1, 2, 3"
         )
         tables = rows(
             "SELECT c.relname, p FROM pg_class c, unnest(%s::text[]) p"
@@ -728,8 +768,9 @@ def test_the_runtime_role_holds_only_what_it_needs(db):
         "owns": [],
         "definer functions": [(name,) for name in sorted(DEFINER_FUNCTIONS)],
         "definer functions for PUBLIC": [],
-        # a message's work columns (the store's migration names them)
-        "column grants": [("messaging_message", "UPDATE")],
+        # a message's work columns, and the columns an outbound message gets once after it is
+        # created (its bytes, the DIP's transaction id); a trigger refuses a second write of those
+        "column grants": [("messaging_message", "UPDATE", column) for column in MESSAGE_COLUMNS],
     }
     too_much = {
         name: sorted(held - REDUCED.get(name, READ_WRITE))
