@@ -18,6 +18,7 @@ from messaging.events.models import Event
 from messaging.exceptions.models import MessageException
 from messaging.models import Finding, Message, RawBlob, Transition
 from messaging.store.services import message_bytes, raw_body
+from tenants.selectors import in_environment
 
 SEARCH_FIELDS = ("mpan", "sender_unique_reference", "transaction_id", "correlation_id")
 
@@ -38,7 +39,8 @@ class MessageFilter:
 
 def list_messages(*, filters: MessageFilter, limit: int = 50) -> list[Message]:
     """Newest first, ``limit`` at a time; page on with ``before_id`` (the last id shown)."""
-    qs: QuerySet[Message] = Message.objects.all()
+    # an API key sees only its environment's messages
+    qs: QuerySet[Message] = in_environment(Message.objects.all(), "connection__environment")
     text = filters.text.strip()
     if text:
         if text.isdigit() and len(text) == 13:
@@ -110,7 +112,9 @@ def _signer(delivery: RawBlob | None) -> SigningCertificate | None:
 def get_message_detail(*, message_id: int, with_content: bool) -> MessageDetail | None:
     """Everything about one of the tenant's messages, or None (not found and not this tenant's
     look the same). ``with_content`` adds the exact bytes and the normalised events' payloads."""
-    message = Message.objects.filter(id=message_id).first()
+    message = in_environment(
+        Message.objects.filter(id=message_id), "connection__environment"
+    ).first()
     if message is None:
         return None
     delivery = RawBlob.objects.filter(id=message.raw_id).first() if message.raw_id else None

@@ -12,11 +12,13 @@ from datetime import datetime
 from django.db.models import Sum
 
 from messaging.models import Finding, FlowRollup, Message, StateCount, Transition
+from tenants.selectors import in_environment
 
 
 def get_message(*, message_id: int) -> Message | None:
-    """The current tenant's message with this id, or None."""
-    return Message.objects.filter(id=message_id).first()
+    """The current tenant's message with this id, or None; an API key sees only its own
+    environment's messages (a connection's messages never serve another environment)."""
+    return in_environment(Message.objects.filter(id=message_id), "connection__environment").first()
 
 
 def list_timeline(*, message_id: int) -> list[Transition]:
