@@ -26,22 +26,41 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.tokens import default_token_generator
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django_otp import DEVICE_ID_SESSION_KEY
 from drf_spectacular.generators import SchemaGenerator
 
 from core.models import TOTPSecondFactor
 from core.tenancy import tenant_context
+from messaging.events import endpoints as downstream
+from messaging.events import services as events
+from messaging.evidence import packs
+from messaging.models import Event, EvidencePack, PackState
+from messaging.store import services as store
 from tenants import certificates, services
-from tenants.models import ApiCredential, Channel, Connection, Membership, Role, StaffRole
+from tenants.enrolment import hash_token
+from tenants.models import (
+    ApiCredential,
+    Channel,
+    Connection,
+    EnrolmentLink,
+    Membership,
+    Role,
+    StaffRole,
+)
 from tests.conftest import build_world
 from tests.pki import TestCA, key_pem, new_key, pem
 
@@ -66,11 +85,25 @@ console:logout                   POST  -     login login login login login login
 console:tenant-switch            POST  -     login 404   404   404   404   404   404   404   404   404
 console:account-mfa              GET   -     login ok    ok    ok    ok    ok    ok    ok    ok    ok
 console:account-password         GET   -     login ok    ok    ok    ok    ok    ok    ok    ok    ok
+console:set-password             GET   acme  ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
+console:set-password             GET   globex ok   ok    ok    ok    ok    ok    ok    ok    ok    ok
+console:mfa-enrol                GET   acme  login 404   404   404   404   mfa   404   404   404   404
+console:mfa-enrol                GET   globex login 404  404   404   404   404   404   mfa   404   404
+console:invitations              GET   -     login ok    ok    ok    ok    ok    ok    ok    ok    ok
+console:invitation-accept        POST  acme  login 404   404   404   404   404   404   ok    404   404
+console:invitation-accept        POST  globex login ok   404   404   404   404   404   404   404   404
+console:invitation-decline       POST  acme  login 404   404   404   404   404   404   ok    404   404
+console:invitation-decline       POST  globex login ok   404   404   404   404   404   404   404   404
 console:home                     GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
 console:flows                    GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
-console:messages                 GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
-console:exceptions               GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
-console:evidence                 GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
+console:messages                 GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:message-detail           GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
+console:message-detail           GET   globex login 404  404   404   404   403   404   ok    403   403
+console:exceptions               GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:evidence                 GET   -     login ok    403   403   403   403   ok    ok    403   403
+console:evidence-key             GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
+console:evidence-download        GET   acme  login ok    404   404   404   404   ok    404   403   403
+console:evidence-download        GET   globex login 404  404   404   404   404   404   ok    403   403
 console:certificates             GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
 console:certificate-csr          POST  -     login 403   ok    403   403   403   403   403   403   403
 console:certificate-import       POST  -     login 403   ok    403   403   403   403   403   403   403
@@ -97,6 +130,16 @@ console:member-roles             POST  acme  login ok    403   403   403   403  
 console:member-roles             POST  globex login 404  403   403   403   403   403   ok    403   403
 console:member-remove            POST  acme  login ok    403   403   403   403   403   404   403   403
 console:member-remove            POST  globex login 404  403   403   403   403   403   ok    403   403
+console:member-enrolment-link    POST  acme  login ok    403   403   403   403   403   404   403   403
+console:member-enrolment-link    POST  globex login 404  403   403   403   403   403   ok    403   403
+console:webhook-register         POST  acme  login ok    ok    403   403   403   403   404   403   403
+console:webhook-register         POST  globex login 404  404   403   403   403   403   ok    403   403
+console:downstream               GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
+console:downstream-add           POST  -     login ok    403   403   403   403   403   ok    403   403
+console:downstream-rotate        POST  acme  login ok    403   403   403   403   403   404   403   403
+console:downstream-rotate        POST  globex login 404  403   403   403   403   403   ok    403   403
+console:downstream-enable        POST  acme  login ok    403   403   403   403   403   404   403   403
+console:downstream-enable        POST  globex login 404  403   403   403   403   403   ok    403   403
 console:activity                 GET   -     login ok    403   403   403   403   ok    ok    403   403
 console:support                  GET   -     login 404   404   404   404   404   404   404   mfa   ok
 """
@@ -117,6 +160,23 @@ certificates_revoke          acme   401  401     403   ok    403    404   404   
 certificates_revoke          globex 401  401     403   404   403    404   ok    401
 certificates_rotate          acme   401  401     403   ok    403    404   404   401
 certificates_rotate          globex 401  401     403   404   403    404   ok    401
+messages_submit              acme   401  401     403   403   ok     403   403   401
+messages_submit              globex 401  401     403   403   404    403   403   401
+messages_submit_batch        acme   401  401     403   403   ok     403   403   401
+messages_submit_batch        globex 401  401     403   403   404    403   403   401
+messages_list                -      401  401     ok    ok    403    ok    ok    401
+messages_read                acme   401  401     ok    ok    403    404   404   401
+messages_read                globex 401  401     404   404   404    404   ok    401
+exceptions_list              -      401  401     ok    ok    403    ok    ok    401
+events_list                  -      401  401     ok    ok    403    ok    ok    401
+event_retrieve               acme   401  401     ok    ok    403    ok    404   401
+event_retrieve               globex 401  401     404   404   403    404   ok    401
+evidence_packs_create        -      401  401     ok    ok    403    ok    ok    401
+evidence_packs_retrieve      acme   401  401     ok    ok    403    ok    404   401
+evidence_packs_retrieve      globex 401  401     404   404   403    404   ok    401
+evidence_packs_download      acme   401  401     ok    ok    403    ok    404   401
+evidence_packs_download      globex 401  401     404   404   403    404   ok    401
+evidence_key_retrieve        -      ok   ok      ok    ok    ok     ok    ok    ok
 """
 
 # Staff admin has many URLs, all behind the one OTPAdminSite gate (admin:index above proves it
@@ -236,6 +296,8 @@ class Matrix:
     device_ids: dict[str, str] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     objects: dict[tuple[str, str], Any] = field(default_factory=dict)  # (param, owner) -> id
+    # (route, param, owner) -> value, where two routes share a parameter's name (token)
+    route_objects: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
 
 ROLE_OF = {
@@ -257,6 +319,64 @@ def staged_certificate(ca: TestCA, connection: Connection) -> str:
         actor="matrix",
     )
     return str(imported.id)
+
+
+def tenant_objects(matrix: Matrix, owner: str, *, invitee: Any, enrollee: Any, victim: Any) -> None:
+    """The objects the later branches' URLs name, in the current tenant: a stored message, an
+    event, a ready evidence pack, a downstream endpoint, an invitation (to ``invitee``, someone
+    outside this tenant), an enrolment link (for ``enrollee``) and a set-password link."""
+    connection = Connection.objects.get()
+    matrix.objects["connection_id", owner] = connection.id
+    body = b'[{"payload": {}}]'
+    stored = store.store_inbound_delivery(
+        tenant_id=connection.tenant_id,
+        connection_id=connection.id,
+        channel_id=None,
+        body=body,
+        headers={},
+        messages=[
+            store.InboundMessageFacts(
+                offset=1, length=len(body) - 2, sha256=b"\x00" * 32, interface_id="IF-021"
+            )
+        ],
+    )
+    matrix.objects["message_id", owner] = stored.message_ids[0]
+    event = events.publish_event(
+        tenant_id=connection.tenant_id, type="outbound.state_changed", payload={"to": "sent"}
+    )
+    matrix.objects["event_id", owner] = Event.objects.get(id=event).webhook_id
+    pack = EvidencePack.objects.create(
+        requested_by="matrix",
+        period_from=timezone.now() - timedelta(days=1),
+        period_to=timezone.now(),
+        state=PackState.READY,
+        file_name=f"matrix-{owner}.zip",
+    )
+    path = packs.pack_path(pack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
+    matrix.objects["pack_id", owner] = pack.id
+    endpoint = downstream.create_endpoint(
+        name=f"matrix-{owner}", url="https://93.184.216.34/hooks", event_types=["*"], actor="matrix"
+    ).endpoint
+    matrix.objects["endpoint_id", owner] = endpoint.id
+    invitation = services.invite_member(
+        username=invitee.username, email="i@example.com", roles=["viewer"], actor="matrix"
+    )
+    matrix.objects["invitation_id", owner] = invitation.id
+    token = f"matrix-enrolment-{owner}"
+    EnrolmentLink.objects.create(
+        user=enrollee,
+        token_hash=hash_token(token),
+        issued_by="matrix",
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    matrix.objects["tenant_id", owner] = connection.tenant_id
+    matrix.route_objects["console:mfa-enrol", "token", owner] = token
+    matrix.objects["uidb64", owner] = urlsafe_base64_encode(force_bytes(victim.pk))
+    matrix.route_objects["console:set-password", "token", owner] = (
+        default_token_generator.make_token(victim)
+    )
 
 
 def build_matrix() -> Matrix:
@@ -294,6 +414,13 @@ def build_matrix() -> Matrix:
         revoked = ApiCredential.objects.get(name="revoked")
         services.revoke_api_credential(credential=revoked, actor="matrix")
         matrix.objects["credential_id", "acme"] = ApiCredential.objects.get(name="read").id
+        tenant_objects(
+            matrix,
+            "acme",
+            invitee=world.charlie.user,
+            enrollee=matrix.users["view"],
+            victim=victim,
+        )
     with tenant_context(world.globex.id):
         matrix.users["glbx"] = world.charlie.user
         victim = services.create_user(
@@ -312,6 +439,13 @@ def build_matrix() -> Matrix:
         )
         matrix.keys["gkey"] = issued.key
         matrix.objects["credential_id", "globex"] = issued.credential.id
+        tenant_objects(
+            matrix,
+            "globex",
+            invitee=matrix.users["admin"],
+            enrollee=world.charlie.user,
+            victim=victim,
+        )
     support = Group.objects.get_or_create(name=StaffRole.PROVIDER_SUPPORT)[0]
     for persona in ("sup", "sup2"):
         staff = get_user_model().objects.create_user(
@@ -395,8 +529,13 @@ def outcome(response: Any) -> str:
     return "ok"
 
 
-def object_kwargs(matrix: Matrix, params: tuple[str, ...], owner: str) -> dict[str, Any]:
-    return {param: matrix.objects[param, owner] for param in params}
+def object_kwargs(
+    matrix: Matrix, route: str, params: tuple[str, ...], owner: str
+) -> dict[str, Any]:
+    return {
+        param: matrix.route_objects.get((route, param, owner), matrix.objects.get((param, owner)))
+        for param in params
+    }
 
 
 ROUTE_PARAMS = {route.name: route.params for route in url_routes()}
@@ -410,7 +549,9 @@ ROUTE_PARAMS = {route.name: route.params for route in url_routes()}
     ),
 )
 def test_console(cell: Matrix, row: Row, persona: str):
-    url = reverse(row.route, kwargs=object_kwargs(cell, ROUTE_PARAMS[row.route], row.owner))
+    url = reverse(
+        row.route, kwargs=object_kwargs(cell, row.route, ROUTE_PARAMS[row.route], row.owner)
+    )
     client = client_for(cell, persona)
     response = client.get(url) if row.method == "GET" else client.post(url, {})
     assert outcome(response) == row.expected[persona], (row.method, url, persona)
@@ -427,7 +568,7 @@ OPERATIONS = api_operations()
 def test_api(cell: Matrix, row: Row, persona: str):
     method, template = OPERATIONS[row.route]
     params = tuple(re.findall(r"{(\w+)}", template))
-    url = template.format(**object_kwargs(cell, params, row.owner))
+    url = template.format(**object_kwargs(cell, row.route, params, row.owner))
     client = api_client_for(cell, persona)
     if method == "GET":
         response = client.get(url)
