@@ -109,7 +109,10 @@ def test_the_proxy_sets_the_header_the_app_trusts():
     from pathlib import Path
 
     conf = (Path(__file__).resolve().parents[2] / "platform/nginx/busbar.conf").read_text()
-    proxied = conf.count("proxy_pass http://busbar_web;")
+    # the console and API (busbar_web) and the DIP webhooks' own ingest server (busbar_ingest)
+    web = conf.count("proxy_pass http://busbar_web;")
+    proxied = web + conf.count("proxy_pass http://busbar_ingest;")
+    assert web >= 1
     assert proxied >= 2
     assert conf.count("proxy_set_header X-Forwarded-For $remote_addr;") == proxied
     assert "$proxy_add_x_forwarded_for" not in conf
