@@ -24,8 +24,11 @@ def base_url(settings):
 
 
 def test_it_registers_every_inbound_channel_and_the_status_webhook_with_the_dip(
-    world, dipsim, base_url
+    committed_world, dipsim, base_url
 ):
+    # committed: each call's evidence commits on a connection of its own (messaging.exchanges),
+    # which must see the connection this test creates
+    world = committed_world
     connection = sup_connection(world.acme.id, dipsim)
     with tenant_context(world.acme.id):
         services.create_channel(connection=connection, interface_id="IF-036", direction="inbound")
@@ -80,7 +83,8 @@ def test_registration_is_refused_up_front_without_credentials_or_base_url(world,
         assert not AuditEvent.objects.filter(action="webhooks.registration_requested").exists()
 
 
-def test_a_dip_that_refuses_is_recorded_as_a_failed_registration(world, dipsim, base_url):
+def test_a_dip_that_refuses_is_recorded_as_a_failed_registration(committed_world, dipsim, base_url):
+    world = committed_world
     connection = sup_connection(world.acme.id, dipsim)
     with tenant_context(world.acme.id):
         # A key dipsim does not know: every call is refused (401), and each refusal is evidence.
