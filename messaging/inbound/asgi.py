@@ -18,6 +18,7 @@ this app checks the message signature of every request.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -67,6 +68,11 @@ async def _answer(send: Send, status: int, body: bytes = b"", headers: Any = ())
     await send({"type": "http.response.body", "body": body})
 
 
+def _metrics_text() -> bytes:
+    close_old_connections()
+    return bytes(generate_latest())
+
+
 def _work(
     kind: str, token: str, url: str, headers: dict[str, str], body: bytes, client: str | None
 ) -> receive.Answer:
@@ -102,7 +108,21 @@ class IngestApp:
             await _answer(send, 200, b'{"status":"ok"}', [("Content-Type", "application/json")])
             return
         if path == "/metrics" and method == "GET":
-            await _answer(send, 200, generate_latest(), [("Content-Type", CONTENT_TYPE_LATEST)])
+            # The same rule as the web's /metrics (core.health.metrics): the figures name
+            # tenants, so only a scraper holding BUSBAR_METRICS_TOKEN gets them. Collecting them
+            # queries the database (the message-flow collector): in a thread, not in the loop.
+            expected = settings.BUSBAR_METRICS_TOKEN
+            if not expected:
+                await _answer(send, 403)
+                return
+            scheme, _, presented = _headers(scope).get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                presented.strip().encode(), expected.encode()
+            ):
+                await _answer(send, 401, headers=[("WWW-Authenticate", 'Bearer realm="busbar"')])
+                return
+            figures = await asyncio.get_running_loop().run_in_executor(self.executor, _metrics_text)
+            await _answer(send, 200, figures, [("Content-Type", CONTENT_TYPE_LATEST)])
             return
         if path.startswith(STATUS_PATH):
             kind, token = "status", path[len(STATUS_PATH) :]

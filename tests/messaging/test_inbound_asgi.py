@@ -30,7 +30,19 @@ def test_only_posts_to_webhook_paths_are_served():
     assert _call("GET", "/healthz").status_code == 200
     assert _call("GET", "/dip/webhooks/abc").status_code == 405
     assert _call("POST", "/elsewhere").status_code == 404
-    assert b"busbar_inbound_messages_stored_total" in _call("GET", "/metrics").content
+
+
+def test_its_metrics_need_the_metrics_token_like_the_webs(settings, committed_db):
+    settings.BUSBAR_METRICS_TOKEN = "ingest-scraper-token"
+    assert _call("GET", "/metrics").status_code == 401
+    assert _call("GET", "/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    figures = _call("GET", "/metrics", headers={"Authorization": "Bearer ingest-scraper-token"})
+    assert figures.status_code == 200
+    # the ingest server's own counters, and the store's flow figures (read from the database)
+    assert b"busbar_inbound_messages_stored_total" in figures.content
+    assert b"busbar_messages" in figures.content
+    settings.BUSBAR_METRICS_TOKEN = ""
+    assert _call("GET", "/metrics").status_code == 403
 
 
 def test_a_deep_backlog_sheds_load_with_retry_after(settings):
