@@ -6,8 +6,10 @@ message arrives once, in the right tenant's store, and is processed.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
+import random
 import re
 import socket
 import ssl
@@ -23,6 +25,7 @@ import pytest
 
 from core.devenv import ingest_command, with_redis_db
 from core.tenancy import tenant_context
+from dipsim import messages as dip
 from messaging.inbound import registration
 from messaging.models import Message
 from tenants import certificates, services
@@ -32,6 +35,9 @@ from tests.messaging.conftest import REPO_ROOT, SDS_DIP_ID, _ready_line, dipsim_
 from tests.messaging.test_dip_client import if021
 
 ACME, GLOBEX = "1000000001", "1000000002"
+# What each tenant's role receives (the DIP refuses a primary recipient of another role): acme, a
+# supplier, gets the data service's IF-021; globex, a smart data service, gets acme's IF-041.
+RECEIVES = {ACME: "IF-021", GLOBEX: "IF-041"}
 
 
 def free_port() -> int:
@@ -80,9 +86,10 @@ def _wire(tenant_id: object, dip_id: str, base_url: str, ca_dir: Path, root: Pat
                 actor="e2e",
             )
             certificates.activate_first_certificate(certificate=staged, actor="e2e")
-        if not connection.channels.filter(interface_id="IF-021", direction="inbound").exists():
+        interface = RECEIVES[dip_id]
+        if not connection.channels.filter(interface_id=interface, direction="inbound").exists():
             services.create_channel(
-                connection=connection, interface_id="IF-021", direction="inbound"
+                connection=connection, interface_id=interface, direction="inbound"
             )
 
 
@@ -202,10 +209,24 @@ def _register(stack: Stack) -> None:
         assert all(o.ok for o in outcomes), outcomes
 
 
+def _payload(recipient: str, rng: random.Random) -> dict:
+    if RECEIVES[recipient] == "IF-021":
+        return if021(recipients=(recipient,))
+    return dip.if041(
+        sender=ACME,
+        role="SUP",
+        mpan=dip.make_mpan(rng),
+        read_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+        rng=rng,
+        recipients=[recipient],
+    )
+
+
 def _inject(stack: Stack, recipient: str, count: int) -> list[str]:
+    rng = random.Random(f"{recipient}-{count}")
     response = httpx.post(
-        f"{stack.dipsim_admin}/admin/inject/IF-021",
-        json=[{"payload": if021(recipients=(recipient,))} for _ in range(count)],
+        f"{stack.dipsim_admin}/admin/inject/{RECEIVES[recipient]}",
+        json=[{"payload": _payload(recipient, rng)} for _ in range(count)],
         timeout=30,
     )
     assert response.status_code == 201, response.text[:500]
