@@ -274,7 +274,7 @@ def test_the_schema_declares_the_key_scheme_for_every_operation(db):
         operation["operationId"]: operation["security"]
         for operation in operations
         if operation["operationId"] in public or operation["security"] != [{"ApiKey": []}]
-    } == dict.fromkeys(public, [{}])
+    } == {operation_id: [{}] for operation_id in public}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/nope/", "/api/v1/channels/abc/", "/api/v2/identities/"])
