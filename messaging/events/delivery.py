@@ -99,9 +99,11 @@ class Outcome:
 
 # --- 1. claim ------------------------------------------------------------------------------------
 
+# The candidates are picked once (MATERIALIZED): as "WHERE d.id IN (subquery)" the planner may
+# rescan the subquery for each row it updates, and each rescan, seeing the rows just leased as
+# taken, picks the next ones, so a probe's LIMIT 1 leased the whole backlog.
 CLAIM_SQL = """
-UPDATE messaging_delivery d SET lease_until = now() + make_interval(secs => %(lease)s)
-WHERE d.id IN (
+WITH picked AS MATERIALIZED (
     SELECT c.id FROM tenants_downstreamendpoint e
     CROSS JOIN LATERAL (
         SELECT x.id FROM messaging_delivery x
@@ -114,6 +116,8 @@ WHERE d.id IN (
     WHERE e.enabled AND (e.circuit_state = 'closed' OR e.id = ANY(%(probes)s))
     LIMIT %(limit)s
 )
+UPDATE messaging_delivery d SET lease_until = now() + make_interval(secs => %(lease)s)
+FROM picked WHERE d.id = picked.id
 RETURNING d.id
 """
 
