@@ -557,10 +557,11 @@ def claim_due(
     Fairness across tenants comes from the callers taking turns (one claim per tenant per round).
     """
     only = "AND id = ANY(%(ids)s)" if message_ids is not None else ""
+    # The candidates are picked once, in a MATERIALIZED CTE: as an IN subquery the planner may
+    # rescan it per updated row, and with SKIP LOCKED each rescan takes the next due rows, so one
+    # claim could lease far more than ``limit``.
     sql = f"""
-    UPDATE messaging_message m
-    SET lease_until = now() + make_interval(secs => %(lease)s), attempts = m.attempts + 1
-    WHERE m.tenant_id = %(tenant)s AND m.id IN (
+    WITH picked AS MATERIALIZED (
         SELECT id FROM messaging_message
         WHERE tenant_id = %(tenant)s AND direction = %(direction)s AND state = %(state)s
           AND coalesce(next_attempt_at, '-infinity') <= now()
@@ -568,6 +569,10 @@ def claim_due(
         ORDER BY id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     )
+    UPDATE messaging_message m
+    SET lease_until = now() + make_interval(secs => %(lease)s), attempts = m.attempts + 1
+    FROM picked
+    WHERE m.tenant_id = %(tenant)s AND m.id = picked.id
     RETURNING m.id, m.attempts
     """
     params: dict[str, Any] = {

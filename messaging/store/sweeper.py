@@ -58,9 +58,9 @@ class SweepReport:
         return sum(self.enqueued.values()) + sum(self.parked.values())
 
 
+# Candidates picked once (MATERIALIZED), for the reason given in services.claim_due.
 _DUE_SQL = """
-UPDATE messaging_message m SET swept_at = now()
-WHERE m.tenant_id = %(tenant)s AND m.id IN (
+WITH picked AS MATERIALIZED (
     SELECT id FROM messaging_message
     WHERE tenant_id = %(tenant)s AND direction = %(direction)s AND state = %(state)s
       AND attempts < %(max_attempts)s
@@ -72,6 +72,9 @@ WHERE m.tenant_id = %(tenant)s AND m.id IN (
     ORDER BY id
     LIMIT %(batch)s FOR UPDATE SKIP LOCKED
 )
+UPDATE messaging_message m SET swept_at = now()
+FROM picked
+WHERE m.tenant_id = %(tenant)s AND m.id = picked.id
 RETURNING m.id
 """
 
