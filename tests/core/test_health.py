@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from django.test import Client
 
 
@@ -33,10 +34,19 @@ def test_readyz_reports_an_unreachable_broker(db, settings):
     assert response.json()["checks"]["broker"] != "ok"
 
 
-def test_metrics_are_exposed_for_prometheus(db):
+@pytest.mark.django_db(databases=["default", "support"])  # the certificate collector's role
+def test_metrics_are_exposed_for_prometheus():
+    """Busbar's own families, in the exposition format Prometheus parses (not just the client
+    library's process metrics, which any Python process would show)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     response = Client().get("/metrics")
     assert response.status_code == 200
-    assert b"python_info" in response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    days_left = families["busbar_certificate_days_left"]
+    assert days_left.type == "gauge"
+    assert "expir" in days_left.documentation.lower()
 
 
 def test_every_response_carries_a_request_id(db):

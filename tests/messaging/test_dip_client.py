@@ -381,7 +381,7 @@ def test_retry_after_is_passed_on_in_seconds(
 
 def test_keys_that_do_not_match_their_certificates_are_refused_at_once(dipsim: Dipsim) -> None:
     before = set(glob.glob("/dev/shm/busbar-mtls-*"))
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH"):
         DipClient(
             base_url=dipsim.base_url,
             api_key=SDS_API_KEY,
