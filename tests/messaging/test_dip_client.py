@@ -40,6 +40,7 @@ from tests.messaging.conftest import (
     Credentials,
     Dipsim,
 )
+from tests.spec import spec_missing
 
 
 def if021(*, mqid: str = "AI", recipients: tuple[str, ...] = (SUP_DIP_ID,)) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def test_a_valid_if021_batch_is_accepted_with_transaction_ids(
 
 def test_the_official_schemas_judged_the_batch(dipsim: Dipsim) -> None:
     if not dipsim.official_schemas:
-        pytest.skip("the official DIP spec is not available; dipsim used its own schemas")
+        spec_missing("dipsim judges the batch with the official schemas")
     health = httpx.get(f"{dipsim.admin_url}/admin/health").json()
 
     assert "official" in health["schemas"]
