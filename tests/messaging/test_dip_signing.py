@@ -240,6 +240,24 @@ def test_a_chain_sent_with_its_intermediate_reaches_the_root(pki: Pki) -> None:
     assert failure(signed(leaf), pki).kind == "untrusted_certificate"
 
 
+@pytest.mark.parametrize("basic_constraints", [False, None], ids=["not a CA", "unconstrained"])
+def test_a_certificate_that_is_not_a_ca_cannot_vouch_for_another(
+    pki: Pki, basic_constraints: bool | None
+) -> None:
+    """A certificate issued by the trusted CA, but not as a CA (or without saying), signing a
+    signer of its own: the chain must stop there."""
+    from tests.messaging.conftest import make_certificate
+
+    pretender = make_certificate("pretender", issuer=pki.ca, ca=basic_constraints)
+    leaf = make_certificate("signer via a pretender", issuer=pretender)
+    headers = sign_request(
+        method="POST", url=URL, body=BODY, private_key=leaf.key,
+        certificate_pem=leaf.certificate_pem + pretender.certificate_pem,
+    )  # fmt: skip
+
+    assert failure(headers, pki).kind == "untrusted_certificate"
+
+
 # ---- openssl, an independent implementation ---------------------------------------------------
 
 
