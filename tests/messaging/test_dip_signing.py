@@ -166,6 +166,20 @@ def test_it_rejects_a_date_outside_the_allowed_skew(pki: Pki) -> None:
     verify(signed(pki.leaf, now=now - SKEW + dt.timedelta(seconds=1)), pki, now=now)
 
 
+def test_the_skew_is_judged_on_the_given_clock_up_to_and_including_its_limit(pki: Pki) -> None:
+    """Days away from the real clock (within the certificate's validity), so only the ``now``
+    given is the judge; exactly the allowed skew is within it, a second more is not."""
+    signed_at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).replace(microsecond=0)
+    headers = signed(pki.leaf, now=signed_at)
+
+    result = verify(headers, pki, now=signed_at + SKEW)
+    assert result.signed_at == signed_at
+    assert result.certificate == pki.leaf.certificate
+    assert verify(headers, pki, now=signed_at - SKEW).signed_at == signed_at
+    assert failure(headers, pki, now=signed_at + SKEW + dt.timedelta(seconds=1)).kind == "date_skew"
+    assert failure(headers, pki, now=signed_at - SKEW - dt.timedelta(seconds=1)).kind == "date_skew"
+
+
 @pytest.mark.parametrize("value", ["yesterday", "2026-06-27 14:29:09", "2026-06-27T14:29:09.061"])
 def test_it_rejects_a_malformed_date(pki: Pki, value: str) -> None:
     headers = signed(pki.leaf)
