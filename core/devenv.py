@@ -747,9 +747,14 @@ def test(args: argparse.Namespace) -> int:
             " (apt-get install chromium, or set BUSBAR_REQUIRE_BROWSER=1 to fail instead)"
         )
     env = test_environment(env)
+    # Coverage, printed at the end (configured in pyproject.toml); --no-cov turns it off.
+    (VAR / "coverage").mkdir(parents=True, exist_ok=True)
+    coverage = ["--cov", "--cov-report=term"]
     try:
         return subprocess.run(
-            [PYTHON, "-m", "pytest", *args.pytest_args], env={**os.environ, **env}, cwd=ROOT
+            [PYTHON, "-m", "pytest", *coverage, *args.pytest_args],
+            env={**os.environ, **env},
+            cwd=ROOT,
         ).returncode
     finally:
         services.stop()

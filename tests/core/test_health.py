@@ -38,11 +38,20 @@ def test_readyz_reports_an_unreachable_broker(db, settings):
     assert response.json()["checks"]["broker"] != "ok"
 
 
-def test_metrics_are_served_to_a_scraper_with_the_token(db, settings):
+@pytest.mark.django_db(databases=["default", "support"])  # the certificate collector's role
+def test_metrics_are_served_to_a_scraper_with_the_token(settings):
+    """Busbar's own families, in the exposition format Prometheus parses (not just the client
+    library's process metrics, which any Python process would show)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     settings.BUSBAR_METRICS_TOKEN = "scraper-token"
     response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scraper-token")
     assert response.status_code == 200
-    assert b"python_info" in response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    days_left = families["busbar_certificate_days_left"]
+    assert days_left.type == "gauge"
+    assert "expir" in days_left.documentation.lower()
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def test_reads_without_a_tenant_see_nothing(world):
 
 
 def test_writes_without_a_tenant_fail_loudly(world):
-    with pytest.raises(NoTenantError):
+    with pytest.raises(NoTenantError, match="no tenant context"):
         DipIdentity(mpid="NOPE", role_code="SUP", dip_id="1000000009")
 
 
@@ -77,7 +77,7 @@ def test_a_nested_context_restores_the_outer_tenant(world):
 
 def test_a_failed_nested_context_restores_the_outer_tenant(world):
     with tenant_context(world.acme.id):
-        with pytest.raises(RuntimeError), tenant_context(world.globex.id):
+        with pytest.raises(RuntimeError, match="boom"), tenant_context(world.globex.id):
             raise RuntimeError("boom")
         assert db_tenant_setting() == str(world.acme.id)
         assert current_tenant_id() == world.acme.id
@@ -107,7 +107,7 @@ def test_tenant_task_runs_its_body_in_the_named_tenant(world):
 
     assert count_identities_task(str(world.globex.id)) == ["GLBX"]
     assert count_identities_task(tenant_id=world.acme.id) == ["ACME"]
-    with pytest.raises(NoTenantError):
+    with pytest.raises(NoTenantError, match="count_identities_task needs tenant_id"):
         count_identities_task(None)
 
 
@@ -126,7 +126,11 @@ def test_duplicate_identity_is_named_not_an_integrity_error(world):
 
 
 def test_database_refuses_a_duplicate_even_past_the_service(world):
-    with tenant_context(world.acme.id), pytest.raises(IntegrityError), transaction.atomic():
+    with (
+        tenant_context(world.acme.id),
+        pytest.raises(IntegrityError, match="identity_dip_id_global"),
+        transaction.atomic(),
+    ):
         DipIdentity.objects.create(mpid="ACMZ", role_code="SUP", dip_id="1000000001")
 
 

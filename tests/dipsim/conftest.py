@@ -28,6 +28,7 @@ from dipsim.signing import SignatureError, SignatureVerifier
 from dipsim.store import Store
 from dipsim.traffic import setup_simulated
 from dipsim.validation import Validators
+from tests.spec import spec_missing
 from tests.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -126,9 +127,7 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="session")
 def official_validators(reference_validators: Validators | None) -> Validators:
     if reference_validators is None:
-        pytest.skip(
-            "official DIP spec not found: set DIP_REFERENCE_DIR or place shared/reference beside the repo"
-        )
+        spec_missing("dipsim's validation against the official schemas")
     return reference_validators
 
 

@@ -69,11 +69,12 @@ def make_certificate(
     common_name: str,
     *,
     issuer: Issued | None = None,
-    ca: bool = False,
+    ca: bool | None = False,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> Issued:
-    """Issue a certificate (self-signed when ``issuer`` is None)."""
+    """Issue a certificate (self-signed when ``issuer`` is None); ``ca=None`` leaves out the
+    basic constraints altogether."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC)
     builder = (
@@ -84,8 +85,11 @@ def make_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - dt.timedelta(minutes=5))
         .not_valid_after(not_after or now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
+    if ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=ca, path_length=None), critical=True
+        )
     certificate = builder.sign(issuer.key if issuer else key, hashes.SHA256())
     return Issued(certificate=certificate, key=key)
 

@@ -40,6 +40,7 @@ from tests.messaging.conftest import (
     Credentials,
     Dipsim,
 )
+from tests.spec import spec_missing
 
 
 def if021(*, mqid: str = "AI", recipients: tuple[str, ...] = (SUP_DIP_ID,)) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def test_a_valid_if021_batch_is_accepted_with_transaction_ids(
 
 def test_the_official_schemas_judged_the_batch(dipsim: Dipsim) -> None:
     if not dipsim.official_schemas:
-        pytest.skip("the official DIP spec is not available; dipsim used its own schemas")
+        spec_missing("dipsim judges the batch with the official schemas")
     health = httpx.get(f"{dipsim.admin_url}/admin/health").json()
 
     assert "official" in health["schemas"]
@@ -381,7 +382,7 @@ def test_retry_after_is_passed_on_in_seconds(
 
 def test_keys_that_do_not_match_their_certificates_are_refused_at_once(dipsim: Dipsim) -> None:
     before = set(glob.glob("/dev/shm/busbar-mtls-*"))
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(ssl.SSLError, match="KEY_VALUES_MISMATCH"):
         DipClient(
             base_url=dipsim.base_url,
             api_key=SDS_API_KEY,

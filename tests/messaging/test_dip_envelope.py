@@ -65,7 +65,7 @@ def test_a_dip_timestamp_is_25_characters_in_utc_without_millis() -> None:
 
 
 def test_a_naive_datetime_is_refused() -> None:
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="timestamps must be timezone-aware"):
         dip_timestamp(dt.datetime(2026, 7, 1, 0, 0, 0))  # noqa: DTZ001 - the case under test
 
 
@@ -74,7 +74,7 @@ def test_a_naive_datetime_is_refused() -> None:
     ["2026-07-01T00:30:15Z", "2026-07-01T00:30:15.000+00:00", "2026-07-01 00:30:15+00:00", "x"],
 )
 def test_parsing_refuses_anything_but_dt003(value: str) -> None:
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="is not a 25-character YYYY-MM-DDThh:mm:ss"):
         parse_dip_timestamp(value)
 
 
@@ -112,17 +112,18 @@ def test_a_report_sender_reference_keeps_to_the_digits_the_pattern_allows() -> N
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "problem"),
     [
-        ("sender_dip_id", "123456789"),  # 9 characters
-        ("sender_dip_id", "20000000zz"),  # not hex, so the pattern cannot hold it
-        ("sender_role", "sup"),
-        ("sender_role", "SUPPLY"),
-        ("unique", "has-dash"),
-        ("interface_id", "IF-21"),
+        ("sender_dip_id", "123456789", "senderDIPID '123456789' is not a 10-character"),
+        # not hex, so the pattern cannot hold it
+        ("sender_dip_id", "20000000zz", "senderDIPID '20000000zz' is not a 10-character"),
+        ("sender_role", "sup", "senderRoleID 'sup' is not a 3-5 letter upper-case"),
+        ("sender_role", "SUPPLY", "senderRoleID 'SUPPLY' is not a 3-5 letter upper-case"),
+        ("unique", "has-dash", "the unique part 'has-dash' must be letters and digits"),
+        ("interface_id", "IF-21", "interface id 'IF-21' is not IF-nnn"),
     ],
 )
-def test_a_sender_reference_refuses_malformed_parts(field: str, value: str) -> None:
+def test_a_sender_reference_refuses_malformed_parts(field: str, value: str, problem: str) -> None:
     args = {
         "interface_id": "IF-021",
         "sender_dip_id": "2000000001",
@@ -130,7 +131,7 @@ def test_a_sender_reference_refuses_malformed_parts(field: str, value: str) -> N
         field: value,
     }
 
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match=re.escape(problem)):
         new_sender_reference(**args)
 
 
@@ -188,27 +189,30 @@ def test_schema_versions_follow_v2_1_0(interface_id: str, version: str) -> None:
 def test_event_codes_travel_in_brackets() -> None:
     assert event_code("DSApp") == "[DSApp]"
     assert event_code("[DSApp]") == "[DSApp]"
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="event code '' is not 1-48 characters"):
         event_code("")
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "problem"),
     [
-        {"environment": "PROD"},
-        {"sender_dip_id": "200000001"},
-        {"sender_role": "S"},
-        {"primary_recipients": ["not-an-id"]},
-        {"correlation_id": ""},
-        {"correlation_id": "x" * 61},
-        {"connection_provider_id": "9"},
-        {"sub_text": "x" * 501},
-        {"sender_reference": "S-IF-021-2000000001-SDS-2026-abc"},
-        {"interface_id": "IF021"},
+        ({"environment": "PROD"}, "environmentTag 'PROD' is not one of"),
+        ({"sender_dip_id": "200000001"}, "senderDIPID '200000001' is not a 10-character"),
+        ({"sender_role": "S"}, "senderRoleID 'S' is not a 3-5 letter"),
+        ({"primary_recipients": ["not-an-id"]}, "primaryRecipients 'not-an-id' is not a 10-"),
+        ({"correlation_id": ""}, "senderCorrelationID must be 1-60 characters"),
+        ({"correlation_id": "x" * 61}, "senderCorrelationID must be 1-60 characters"),
+        ({"connection_provider_id": "9"}, "DIPConnectionProviderID '9' is not a 10-character"),
+        ({"sub_text": "x" * 501}, "subText must be at most 500 characters"),
+        (
+            {"sender_reference": "S-IF-021-2000000001-SDS-2026-abc"},
+            "senderUniqueReference 'S-IF-021-2000000001-SDS-2026-abc' does not match",
+        ),
+        ({"interface_id": "IF021"}, "interface id 'IF021' is not IF-nnn"),
     ],
 )
-def test_the_common_block_refuses_malformed_fields(overrides: dict) -> None:
-    with pytest.raises(EnvelopeError):
+def test_the_common_block_refuses_malformed_fields(overrides: dict, problem: str) -> None:
+    with pytest.raises(EnvelopeError, match=re.escape(problem)):
         common(**overrides)
 
 
@@ -244,7 +248,7 @@ def test_the_check_digit_is_mod_11_mod_10_of_the_weighted_sum() -> None:
 
 
 def test_an_m0_block_refuses_a_bad_check_digit_unless_told_not_to() -> None:
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="MPANCore 2000056535972 fails its check digit"):
         mpan_block(mpan_core="2000056535972", distributor_dip_id="2000000020", gsp_group_id="_H")
     block = mpan_block(
         mpan_core="2000056535972",
@@ -253,7 +257,7 @@ def test_an_m0_block_refuses_a_bad_check_digit_unless_told_not_to() -> None:
         check_digit=False,
     )
     assert block["MPANCore"] == "2000056535972"
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="GSPGroupID '_I' is not one of"):
         mpan_block(mpan_core="2000056535971", distributor_dip_id="2000000020", gsp_group_id="_I")
 
 

@@ -166,6 +166,20 @@ def test_it_rejects_a_date_outside_the_allowed_skew(pki: Pki) -> None:
     verify(signed(pki.leaf, now=now - SKEW + dt.timedelta(seconds=1)), pki, now=now)
 
 
+def test_the_skew_is_judged_on_the_given_clock_up_to_and_including_its_limit(pki: Pki) -> None:
+    """Days away from the real clock (within the certificate's validity), so only the ``now``
+    given is the judge; exactly the allowed skew is within it, a second more is not."""
+    signed_at = (dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).replace(microsecond=0)
+    headers = signed(pki.leaf, now=signed_at)
+
+    result = verify(headers, pki, now=signed_at + SKEW)
+    assert result.signed_at == signed_at
+    assert result.certificate == pki.leaf.certificate
+    assert verify(headers, pki, now=signed_at - SKEW).signed_at == signed_at
+    assert failure(headers, pki, now=signed_at + SKEW + dt.timedelta(seconds=1)).kind == "date_skew"
+    assert failure(headers, pki, now=signed_at - SKEW - dt.timedelta(seconds=1)).kind == "date_skew"
+
+
 @pytest.mark.parametrize("value", ["yesterday", "2026-06-27 14:29:09", "2026-06-27T14:29:09.061"])
 def test_it_rejects_a_malformed_date(pki: Pki, value: str) -> None:
     headers = signed(pki.leaf)
@@ -238,6 +252,24 @@ def test_a_chain_sent_with_its_intermediate_reaches_the_root(pki: Pki) -> None:
 
     assert verify(headers, pki).subject == "CN=signer via intermediate"
     assert failure(signed(leaf), pki).kind == "untrusted_certificate"
+
+
+@pytest.mark.parametrize("basic_constraints", [False, None], ids=["not a CA", "unconstrained"])
+def test_a_certificate_that_is_not_a_ca_cannot_vouch_for_another(
+    pki: Pki, basic_constraints: bool | None
+) -> None:
+    """A certificate issued by the trusted CA, but not as a CA (or without saying), signing a
+    signer of its own: the chain must stop there."""
+    from tests.messaging.conftest import make_certificate
+
+    pretender = make_certificate("pretender", issuer=pki.ca, ca=basic_constraints)
+    leaf = make_certificate("signer via a pretender", issuer=pretender)
+    headers = sign_request(
+        method="POST", url=URL, body=BODY, private_key=leaf.key,
+        certificate_pem=leaf.certificate_pem + pretender.certificate_pem,
+    )  # fmt: skip
+
+    assert failure(headers, pki).kind == "untrusted_certificate"
 
 
 # ---- openssl, an independent implementation ---------------------------------------------------

@@ -249,7 +249,7 @@ def test_the_database_allows_one_active_key_per_purpose(acme, ca):
     with pytest.raises(CertificateError, match="rotate instead"):
         certs.activate_first_certificate(certificate=other, actor="alice")
     other.status = CertificateStatus.ACTIVE
-    with pytest.raises(IntegrityError), transaction.atomic():
+    with pytest.raises(IntegrityError, match="certificate_one_active_key"), transaction.atomic():
         other.save()
 
 
