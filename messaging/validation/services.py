@@ -9,6 +9,7 @@ from uuid import UUID
 
 from django.db import transaction
 
+from core.audit import record_event
 from messaging.validation import schemas as builtin
 from messaging.validation.models import MpanCheck, SpecSchema, SpecVersion, TenantValidationSettings
 from messaging.validation.openapi import read_spec
@@ -91,10 +92,12 @@ def set_tenant_validation(
     mpan_check: str | None = None,
     late_after_days: int | None = None,
     business_rules: dict[str, Any] | None = None,
+    actor: str = "system",
 ) -> TenantValidationSettings:
     """Create or change the tenant's validation settings (inside its tenant context).
 
-    ``spec_version``: a name to pin (``""`` unpins). Only the arguments given change. Raises
+    ``spec_version``: a name to pin (``""`` unpins). Only the arguments given change; the change
+    is written to the tenant's audit log with ``actor``. Raises
     ``ValueError`` naming the problem (unknown spec version, bad MPAN-check level, bad rules);
     nothing is written then.
     """
@@ -120,4 +123,16 @@ def set_tenant_validation(
     if business_rules is not None:
         settings.business_rules = business_rules
     settings.save()
+    record_event(
+        action="validation.settings_changed",
+        actor=actor,
+        object_type="validation_settings",
+        object_id=settings.id,
+        detail={
+            "spec_version": settings.spec_version,
+            "mpan_check": settings.mpan_check,
+            "late_after_days": settings.late_after_days,
+            "business_rules": settings.business_rules,
+        },
+    )
     return settings

@@ -332,6 +332,12 @@ def _parties(out: _Out, interface: str, common: Any, s1: Any, context: Validatio
                 Severity.FATAL, "CTX-SENDER", "$.CommonBlock.S1.senderDIPID",
                 f"sender {sender!r} is not this connection's DIP ID", rule,
             )  # fmt: skip
+        dcp = get_ci(s1, "DIPConnectionProviderID")
+        if dcp != context.dcp_id:
+            out.add(
+                Severity.ERROR, "CTX-DCP", "$.CommonBlock.S1.DIPConnectionProviderID",
+                f"DIPConnectionProviderID {dcp!r} should be {context.dcp_id!r} on this connection (MSG1011)", rule,
+            )  # fmt: skip
         role = get_ci(s1, "senderRoleID")
         if role != context.role:
             out.add(

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import ProgrammingError, connection, transaction
 
+from core.models import AuditEvent
 from core.tenancy import tenant_context
 from dipsim import messages as gen
 from messaging.store import selectors as store_selectors
@@ -252,6 +253,8 @@ def test_tenant_rules_come_from_the_settings_row(committed_db):
             business_rules={"BUS-NEGATIVE-CONSUMPTION": {"severity": "error"}},
         )
         rules = get_tenant_rules(tenant_id=world.acme.id)
+        event = AuditEvent.objects.filter(action="validation.settings_changed").latest("id")
+        assert event.detail["mpan_check"] == "off"
         assert rules.mpan_check is None
         assert rules.late_after_days == 30
         assert rules.business["BUS-NEGATIVE-CONSUMPTION"].severity is Severity.ERROR
