@@ -25,7 +25,11 @@ class SpecConflict(ValueError):
 
 
 def import_spec(
-    *, directory: str | Path, name: str | None = None, replace: bool = False
+    *,
+    directory: str | Path,
+    name: str | None = None,
+    replace: bool = False,
+    make_default: bool = False,
 ) -> tuple[SpecVersion, bool]:
     """Read the official specification in ``directory`` and store it as spec version ``name``
     (default: the API version it declares, e.g. ``2.1.0``), one resolved schema per variant.
@@ -34,6 +38,8 @@ def import_spec(
     files again changes nothing. Returns ``(spec version, created)``. Raises ``SpecError`` (a
     ``ValueError``) for a folder that is not a specification, :class:`SpecConflict` when ``name``
     holds other content and ``replace`` is false, ``ValueError`` for a reserved or bad name.
+    ``make_default``: the version then validates every tenant not pinned to another (importing
+    alone never changes live validation, so a new version can be tried side by side first).
     """
     if name is not None:
         _check_name(name)
@@ -42,14 +48,18 @@ def import_spec(
     _check_name(name)
     with transaction.atomic(using=OWNER):
         existing = SpecVersion.objects.using(OWNER).select_for_update().filter(name=name).first()
+        was_default = False
+        if existing is not None and existing.digest == spec.digest:
+            if make_default:
+                _make_default(existing)
+            return existing, False
         if existing is not None:
-            if existing.digest == spec.digest:
-                return existing, False
             if not replace:
                 raise SpecConflict(
                     f"spec version {name!r} was imported from other files (digest {existing.digest[:12]});"
                     " choose another name or replace it"
                 )
+            was_default = existing.is_default  # a replaced default stays the default
             existing.delete(using=OWNER)
         version = SpecVersion.objects.using(OWNER).create(
             name=name,
@@ -71,8 +81,19 @@ def import_spec(
             ],
             batch_size=50,
         )
+        if make_default or was_default:
+            _make_default(version)
     logger.info("validation.spec_imported", extra={"spec": name, "schemas": len(spec.variants)})
     return version, True
+
+
+def _make_default(version: SpecVersion) -> None:
+    """Mark ``version`` the default (inside the owner's import transaction)."""
+    SpecVersion.objects.using(OWNER).filter(is_default=True).exclude(id=version.id).update(
+        is_default=False
+    )
+    version.is_default = True
+    version.save(using=OWNER, update_fields=["is_default"])
 
 
 def _check_name(name: str) -> None:

@@ -186,8 +186,10 @@ def test_a_name_holding_other_files_is_only_replaced_on_request(committed_db, re
     with pytest.raises(CommandError, match="imported from other files"):
         run("import_dip_spec", str(changed))
     assert SpecVersion.objects.get(name="2.1.0").id == first.id
+    run("import_dip_spec", str(reference), "--make-default")
     run("import_dip_spec", str(changed), "--replace")
     replaced = SpecVersion.objects.get(name="2.1.0")
+    assert replaced.is_default  # a replaced default stays the default
     assert replaced.id != first.id
     assert replaced.digest != first.digest
     assert SpecSchema.objects.filter(spec_id=first.id).count() == 0
@@ -225,10 +227,25 @@ def test_without_an_imported_spec_the_builtin_schemas_serve(committed_db):
         assert get_registry(tenant_id=world.acme.id) is builtin_registry()
 
 
+def test_importing_changes_no_live_validation_until_made_default(imported, reference):
+    assert default_spec_name() == "busbar-builtin"
+    out = run("import_dip_spec", str(reference), "--make-default")
+    assert "already imported, unchanged" in out
+    assert "it is the default" in out
+    assert default_spec_name() == "2.1.0"
+    run("import_dip_spec", str(reference), "--name", "2.1.0-b", "--make-default")
+    assert list(SpecVersion.objects.filter(is_default=True).values_list("name", flat=True)) == [
+        "2.1.0-b"
+    ]
+    run("import_dip_spec", str(reference), "--name", "2.1.0-c")
+    assert default_spec_name() == "2.1.0-b"
+
+
 def test_a_tenant_is_pinned_to_a_spec_version_under_rls(imported):
+    run("import_dip_spec", "--make-default", str(reference_dir()))
     world = build_world()
     with tenant_context(world.acme.id):
-        assert get_registry(tenant_id=world.acme.id).name == "2.1.0"  # the newest imported
+        assert get_registry(tenant_id=world.acme.id).name == "2.1.0"  # the default
         set_tenant_validation(tenant_id=world.acme.id, spec_version="busbar-builtin")
         assert get_registry(tenant_id=world.acme.id).name == "busbar-builtin"
         with pytest.raises(ValueError, match=r"'9\.9\.9' is not imported"):
@@ -360,7 +377,7 @@ def test_stored_messages_are_compared_and_findings_fit_the_store(imported):
 
     # The store takes Busbar's findings as they are.
     with tenant_context(world.acme.id):
-        registry = get_registry(tenant_id=world.acme.id)
+        registry = get_registry(tenant_id=world.acme.id, spec_version=imported)
         message = store_selectors.get_message(message_id=ids[-1])
         assert message is not None
         outcomes = validate_batch(
