@@ -176,7 +176,7 @@ def syntactic(
     if context.channel and interface != context.channel:
         out.fatal(
             "SYN-CHANNEL", "$.CommonBlock.S0.interfaceID",
-            f"{interface} arrived on the {context.channel} channel", rule,
+            f"{interface[:20]!r} arrived on the {context.channel} channel", rule,
         )  # fmt: skip
         return out
     versions = registry.schema_versions(interface)

@@ -14,6 +14,7 @@ from core.audit import record_event
 from core.tenancy import tenant_context, user_context
 from messaging.models import DipExchange
 from messaging.store import services as store
+from messaging.validation.services import set_tenant_validation
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
 from tests.pki import TestCA, pem
@@ -62,6 +63,7 @@ def populated(world):
                 sender_references=[f"S-{name}"],
             )
             _populate_message_store(tenant_id)
+            set_tenant_validation(tenant_id=tenant_id, mpan_check="error", actor="pytest")
     return world
 
 
