@@ -40,7 +40,23 @@ class Migration(migrations.Migration):
                 ),
                 ("schema_count", models.PositiveIntegerField(default=0)),
                 ("imported_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "is_default",
+                    models.BooleanField(
+                        default=False,
+                        help_text="validates the tenants that are not pinned to a version",
+                    ),
+                ),
             ],
+            options={
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("is_default",),
+                        name="one_default_spec",
+                    )
+                ],
+            },
         ),
         migrations.CreateModel(
             name="SpecSchema",

@@ -52,9 +52,10 @@ The stages:
 Registries (:mod:`messaging.validation.registry`): ``SchemaRegistry`` holds the schemas of one
 spec version keyed by ``(interface id, schema version, event code)`` and compiles each with
 jsonschema-rs on first use. ``busbar-builtin`` (:mod:`messaging.validation.schemas`) is Busbar's own;
-``manage.py import_dip_spec <folder> [--name 2.1.0]`` loads the official specification into the
-global tables ``messaging_specversion`` / ``messaging_specschema`` (as the owner role; the runtime
-role only reads them). ``set_tenant_validation(...)`` pins a tenant to a spec version and sets its
+``manage.py import_dip_spec <folder> [--name 2.1.0] [--make-default]`` loads the official
+specification into the global tables ``messaging_specversion`` / ``messaging_specschema`` (as the
+owner role; the runtime role only reads them). Importing changes no live validation: unpinned
+tenants use the version marked default, else ``busbar-builtin``. ``set_tenant_validation(...)`` pins a tenant to a spec version and sets its
 rules; ``compare_spec_versions(...)`` (:mod:`messaging.validation.compare`) and
 ``manage.py compare_spec_versions --candidate 2.1.0 [--base NAME] (FILES... | --tenant-id UUID)``
 validate the same messages (given payloads, or a tenant's stored ones) under two versions and

@@ -23,6 +23,16 @@ class SpecVersion(models.Model):
     digest = models.CharField(max_length=64, help_text="sha256 over the specification's files")
     schema_count = models.PositiveIntegerField(default=0)
     imported_at = models.DateTimeField(default=timezone.now)
+    is_default = models.BooleanField(
+        default=False, help_text="validates the tenants that are not pinned to a version"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_spec"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -63,7 +73,7 @@ class MpanCheck(models.TextChoices):
 class TenantValidationSettings(TenantOwned):
     """A tenant's validation settings: the spec version it is pinned to and its rules.
 
-    ``spec_version`` empty means the default (the newest imported specification, else Busbar's
+    ``spec_version`` empty means the default (the spec version marked default, else Busbar's
     built-in schemas). ``business_rules`` maps a rule id to ``{"enabled", "severity", "params"}``
     and overrides the defaults in ``messaging.validation.stages.BUSINESS_RULES``.
     """

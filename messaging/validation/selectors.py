@@ -57,11 +57,10 @@ def get_registry_by_name(name: str) -> SchemaRegistry:
 
 
 def default_spec_name() -> str:
-    """The newest imported specification, else Busbar's built-in schemas."""
-    newest = (
-        SpecVersion.objects.order_by("-imported_at", "-id").values_list("name", flat=True).first()
-    )
-    return newest or builtin.SPEC_NAME
+    """The spec version marked default, else Busbar's built-in schemas. Importing a version does
+    not make it the default: trying a new version side by side never changes live validation."""
+    default = SpecVersion.objects.filter(is_default=True).values_list("name", flat=True).first()
+    return default or builtin.SPEC_NAME
 
 
 def get_tenant_settings(*, tenant_id: UUID | str) -> TenantValidationSettings | None:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from django.db import transaction
 
+from core.audit import record_event
 from messaging.validation import schemas as builtin
 from messaging.validation.models import MpanCheck, SpecSchema, SpecVersion, TenantValidationSettings
 from messaging.validation.openapi import read_spec
@@ -24,7 +25,11 @@ class SpecConflict(ValueError):
 
 
 def import_spec(
-    *, directory: str | Path, name: str | None = None, replace: bool = False
+    *,
+    directory: str | Path,
+    name: str | None = None,
+    replace: bool = False,
+    make_default: bool = False,
 ) -> tuple[SpecVersion, bool]:
     """Read the official specification in ``directory`` and store it as spec version ``name``
     (default: the API version it declares, e.g. ``2.1.0``), one resolved schema per variant.
@@ -33,6 +38,8 @@ def import_spec(
     files again changes nothing. Returns ``(spec version, created)``. Raises ``SpecError`` (a
     ``ValueError``) for a folder that is not a specification, :class:`SpecConflict` when ``name``
     holds other content and ``replace`` is false, ``ValueError`` for a reserved or bad name.
+    ``make_default``: the version then validates every tenant not pinned to another (importing
+    alone never changes live validation, so a new version can be tried side by side first).
     """
     if name is not None:
         _check_name(name)
@@ -41,14 +48,18 @@ def import_spec(
     _check_name(name)
     with transaction.atomic(using=OWNER):
         existing = SpecVersion.objects.using(OWNER).select_for_update().filter(name=name).first()
+        was_default = False
+        if existing is not None and existing.digest == spec.digest:
+            if make_default:
+                _make_default(existing)
+            return existing, False
         if existing is not None:
-            if existing.digest == spec.digest:
-                return existing, False
             if not replace:
                 raise SpecConflict(
                     f"spec version {name!r} was imported from other files (digest {existing.digest[:12]});"
                     " choose another name or replace it"
                 )
+            was_default = existing.is_default  # a replaced default stays the default
             existing.delete(using=OWNER)
         version = SpecVersion.objects.using(OWNER).create(
             name=name,
@@ -70,8 +81,19 @@ def import_spec(
             ],
             batch_size=50,
         )
+        if make_default or was_default:
+            _make_default(version)
     logger.info("validation.spec_imported", extra={"spec": name, "schemas": len(spec.variants)})
     return version, True
+
+
+def _make_default(version: SpecVersion) -> None:
+    """Mark ``version`` the default (inside the owner's import transaction)."""
+    SpecVersion.objects.using(OWNER).filter(is_default=True).exclude(id=version.id).update(
+        is_default=False
+    )
+    version.is_default = True
+    version.save(using=OWNER, update_fields=["is_default"])
 
 
 def _check_name(name: str) -> None:
@@ -91,10 +113,12 @@ def set_tenant_validation(
     mpan_check: str | None = None,
     late_after_days: int | None = None,
     business_rules: dict[str, Any] | None = None,
+    actor: str = "system",
 ) -> TenantValidationSettings:
     """Create or change the tenant's validation settings (inside its tenant context).
 
-    ``spec_version``: a name to pin (``""`` unpins). Only the arguments given change. Raises
+    ``spec_version``: a name to pin (``""`` unpins). Only the arguments given change; the change
+    is written to the tenant's audit log with ``actor``. Raises
     ``ValueError`` naming the problem (unknown spec version, bad MPAN-check level, bad rules);
     nothing is written then.
     """
@@ -120,4 +144,16 @@ def set_tenant_validation(
     if business_rules is not None:
         settings.business_rules = business_rules
     settings.save()
+    record_event(
+        action="validation.settings_changed",
+        actor=actor,
+        object_type="validation_settings",
+        object_id=settings.id,
+        detail={
+            "spec_version": settings.spec_version,
+            "mpan_check": settings.mpan_check,
+            "late_after_days": settings.late_after_days,
+            "business_rules": settings.business_rules,
+        },
+    )
     return settings

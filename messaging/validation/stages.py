@@ -176,7 +176,7 @@ def syntactic(
     if context.channel and interface != context.channel:
         out.fatal(
             "SYN-CHANNEL", "$.CommonBlock.S0.interfaceID",
-            f"{interface} arrived on the {context.channel} channel", rule,
+            f"{interface[:20]!r} arrived on the {context.channel} channel", rule,
         )  # fmt: skip
         return out
     versions = registry.schema_versions(interface)
@@ -331,6 +331,12 @@ def _parties(out: _Out, interface: str, common: Any, s1: Any, context: Validatio
             out.add(
                 Severity.FATAL, "CTX-SENDER", "$.CommonBlock.S1.senderDIPID",
                 f"sender {sender!r} is not this connection's DIP ID", rule,
+            )  # fmt: skip
+        dcp = get_ci(s1, "DIPConnectionProviderID")
+        if dcp != context.dcp_id:
+            out.add(
+                Severity.ERROR, "CTX-DCP", "$.CommonBlock.S1.DIPConnectionProviderID",
+                f"DIPConnectionProviderID {dcp!r} should be {context.dcp_id!r} on this connection (MSG1011)", rule,
             )  # fmt: skip
         role = get_ci(s1, "senderRoleID")
         if role != context.role:

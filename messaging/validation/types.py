@@ -115,7 +115,9 @@ class ValidationContext:
     ``dip_ids``: the connection's own DIP IDs (a recipient must be one of them inbound, the sender
     one of them outbound). ``role``: the connection's DIP role (``SUP``, ``SDS``...).
     ``environment``: its environment tag (``UIT``, ``PRD``...). ``direction``: ``in`` or ``out``.
-    ``channel``: the interface of the channel the message came on, when known. ``history``: the
+    ``dcp_id``: Busbar's DIP Connection Provider ID on this connection, if it acts as one
+    (outbound, S1.DIPConnectionProviderID must be it). ``channel``: the interface of the channel
+    the message came on, when known. ``history``: the
     business-key history (None skips the duplicate and ordering checks). ``now``: the clock, for
     tests.
     """
@@ -124,6 +126,7 @@ class ValidationContext:
     role: str
     environment: str
     direction: str = "in"
+    dcp_id: str | None = None
     channel: str | None = None
     history: KeyHistory | None = None
     rules: TenantRules = field(default_factory=TenantRules)

@@ -292,6 +292,16 @@ def test_outbound_the_sender_must_be_the_connection_in_its_role():
     assert codes(validate_message(if021(), context=wrong_role, registry=REGISTRY)) == ["CTX-ROLE"]
 
 
+def test_outbound_the_dcp_id_must_be_the_connections():
+    payload = if021()
+    payload["CommonBlock"]["S1"]["DIPConnectionProviderID"] = "9000000001"
+    as_dcp = context(dip_ids=frozenset({SDS}), role="SDS", direction="out", dcp_id="9000000001")
+    assert validate_message(payload, context=as_dcp, registry=REGISTRY).ok
+    direct = context(dip_ids=frozenset({SDS}), role="SDS", direction="out")
+    assert codes(validate_message(payload, context=direct, registry=REGISTRY)) == ["CTX-DCP"]
+    assert codes(validate_message(if021(), context=as_dcp, registry=REGISTRY)) == ["CTX-DCP"]
+
+
 def test_mpan_check_digit_known_values():
     assert mpan_check_digit_ok("2000056535971")
     assert mpan_check_digit_ok("1900012374324")

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import ProgrammingError, connection, transaction
 
+from core.models import AuditEvent
 from core.tenancy import tenant_context
 from dipsim import messages as gen
 from messaging.store import selectors as store_selectors
@@ -185,8 +186,10 @@ def test_a_name_holding_other_files_is_only_replaced_on_request(committed_db, re
     with pytest.raises(CommandError, match="imported from other files"):
         run("import_dip_spec", str(changed))
     assert SpecVersion.objects.get(name="2.1.0").id == first.id
+    run("import_dip_spec", str(reference), "--make-default")
     run("import_dip_spec", str(changed), "--replace")
     replaced = SpecVersion.objects.get(name="2.1.0")
+    assert replaced.is_default  # a replaced default stays the default
     assert replaced.id != first.id
     assert replaced.digest != first.digest
     assert SpecSchema.objects.filter(spec_id=first.id).count() == 0
@@ -224,10 +227,25 @@ def test_without_an_imported_spec_the_builtin_schemas_serve(committed_db):
         assert get_registry(tenant_id=world.acme.id) is builtin_registry()
 
 
+def test_importing_changes_no_live_validation_until_made_default(imported, reference):
+    assert default_spec_name() == "busbar-builtin"
+    out = run("import_dip_spec", str(reference), "--make-default")
+    assert "already imported, unchanged" in out
+    assert "it is the default" in out
+    assert default_spec_name() == "2.1.0"
+    run("import_dip_spec", str(reference), "--name", "2.1.0-b", "--make-default")
+    assert list(SpecVersion.objects.filter(is_default=True).values_list("name", flat=True)) == [
+        "2.1.0-b"
+    ]
+    run("import_dip_spec", str(reference), "--name", "2.1.0-c")
+    assert default_spec_name() == "2.1.0-b"
+
+
 def test_a_tenant_is_pinned_to_a_spec_version_under_rls(imported):
+    run("import_dip_spec", "--make-default", str(reference_dir()))
     world = build_world()
     with tenant_context(world.acme.id):
-        assert get_registry(tenant_id=world.acme.id).name == "2.1.0"  # the newest imported
+        assert get_registry(tenant_id=world.acme.id).name == "2.1.0"  # the default
         set_tenant_validation(tenant_id=world.acme.id, spec_version="busbar-builtin")
         assert get_registry(tenant_id=world.acme.id).name == "busbar-builtin"
         with pytest.raises(ValueError, match=r"'9\.9\.9' is not imported"):
@@ -252,6 +270,8 @@ def test_tenant_rules_come_from_the_settings_row(committed_db):
             business_rules={"BUS-NEGATIVE-CONSUMPTION": {"severity": "error"}},
         )
         rules = get_tenant_rules(tenant_id=world.acme.id)
+        event = AuditEvent.objects.filter(action="validation.settings_changed").latest("id")
+        assert event.detail["mpan_check"] == "off"
         assert rules.mpan_check is None
         assert rules.late_after_days == 30
         assert rules.business["BUS-NEGATIVE-CONSUMPTION"].severity is Severity.ERROR
@@ -357,7 +377,7 @@ def test_stored_messages_are_compared_and_findings_fit_the_store(imported):
 
     # The store takes Busbar's findings as they are.
     with tenant_context(world.acme.id):
-        registry = get_registry(tenant_id=world.acme.id)
+        registry = get_registry(tenant_id=world.acme.id, spec_version=imported)
         message = store_selectors.get_message(message_id=ids[-1])
         assert message is not None
         outcomes = validate_batch(

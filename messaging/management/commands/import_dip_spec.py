@@ -1,4 +1,5 @@
-"""manage.py import_dip_spec FOLDER [--name 2.1.0] [--replace]: load the official DIP specification."""
+"""manage.py import_dip_spec FOLDER [--name 2.1.0] [--make-default] [--replace]: load the official DIP
+specification."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class Command(BaseCommand):
             "--name", help="the spec version's name (default: the API version it declares)"
         )
         parser.add_argument(
+            "--make-default",
+            action="store_true",
+            help="validate every tenant that is not pinned to a version with this one",
+        )
+        parser.add_argument(
             "--replace",
             action="store_true",
             help="replace a version of that name imported from other files",
@@ -30,7 +36,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             version, created = import_spec(
-                directory=options["folder"], name=options["name"], replace=options["replace"]
+                directory=options["folder"],
+                name=options["name"],
+                replace=options["replace"],
+                make_default=options["make_default"],
             )
         except ValueError as err:
             raise CommandError(str(err)) from err
@@ -38,4 +47,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} spec version {version.name} (API {version.api_version or '?'}):"
             f" {version.schema_count} schemas from {version.source}"
+            + ("; it is the default" if version.is_default else "")
         )
