@@ -119,7 +119,7 @@ RETURNING d.id
 
 
 def claim_deliveries(
-    *, tenant_id: uuid.UUID | str, limit: int = 100, per_endpoint: int = 20
+    *, tenant_id: uuid.UUID | str, limit: int = 100, per_endpoint: int = 50
 ) -> list[int]:
     """Lease up to ``limit`` due deliveries of the tenant (see the module docstring)."""
     with tenant_context(tenant_id):
@@ -153,7 +153,7 @@ def claim_deliveries(
 def _jobs(delivery_ids: list[int]) -> list[Job]:
     deliveries = list(
         Delivery.objects.filter(id__in=delivery_ids)
-        .select_related("event", "endpoint")
+        .select_related("event__supersedes", "endpoint")
         .order_by("endpoint_id", "next_attempt_at", "id")
     )
     secrets_by_endpoint: dict[int, list[str]] = {}

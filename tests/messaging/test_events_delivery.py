@@ -348,3 +348,25 @@ def test_a_message_becomes_delivered_when_every_endpoint_has_its_events(world, s
         assert (last.to_state, last.actor) == ("delivered", "delivery")
     assert len(good.received) == 2
     assert len(flaky.received) == 3  # one failure (the second event released untried), then two
+
+
+def test_the_delivery_task_keeps_going_while_rounds_deliver(world, settings, monkeypatch):
+    from messaging.events import tasks
+
+    again: list[str] = []
+    monkeypatch.setattr(tasks.deliver_due_task, "delay", lambda tenant: again.append(tenant))
+    with running_receiver(statuses=[200]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id, count=3)
+        assert again == [str(world.acme.id)]  # enqueued when the recording committed
+        again.clear()
+        assert tasks.deliver_due_task(str(world.acme.id)) == 3
+        assert again == [str(world.acme.id)]  # it delivered: look again
+        assert tasks.deliver_due_task(str(world.acme.id)) == 0
+        assert again == [str(world.acme.id)]  # nothing left: stop
+        receiver.statuses[:] = [500]
+        record(world.acme.id, count=1, start=50)
+        again.clear()
+        assert tasks.deliver_due_task(str(world.acme.id)) == 0
+        assert again == []  # only failures: the retry schedule takes over
