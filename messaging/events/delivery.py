@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -56,6 +58,16 @@ _client: httpx.Client | None = None
 _client_lock = threading.Lock()
 
 
+def tls_context() -> ssl.SSLContext:
+    """The public web's trust (certifi), plus the provider's extra CA file when one is set
+    (``DOWNSTREAM_CA_FILE``, for tenants whose systems use a private PKI). Hostnames are always
+    checked, against the URL's name even though the connection goes to a pinned address."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.DOWNSTREAM_CA_FILE:
+        context.load_verify_locations(cafile=settings.DOWNSTREAM_CA_FILE)
+    return context
+
+
 def http_client() -> httpx.Client:
     """One pooled client per process; redirects are not followed (a redirect could lead to an
     address that was never checked)."""
@@ -63,6 +75,7 @@ def http_client() -> httpx.Client:
     with _client_lock:
         if _client is None:
             _client = httpx.Client(
+                verify=tls_context(),
                 timeout=httpx.Timeout(
                     settings.DOWNSTREAM_READ_TIMEOUT, connect=settings.DOWNSTREAM_CONNECT_TIMEOUT
                 ),
