@@ -482,3 +482,20 @@ def test_https_goes_to_the_checked_address_and_still_verifies_the_name(
             assert "CERTIFICATE_VERIFY_FAILED" in DeliveryAttempt.objects.get(ok=False).error
     finally:
         delivery._client = None
+
+
+def test_the_sweeper_enqueues_one_round_per_tenant_with_work_due(world, settings, monkeypatch):
+    from messaging.events import tasks
+
+    enqueued: list[str] = []
+    monkeypatch.setattr(tasks.deliver_due_task, "delay", lambda tenant: enqueued.append(tenant))
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks")
+    add_endpoint(world.globex.id, "http://127.0.0.1:9/hooks")
+    record(world.acme.id, count=3)
+    record(world.globex.id, count=1, start=10)
+    enqueued.clear()  # the on-commit enqueues of recording; the sweeper is what is tested
+    with tenant_context(world.globex.id):
+        Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert tasks.sweep_deliveries_task() == 1
+    assert enqueued == [str(world.acme.id)]  # globex has nothing due yet, acme one round
