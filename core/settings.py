@@ -354,6 +354,8 @@ BUSBAR_EVIDENCE_PACK_DAYS = envint("BUSBAR_EVIDENCE_PACK_DAYS", 30)
 BUSBAR_DOWNSTREAM_ALLOW = env("BUSBAR_DOWNSTREAM_ALLOW", "")
 DOWNSTREAM_CONNECT_TIMEOUT = float(env("BUSBAR_DOWNSTREAM_CONNECT_TIMEOUT", "3"))
 DOWNSTREAM_READ_TIMEOUT = float(env("BUSBAR_DOWNSTREAM_READ_TIMEOUT", "10"))
+# A CA file trusted beside the public ones, for tenants' systems under a private PKI.
+DOWNSTREAM_CA_FILE = env("BUSBAR_DOWNSTREAM_CA_FILE", "")
 # Retries: full-jitter exponential backoff from the base, capped; parked after the attempts or
 # the budget (counted from the delivery's creation), whichever comes first.
 DOWNSTREAM_RETRY_BASE_SECONDS = float(env("BUSBAR_DOWNSTREAM_RETRY_BASE_SECONDS", "5"))

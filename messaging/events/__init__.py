@@ -14,6 +14,11 @@ Entry points for the other pipelines (each enters the tenant context itself):
   the same feed and signed webhooks.
 - ``services.rederive_events(*, tenant_id, messages, version=None) -> list[int]``: the same
   messages through a newer mapping; new events ``supersedes`` the previous generation's.
+  ``services.rederive_stored_messages(*, tenant_id, message_ids, version=None)`` does it for
+  messages in the store, reading their exact raw bytes.
+
+Delivery closes the message's own loop: once every endpoint owed a message's events has them,
+the message moves ``normalised -> delivered`` on its timeline (actor ``delivery``).
 
 Reading: ``selectors.list_events_after(cursor=..., limit=...)`` is the cursor-ordered feed behind
 ``GET /api/v1/events/``; ``selectors.event_envelope(event)`` is the JSON a consumer receives.

@@ -91,12 +91,28 @@ class EventListApi(APIView):
         )
 
 
+class DeliveryOutput(serializers.Serializer):
+    endpoint = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending", "delivered", "parked", "cancelled"])
+    attempts = serializers.IntegerField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    last_status = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+
+
+class EventDetailOutput(EventOutput):
+    deliveries = DeliveryOutput(many=True, help_text="Where it went, per endpoint.")
+
+
 class EventDetailApi(APIView):
-    """One event by its id; another tenant's event is a 404 like a missing one."""
+    """One event by its id, with its delivery to each endpoint; another tenant's event is a 404
+    like a missing one."""
 
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
 
-    @extend_schema(responses=EventOutput, operation_id="event_retrieve")
+    @extend_schema(responses=EventDetailOutput, operation_id="event_retrieve")
     def get(self, request: Request, event_id: str) -> Response:
-        return Response(selectors.event_envelope(selectors.get_event(webhook_id=event_id)))
+        event = selectors.get_event(webhook_id=event_id)
+        deliveries = DeliveryOutput(selectors.list_event_deliveries(event=event), many=True).data
+        return Response({**selectors.event_envelope(event), "deliveries": deliveries})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import httpx
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -56,6 +58,16 @@ _client: httpx.Client | None = None
 _client_lock = threading.Lock()
 
 
+def tls_context() -> ssl.SSLContext:
+    """The public web's trust (certifi), plus the provider's extra CA file when one is set
+    (``DOWNSTREAM_CA_FILE``, for tenants whose systems use a private PKI). Hostnames are always
+    checked, against the URL's name even though the connection goes to a pinned address."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.DOWNSTREAM_CA_FILE:
+        context.load_verify_locations(cafile=settings.DOWNSTREAM_CA_FILE)
+    return context
+
+
 def http_client() -> httpx.Client:
     """One pooled client per process; redirects are not followed (a redirect could lead to an
     address that was never checked)."""
@@ -63,6 +75,7 @@ def http_client() -> httpx.Client:
     with _client_lock:
         if _client is None:
             _client = httpx.Client(
+                verify=tls_context(),
                 timeout=httpx.Timeout(
                     settings.DOWNSTREAM_READ_TIMEOUT, connect=settings.DOWNSTREAM_CONNECT_TIMEOUT
                 ),
@@ -123,7 +136,7 @@ RETURNING d.id
 
 
 def claim_deliveries(
-    *, tenant_id: uuid.UUID | str, limit: int = 100, per_endpoint: int = 20
+    *, tenant_id: uuid.UUID | str, limit: int = 100, per_endpoint: int = 50
 ) -> list[int]:
     """Lease up to ``limit`` due deliveries of the tenant (see the module docstring)."""
     with tenant_context(tenant_id):
@@ -157,7 +170,7 @@ def claim_deliveries(
 def _jobs(delivery_ids: list[int]) -> list[Job]:
     deliveries = list(
         Delivery.objects.filter(id__in=delivery_ids)
-        .select_related("event", "endpoint")
+        .select_related("event__supersedes", "endpoint")
         .order_by("endpoint_id", "next_attempt_at", "id")
     )
     secrets_by_endpoint: dict[int, list[str]] = {}
@@ -248,17 +261,29 @@ def send(job: Job) -> Outcome:
     )
 
 
+PER_ENDPOINT_IN_FLIGHT = 8
+
+
 def _send_endpoint(jobs: list[Job]) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    failed = False
-    for job in jobs:
-        if failed:
-            outcomes.append(Outcome(job, timezone.now(), ok=False, tried=False))
-            continue
+    """One endpoint's share of a round. The first request goes alone; only when it succeeds do
+    the rest go, up to ``PER_ENDPOINT_IN_FLIGHT`` at a time (receivers must not rely on order:
+    retries reorder anyway). After any failure the jobs not yet started are released untried,
+    so a hung endpoint costs one timeout per round."""
+    first = send(jobs[0])
+    if not first.ok or len(jobs) == 1:
+        return [first] + [Outcome(job, timezone.now(), ok=False, tried=False) for job in jobs[1:]]
+    failed = threading.Event()
+
+    def attempt(job: Job) -> Outcome:
+        if failed.is_set():
+            return Outcome(job, timezone.now(), ok=False, tried=False)
         outcome = send(job)
-        outcomes.append(outcome)
-        failed = not outcome.ok
-    return outcomes
+        if not outcome.ok:
+            failed.set()
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=min(PER_ENDPOINT_IN_FLIGHT, len(jobs) - 1)) as pool:
+        return [first, *pool.map(attempt, jobs[1:])]
 
 
 def send_all(jobs: list[Job]) -> list[Outcome]:
@@ -284,18 +309,39 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=random.uniform(0, ceiling))
 
 
+# One statement for the whole round: per delivery its new state, or (untried) only its lease
+# released. A delivery no longer pending (disabled meanwhile) is left alone.
+RECORD_SQL = """
+UPDATE messaging_delivery d SET
+    state = v.state,
+    attempts = CASE WHEN v.tried THEN v.attempts ELSE d.attempts END,
+    next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
+    delivered_at = v.delivered_at,
+    lease_until = NULL,
+    last_status = CASE WHEN v.tried THEN v.last_status ELSE d.last_status END,
+    last_error = CASE WHEN v.tried THEN v.last_error ELSE d.last_error END
+FROM unnest(%(ids)s::bigint[], %(tried)s::boolean[], %(states)s::text[], %(attempts)s::int[],
+            %(next)s::timestamptz[], %(delivered)s::timestamptz[], %(status)s::int[],
+            %(errors)s::text[])
+    AS v(id, tried, state, attempts, next_attempt_at, delivered_at, last_status, last_error)
+WHERE d.tenant_id = %(tenant)s AND d.id = v.id AND d.state = 'pending'
+"""
+
+
 def record_outcomes(*, tenant_id: uuid.UUID | str, outcomes: list[Outcome]) -> None:
     now = timezone.now()
     budget = timedelta(seconds=settings.DOWNSTREAM_BUDGET_SECONDS)
-    with tenant_context(tenant_id):
-        attempts = []
-        for o in outcomes:
-            delivery = Delivery.objects.filter(id=o.job.delivery_id, state=DeliveryState.PENDING)
-            if not o.tried:
-                delivery.update(lease_until=None)
-                continue
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in ("ids", "tried", "states", "attempts", "next", "delivered", "status", "errors")
+    }
+    attempts = []
+    for o in outcomes:
+        state, next_at, delivered_at, error = DeliveryState.PENDING, None, None, o.error
+        if o.tried:
             attempts.append(
                 DeliveryAttempt(
+                    tenant_id=tenant_id,
                     delivery_id=o.job.delivery_id,
                     endpoint_id=o.job.endpoint_id,
                     attempt=o.job.attempt,
@@ -307,46 +353,41 @@ def record_outcomes(*, tenant_id: uuid.UUID | str, outcomes: list[Outcome]) -> N
                 )
             )
             if o.ok:
-                delivery.update(
-                    state=DeliveryState.DELIVERED,
-                    attempts=o.job.attempt,
-                    delivered_at=now,
-                    lease_until=None,
-                    last_status=o.http_status,
-                    last_error="",
-                )
-            elif (
-                o.job.attempt >= settings.DOWNSTREAM_MAX_ATTEMPTS
-                or now - o.job.created_at >= budget
+                state, delivered_at = DeliveryState.DELIVERED, now
+            elif o.job.attempt >= settings.DOWNSTREAM_MAX_ATTEMPTS or (
+                now - o.job.created_at >= budget
             ):
-                delivery.update(
-                    state=DeliveryState.PARKED,
-                    attempts=o.job.attempt,
-                    lease_until=None,
-                    last_status=o.http_status,
-                    last_error=f"parked after {o.job.attempt} attempts: {o.error}"[:500],
-                )
+                state = DeliveryState.PARKED
+                error = f"parked after {o.job.attempt} attempts: {o.error}"[:500]
                 logger.warning(
                     "delivery.parked",
                     extra={"delivery_id": o.job.delivery_id, "endpoint_id": o.job.endpoint_id},
                 )
             else:
-                delivery.update(
-                    attempts=o.job.attempt,
-                    next_attempt_at=now + backoff(o.job.attempt),
-                    lease_until=None,
-                    last_status=o.http_status,
-                    last_error=o.error,
-                )
+                next_at = now + backoff(o.job.attempt)
+        for key, value in (
+            ("ids", o.job.delivery_id),
+            ("tried", o.tried),
+            ("states", str(state)),
+            ("attempts", o.job.attempt),
+            ("next", next_at),
+            ("delivered", delivered_at),
+            ("status", o.http_status),
+            ("errors", error),
+        ):
+            rows[key].append(value)
+    with tenant_context(tenant_id) as tenant:
+        with connection.cursor() as cursor:
+            cursor.execute(RECORD_SQL, {**rows, "tenant": tenant})
         DeliveryAttempt.objects.bulk_create(attempts)
         _update_circuits(outcomes, now)
-        _mark_messages_delivered(tenant_id, [o.job.event_id for o in outcomes if o.ok])
+        _mark_messages_delivered(tenant, [o.job.event_id for o in outcomes if o.ok])
 
 
 # A source message is delivered once no event derived from it is still owed to anyone.
 COMPLETE_MESSAGES_SQL = """
 SELECT DISTINCT e.source_message_id FROM messaging_event e
-WHERE e.id = ANY(%s) AND e.source_message_id IS NOT NULL
+WHERE e.tenant_id = %s AND e.id = ANY(%s) AND e.source_message_id IS NOT NULL
   AND NOT EXISTS (
     SELECT 1 FROM messaging_event o
     JOIN messaging_delivery d ON d.tenant_id = o.tenant_id AND d.event_id = o.id
@@ -355,13 +396,13 @@ WHERE e.id = ANY(%s) AND e.source_message_id IS NOT NULL
 """
 
 
-def _mark_messages_delivered(tenant_id: uuid.UUID | str, event_ids: list[int]) -> list[int]:
+def _mark_messages_delivered(tenant_id: uuid.UUID, event_ids: list[int]) -> list[int]:
     """Move the source messages whose every owed event has arrived from ``normalised`` to
     ``delivered`` (a message in any other state is left alone: the transition is conditional)."""
     if not event_ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(COMPLETE_MESSAGES_SQL, [event_ids])
+        cursor.execute(COMPLETE_MESSAGES_SQL, [tenant_id, event_ids])
         message_ids = [row[0] for row in cursor.fetchall()]
     return store.transition(
         tenant_id=tenant_id,

@@ -99,6 +99,22 @@ def get_event(*, webhook_id: str) -> Event:
         raise Http404("No such event") from exc
 
 
+def list_event_deliveries(*, event: Event) -> list[dict[str, Any]]:
+    """Where the event went: per endpoint its state, attempts and last answer (the lineage's
+    "consumer -> outcome" step)."""
+    return [
+        {
+            "endpoint": d.endpoint.name,
+            "state": d.state,
+            "attempts": d.attempts,
+            "delivered_at": d.delivered_at,
+            "last_status": d.last_status,
+            "last_error": d.last_error,
+        }
+        for d in event.deliveries.select_related("endpoint").order_by("endpoint__name")
+    ]
+
+
 @dataclass(frozen=True)
 class EndpointHealth:
     endpoint: DownstreamEndpoint

@@ -15,11 +15,13 @@ ROUND_LIMIT = 100
 
 @shared_task
 def deliver_due_task(tenant_id: str) -> int:
-    """Deliver what is due for one tenant, one round; enqueue the next round when this one was
-    full. Not ``@tenant_task``: that holds one transaction for the whole task, and no transaction
-    may stay open while webhooks are sent, so each step opens its own tenant context."""
+    """Deliver what is due for one tenant, one round; while rounds deliver something, enqueue the
+    next (a backlog drains round after round; a round that only failed leaves the retries to
+    their schedule and the sweeper). Not ``@tenant_task``: that holds one transaction for the
+    whole task, and no transaction may stay open while webhooks are sent, so each step opens its
+    own tenant context."""
     result = delivery.deliver_due(tenant_id=tenant_id, limit=ROUND_LIMIT)
-    if result.claimed >= ROUND_LIMIT:
+    if result.delivered:
         deliver_due_task.delay(tenant_id)
     return result.delivered
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,10 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
+def running_receiver(
+    statuses: list[int] | None = None, *, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """With ``tls`` (a server context) it speaks HTTPS."""
     receiver = Receiver(statuses=list(statuses or [200]))
     lock = threading.Lock()
 
@@ -58,6 +62,8 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

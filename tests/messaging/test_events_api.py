@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from core.tenancy import tenant_context
 from dipsim import messages as dip
-from messaging.events import services
+from messaging.events import endpoints, services
 from messaging.events.mappings import EventType
 from tenants import services as tenant_services
 from tests.conftest import build_world
@@ -163,7 +163,8 @@ def test_a_cursor_is_bound_to_its_tenant_and_a_bad_one_is_refused(world, keys):
 def test_charlie_gets_a_404_for_acmes_event(world, keys):
     publish(world.acme.id, 1)
     [event] = api(keys["acme"]).get("/api/v1/events/").json()["events"]
-    assert api(keys["acme"]).get(f"/api/v1/events/{event['id']}/").json() == event
+    detail = api(keys["acme"]).get(f"/api/v1/events/{event['id']}/").json()
+    assert detail == {**event, "deliveries": []}
     assert api(keys["globex"]).get(f"/api/v1/events/{event['id']}/").status_code == 404
     assert api(keys["globex"]).get("/api/v1/events/").json()["events"] == []
     assert api(keys["acme"]).get("/api/v1/events/evt_nothex/").status_code == 404
@@ -180,3 +181,24 @@ def test_the_feed_is_in_the_openapi_document(world):
     assert operation["operationId"] == "events_list"
     assert {p["name"] for p in operation["parameters"]} >= {"after", "limit", "type"}
     assert "/api/v1/events/{event_id}/" in schema["paths"]
+
+
+def test_an_events_detail_says_where_it_went(world, keys, settings):
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    with tenant_context(world.acme.id):
+        endpoints.create_endpoint(
+            name="ledger", url="http://127.0.0.1:9/hooks", event_types=["*"], actor="pytest"
+        )
+    publish(world.acme.id, 1)
+    [event] = api(keys["acme"]).get("/api/v1/events/").json()["events"]
+    detail = api(keys["acme"]).get(f"/api/v1/events/{event['id']}/").json()
+    assert detail["deliveries"] == [
+        {
+            "endpoint": "ledger",
+            "state": "pending",
+            "attempts": 0,
+            "delivered_at": None,
+            "last_status": None,
+            "last_error": "",
+        }
+    ]

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import random
+import ssl
 from datetime import timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from django.utils import timezone
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from core import netguard
 from core.tenancy import tenant_context
 from dipsim import messages as dip
 from messaging.events import delivery, endpoints, services
@@ -26,6 +31,7 @@ from messaging.store import services as store
 from tenants.models import CircuitState, Connection, DownstreamEndpoint
 from tests.conftest import build_world
 from tests.messaging.receiver import black_hole, running_receiver
+from tests.pki import TestCA, key_pem, name, new_key, pem
 
 
 @pytest.fixture
@@ -348,3 +354,148 @@ def test_a_message_becomes_delivered_when_every_endpoint_has_its_events(world, s
         assert (last.to_state, last.actor) == ("delivered", "delivery")
     assert len(good.received) == 2
     assert len(flaky.received) == 3  # one failure (the second event released untried), then two
+
+
+def test_the_delivery_task_keeps_going_while_rounds_deliver(world, settings, monkeypatch):
+    from messaging.events import tasks
+
+    again: list[str] = []
+    monkeypatch.setattr(tasks.deliver_due_task, "delay", lambda tenant: again.append(tenant))
+    with running_receiver(statuses=[200]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id, count=3)
+        assert again == [str(world.acme.id)]  # enqueued when the recording committed
+        again.clear()
+        assert tasks.deliver_due_task(str(world.acme.id)) == 3
+        assert again == [str(world.acme.id)]  # it delivered: look again
+        assert tasks.deliver_due_task(str(world.acme.id)) == 0
+        assert again == [str(world.acme.id)]  # nothing left: stop
+        receiver.statuses[:] = [500]
+        record(world.acme.id, count=1, start=50)
+        again.clear()
+        assert tasks.deliver_due_task(str(world.acme.id)) == 0
+        assert again == []  # only failures: the retry schedule takes over
+
+
+def strict_ca() -> TestCA:
+    """A CA that Python 3.13's strict verification accepts (key usage, key identifiers)."""
+    key = new_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("Tenant private CA"))
+        .issuer_name(name("Tenant private CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return TestCA(key=key, cert=cert)
+
+
+def tls_server_context(tmp_path, ca: TestCA, hostname: str) -> ssl.SSLContext:
+    key = new_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(hostname))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        # Python 3.13 verifies strictly (RFC 5280): a leaf names its issuer's key.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    (tmp_path / f"{hostname}.pem").write_bytes(pem(cert) + key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / f"{hostname}.pem")
+    return context
+
+
+def test_https_goes_to_the_checked_address_and_still_verifies_the_name(
+    world, settings, tmp_path, monkeypatch
+):
+    ca = strict_ca()
+    (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
+    settings.DOWNSTREAM_CA_FILE = str(tmp_path / "ca.pem")
+    # The tenant's name resolves to the loopback address the provider allowed.
+    real_resolve = netguard._resolve
+    monkeypatch.setattr(
+        netguard,
+        "_resolve",
+        lambda host, port: (
+            [ipaddress.ip_address("127.0.0.1")]
+            if host.endswith(".test")
+            else real_resolve(host, port)
+        ),
+    )
+    delivery._client = None
+    try:
+        with running_receiver(tls=tls_server_context(tmp_path, ca, "hooks.test")) as receiver:
+            settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+            issued = add_endpoint(world.acme.id, f"https://hooks.test:{receiver.port}/hooks")
+            record(world.acme.id)
+            result = delivery.deliver_due(tenant_id=world.acme.id)
+            with tenant_context(world.acme.id):
+                errors = list(DeliveryAttempt.objects.values_list("error", flat=True))
+            assert result.delivered == 1, errors
+            [request] = receiver.received
+            assert request.headers["host"] == f"hooks.test:{receiver.port}"
+            Webhook(issued.secret).verify(request.body, request.headers)
+        # A certificate for another name is refused: pinning the address kept verification on.
+        with running_receiver(tls=tls_server_context(tmp_path, ca, "other.test")) as impostor:
+            settings.BUSBAR_DOWNSTREAM_ALLOW = impostor.allow
+            with tenant_context(world.acme.id):
+                endpoints.update_endpoint(
+                    endpoint=issued.endpoint,
+                    url=f"https://hooks.test:{impostor.port}/hooks",
+                    event_types=["*"],
+                    actor="pytest",
+                )
+            record(world.acme.id, start=2)
+            assert delivery.deliver_due(tenant_id=world.acme.id).failed == 1
+            assert impostor.received == []
+        with tenant_context(world.acme.id):
+            assert "CERTIFICATE_VERIFY_FAILED" in DeliveryAttempt.objects.get(ok=False).error
+    finally:
+        delivery._client = None
+
+
+def test_the_sweeper_enqueues_one_round_per_tenant_with_work_due(world, settings, monkeypatch):
+    from messaging.events import tasks
+
+    enqueued: list[str] = []
+    monkeypatch.setattr(tasks.deliver_due_task, "delay", lambda tenant: enqueued.append(tenant))
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks")
+    add_endpoint(world.globex.id, "http://127.0.0.1:9/hooks")
+    record(world.acme.id, count=3)
+    record(world.globex.id, count=1, start=10)
+    enqueued.clear()  # the on-commit enqueues of recording; the sweeper is what is tested
+    with tenant_context(world.globex.id):
+        Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert tasks.sweep_deliveries_task() == 1
+    assert enqueued == [str(world.acme.id)]  # globex has nothing due yet, acme one round

@@ -208,3 +208,22 @@ def test_messages_in_the_store_are_rederived_from_their_raw_bytes(world):
         assert event.payload["mpan"] == payloads[0]["CommonBlock"]["M0"]["MPANCore"]
     with pytest.raises(LookupError, match="not one of this tenant's"):
         services.rederive_stored_messages(tenant_id=world.globex.id, message_ids=ids[:1])
+
+
+def test_delivery_is_enqueued_once_the_transaction_commits(
+    world, allow_loopback, django_capture_on_commit_callbacks, monkeypatch
+):
+    sent: list[tuple] = []
+    monkeypatch.setattr(services.deliver_due_task, "delay", lambda *args: sent.append(args))
+    with tenant_context(world.acme.id):
+        add_endpoint("billing", ["*"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.record_events(tenant_id=world.acme.id, messages=[(1, if021())])
+        assert sent == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    assert sent == [(str(world.acme.id),)]
+    # Nothing owed (no endpoint subscribed), nothing enqueued.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.record_events(tenant_id=world.globex.id, messages=[(2, if021(seed=9))])
+    assert sent == [(str(world.acme.id),)]
