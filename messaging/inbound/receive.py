@@ -382,7 +382,7 @@ def refuse_oversized(
 
 # One quick retry, then give up: the sweeper is the safety net, and a long broker retry would
 # only back up the enqueuing thread.
-_ENQUEUE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "timeout": 2}
+_ENQUEUE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 def enqueue_processing(tenant_id: str, delivery_id: int) -> None:
