@@ -260,9 +260,9 @@ def main() -> None:
 
 def role_conninfo_admin(admin: str, dbname: str) -> str:
     """The administrative connection, to the benchmark database (the baseline's own table)."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(**{**conninfo_to_dict(admin), "dbname": dbname})
+    return make_conninfo(admin, dbname=dbname)
 
 
 if __name__ == "__main__":
