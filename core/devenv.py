@@ -551,7 +551,8 @@ def run(args: argparse.Namespace) -> int:
                         "--dip-id", "10000000DC", "--kind", "server", "--san", "127.0.0.1",
                         "--san", "localhost", "--out", str(ingest_tls), "--days", "30"],
                        check=True, capture_output=True, cwd=ROOT)
-        env["BUSBAR_WEBHOOK_BASE_URL"] = f"https://127.0.0.1:{args.ingest_port}"
+        ingest_port = args.ingest_port or _ingest_port(args.dipsim_port + 3)
+        env["BUSBAR_WEBHOOK_BASE_URL"] = f"https://127.0.0.1:{ingest_port}"
         full_env["BUSBAR_WEBHOOK_BASE_URL"] = env["BUSBAR_WEBHOOK_BASE_URL"]
         manage(env, "migrate", "--database", "owner", "--noinput")
         manage(env, "seed_demo", "--dip-base-url", dip_url,
@@ -570,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
                       "--workers", str(args.web_workers), "--threads", "4",
                       "--access-logfile", "-"])
         start("ingest", ingest_command(
-            host="127.0.0.1", port=args.ingest_port, certfile=ingest_tls.with_suffix(".crt"),
+            host="127.0.0.1", port=ingest_port, certfile=ingest_tls.with_suffix(".crt"),
             keyfile=ingest_tls.with_suffix(".key"), client_ca=dipsim_ca / "ca.crt",
             workers=args.ingest_workers))
         # One worker per queue family, so one family's backlog cannot starve another.
@@ -637,6 +638,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_all()
+
+
+def _ingest_port(preferred: int) -> int:
+    """``preferred`` (beside dipsim's ports) when it is free, else any free loopback port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
 
 def ingest_command(
@@ -840,8 +852,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument(
         "--ingest-port",
         type=int,
-        default=int(os.environ.get("BUSBAR_INGEST_PORT", "8446")),
-        help="the DIP webhook server's HTTPS port (mutual TLS)",
+        default=int(os.environ.get("BUSBAR_INGEST_PORT", "0")),
+        help="the DIP webhook server's HTTPS port (mutual TLS; default: dipsim's port + 3 if free)",
     )
     run_parser.add_argument("--ingest-workers", type=int, default=1)
     run_parser.add_argument(

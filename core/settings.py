@@ -453,3 +453,6 @@ BUSBAR_INGEST_BACKLOG_LIMIT = envint("BUSBAR_INGEST_BACKLOG_LIMIT", 200_000)
 BUSBAR_INGEST_RETRY_AFTER_SECONDS = envint("BUSBAR_INGEST_RETRY_AFTER_SECONDS", 5)
 # A received DIP message claimed this many times without finishing is parked as an exception.
 BUSBAR_INBOUND_MAX_ATTEMPTS = envint("BUSBAR_INBOUND_MAX_ATTEMPTS", 5)
+# Inbound messages that wait (state "awaiting", an awaiting-dependency exception) until the
+# message they follow for the same MPAN has arrived: interface -> the interface it follows.
+BUSBAR_INBOUND_DEPENDENCIES: dict[str, tuple[str, ...]] = {"IF-036": ("IF-035",)}

@@ -29,7 +29,12 @@ from django.db import transaction
 from core.tenancy import tenant_context
 from messaging.events.services import EventMappingError, record_events
 from messaging.exceptions.models import Category
-from messaging.exceptions.services import ExceptionSpec, raise_exceptions
+from messaging.exceptions.services import (
+    ExceptionSpec,
+    awaiting,
+    raise_exceptions,
+    resolve_exceptions,
+)
 from messaging.models import Message
 from messaging.store.services import (
     FindingLike,
@@ -63,6 +68,7 @@ class ProcessReport:
     """What one run did (ids per outcome); empty when another run had already done it."""
 
     valid: list[int] = field(default_factory=list)
+    awaiting: list[int] = field(default_factory=list)
     invalid: list[int] = field(default_factory=list)
     parked: list[int] = field(default_factory=list)
     normalised: list[int] = field(default_factory=list)
@@ -70,6 +76,7 @@ class ProcessReport:
     def counts(self) -> dict[str, int]:
         return {
             "valid": len(self.valid),
+            "awaiting": len(self.awaiting),
             "invalid": len(self.invalid),
             "parked": len(self.parked),
             "normalised": len(self.normalised),
@@ -278,14 +285,49 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
             findings=cast("list[tuple[int, FindingLike]]", findings),
             registry_version=registry.name,
         )
+        waiting = _unmet_dependencies([r for r in rows if r.id in set(report.valid)])
+        report.awaiting = transition(
+            tenant_id=tenant_id,
+            message_ids=list(waiting),
+            from_state=InboundState.RECEIVED,
+            to_state=InboundState.AWAITING,
+            actor=ACTOR,
+            reason="valid; waits for the message it follows",
+            direction="inbound",
+        )
         report.valid = transition(
             tenant_id=tenant_id,
-            message_ids=report.valid,
+            message_ids=[i for i in report.valid if i not in waiting],
             from_state=InboundState.RECEIVED,
             to_state=InboundState.VALID,
             actor=ACTOR,
             reason=f"validated ({registry.name})",
             direction="inbound",
+        )
+        by_id = {r.id: r for r in rows}
+        raise_exceptions(
+            specs=[
+                ExceptionSpec(
+                    code="AWAITING-" + key.split("|")[0],
+                    title=f"waits for {key.split('|')[0]} for MPAN {key.split('|')[1]}",
+                    category=Category.AWAITING_DEPENDENCY,
+                    severity=Severity.INFO,
+                    message_id=mid,
+                    raw_id=by_id[mid].raw_id,
+                    connection_id=by_id[mid].connection_id,
+                    interface_id=by_id[mid].interface_id,
+                    transaction_id=by_id[mid].transaction_id or "",
+                    dependency_key=key,
+                )
+                for mid, key in waiting.items()
+                if mid in set(report.awaiting)
+            ]
+        )
+        report.valid += release_awaiting(
+            tenant_id=tenant_id,
+            keys={
+                _dependency_key(r.interface_id, r.mpan) for r in rows if r.id in set(report.valid)
+            },
         )
         report.invalid = transition(
             tenant_id=tenant_id,
@@ -304,6 +346,61 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
 
             send_refusal_status_task.delay_on_commit(str(tenant_id), report.invalid)
     return report
+
+
+# An inbound message that only makes sense after another one for the same MPAN (an appointment
+# confirmation after its acceptance) waits, valid, in ``awaiting`` until that one has arrived.
+def dependencies() -> dict[str, tuple[str, ...]]:
+    return dict(getattr(settings, "BUSBAR_INBOUND_DEPENDENCIES", {}))
+
+
+def _dependency_key(interface_id: str, mpan: str) -> str:
+    return f"{interface_id}|{mpan}"
+
+
+def _unmet_dependencies(rows: Sequence[Message]) -> dict[int, str]:
+    """Message id -> the dependency key it waits for, for valid messages whose predecessor (per
+    :func:`dependencies`) for the same MPAN is held neither in the store nor in this batch."""
+    rules = dependencies()
+    wanted = {
+        r.id: _dependency_key(need, r.mpan)
+        for r in rows
+        if r.mpan and r.interface_id in rules
+        for need in rules[r.interface_id][:1]
+    }
+    if not wanted:
+        return {}
+    in_batch = {_dependency_key(r.interface_id, r.mpan) for r in rows}
+    held = {
+        _dependency_key(i, m)
+        for i, m in Message.objects.filter(
+            direction="inbound",
+            mpan__in={k.split("|")[1] for k in wanted.values()},
+            interface_id__in={k.split("|")[0] for k in wanted.values()},
+            state__in=[InboundState.VALID, InboundState.NORMALISED, InboundState.DELIVERED],
+        ).values_list("interface_id", "mpan")
+    }
+    return {mid: key for mid, key in wanted.items() if key not in held and key not in in_batch}
+
+
+def release_awaiting(*, tenant_id: UUID | str, keys: set[str]) -> list[int]:
+    """Messages that waited for any of ``keys`` (now arrived) move ``awaiting -> valid`` and
+    their exceptions are resolved; returns their ids (normalised with the rest)."""
+    found = awaiting(dependency_keys=keys)
+    if not found:
+        return []
+    ids = [e.message_id for e in found if e.message_id is not None]
+    moved = transition(
+        tenant_id=tenant_id,
+        message_ids=ids,
+        from_state=InboundState.AWAITING,
+        to_state=InboundState.VALID,
+        actor=ACTOR,
+        reason="the message it waited for has arrived",
+        direction="inbound",
+    )
+    resolve_exceptions(message_ids=moved, resolution="the dependency arrived")
+    return moved
 
 
 def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
@@ -389,7 +486,7 @@ def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> Pr
         )
     if ids:
         done = validate_messages(tenant_id=tenant_id, message_ids=ids)
-        report.valid, report.invalid = done.valid, done.invalid
+        report.valid, report.invalid, report.awaiting = done.valid, done.invalid, done.awaiting
         if report.valid:
             report.normalised = normalise(tenant_id=tenant_id, message_ids=report.valid)
     logger.info(

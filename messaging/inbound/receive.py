@@ -380,13 +380,20 @@ def refuse_oversized(
     )
 
 
+# One quick retry, then give up: the sweeper is the safety net, and a long broker retry would
+# only back up the enqueuing thread.
+_ENQUEUE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
 def enqueue_processing(tenant_id: str, delivery_id: int) -> None:
     """Hand a stored delivery to the inbound workers. Best effort by design: when the broker is
     away the sweeper re-enqueues the delivery's received messages later."""
     from messaging.inbound.tasks import process_delivery_task  # the tasks import this module
 
     try:
-        process_delivery_task.apply_async((tenant_id, delivery_id), retry=False)
+        process_delivery_task.apply_async(
+            (tenant_id, delivery_id), retry=True, retry_policy=_ENQUEUE_RETRY
+        )
     except Exception as exc:  # the broker is down: the sweeper will find the delivery
         logger.warning(
             "webhook.enqueue_failed", extra={"delivery_id": delivery_id, "error": str(exc)[:200]}

@@ -88,12 +88,14 @@ def test_the_task_runs_the_same_service_and_is_idempotent(push, world):
     raw_id = push(pushed_if021(), pushed_if021())
     assert process_delivery_task.run(str(world.acme.id), raw_id) == {
         "valid": 2,
+        "awaiting": 0,
         "invalid": 0,
         "parked": 0,
         "normalised": 2,
     }
     assert process_delivery_task.run(str(world.acme.id), raw_id) == {
         "valid": 0,
+        "awaiting": 0,
         "invalid": 0,
         "parked": 0,
         "normalised": 0,
@@ -158,3 +160,102 @@ def test_refusals_are_reported_to_the_dip_once(world, dipsim, settings):
         [exchange] = DipExchange.objects.filter(operation="status")
     assert exchange.http_status == 201
     assert exchange.transaction_ids == [transaction_id]
+
+
+def test_a_delivery_whose_task_was_lost_is_found_by_the_sweeper_and_processed(
+    push, world, django_capture_on_commit_callbacks
+):
+    """The web process died after its commit and before the enqueue (or Redis lost the task):
+    the stored messages wait in ``received`` until the beat sweeper hands them to a worker."""
+    from unittest import mock
+
+    from messaging.inbound import tasks
+    from messaging.store.sweeper import sweep_tenant
+
+    message = pushed_if021()
+    push(message)  # stored and acknowledged; no task was ever enqueued
+    with (
+        mock.patch.object(
+            tasks.process_messages_task,
+            "delay",
+            side_effect=lambda tenant, ids: tasks.process_messages_task.run(tenant, ids),
+        ) as enqueued,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        report = sweep_tenant(tenant_id=world.acme.id, grace_seconds=-1)
+    assert report.enqueued == {"inbound/received": 1}
+    enqueued.assert_called_once()
+    assert _states(world.acme.id) == {_txn(message): "normalised"}
+
+
+def test_a_message_that_follows_another_waits_for_it_and_is_released_when_it_arrives(world):
+    """IF-036 (appointment confirmed) for an MPAN waits in ``awaiting`` with an
+    awaiting-dependency exception until the IF-035 for that MPAN is held."""
+    import hashlib
+
+    from messaging.exceptions.services import ExceptionSpec, raise_exceptions
+    from messaging.store.services import InboundMessageFacts, store_inbound_delivery, transition
+
+    def store(interface_id: str, txn: str) -> int:
+        body = b'[{"payload":{}}]'
+        with tenant_context(world.acme.id):
+            connection = inbound_channel(world.acme.id).connection
+            stored = store_inbound_delivery(
+                tenant_id=world.acme.id,
+                connection_id=connection.pk,
+                channel_id=None,
+                body=body,
+                headers={},
+                messages=[
+                    InboundMessageFacts(
+                        offset=1,
+                        length=14,
+                        sha256=hashlib.sha256(txn.encode()).digest(),
+                        transaction_id=txn,
+                        interface_id=interface_id,
+                        mpan="1900012374324",
+                    )
+                ],
+            )
+        return stored.message_ids[0]
+
+    confirmation = store("IF-036", "T-36")
+    with tenant_context(world.acme.id):
+        rows = list(Message.objects.filter(id=confirmation))
+        waits = processing._unmet_dependencies(rows)
+        assert waits == {confirmation: "IF-035|1900012374324"}
+        transition(
+            tenant_id=world.acme.id,
+            message_ids=[confirmation],
+            from_state="received",
+            to_state="awaiting",
+            actor="t",
+            direction="inbound",
+        )
+        raise_exceptions(
+            specs=[
+                ExceptionSpec(
+                    code="AWAITING-IF-035",
+                    title="waits",
+                    category="awaiting_dependency",
+                    message_id=confirmation,
+                    dependency_key=waits[confirmation],
+                )
+            ]
+        )
+        acceptance = store("IF-035", "T-35")
+        transition(
+            tenant_id=world.acme.id,
+            message_ids=[acceptance],
+            from_state="received",
+            to_state="valid",
+            actor="t",
+            direction="inbound",
+        )
+        assert processing._unmet_dependencies(rows) == {}  # IF-035 is now held
+        released = processing.release_awaiting(
+            tenant_id=world.acme.id, keys={"IF-035|1900012374324"}
+        )
+        assert released == [confirmation]
+        assert Message.objects.get(id=confirmation).state == "valid"
+        assert MessageException.objects.get(message_id=confirmation).state == "resolved"
