@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from console.views import account, activity, auth, certificates, home, settings, support
+from console.views import account, activity, auth, certificates, home, outbound, settings, support
 
 app_name = "console"
 
@@ -15,6 +15,14 @@ urlpatterns = [
     path("account/second-factor/", account.second_factor, name="account-mfa"),
     path("flows/", home.area, {"area": "flows"}, name="flows"),
     path("messages/", home.area, {"area": "messages"}, name="messages"),
+    path("outbound/", outbound.outbound_list, name="outbound"),
+    path("outbound/submit/", outbound.outbound_submit, name="outbound-submit"),
+    path("outbound/<int:message_id>/", outbound.outbound_detail, name="outbound-detail"),
+    path(
+        "outbound/<int:message_id>/resubmit/",
+        outbound.outbound_resubmit,
+        name="outbound-resubmit",
+    ),
     path("exceptions/", home.area, {"area": "exceptions"}, name="exceptions"),
     path("certificates/", certificates.certificate_list, name="certificates"),
     path("certificates/csr/", certificates.certificate_csr, name="certificate-csr"),
