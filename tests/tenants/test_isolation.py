@@ -12,7 +12,7 @@ from guardian.shortcuts import assign_perm
 
 from core.audit import record_event
 from core.tenancy import tenant_context, user_context
-from messaging.models import DipExchange
+from messaging.models import ConnectionBreaker, DipExchange, IdempotencyKey
 from messaging.store import services as store
 from tenants import certificates, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -62,6 +62,18 @@ def populated(world):
                 sender_references=[f"S-{name}"],
             )
             _populate_message_store(tenant_id)
+            # Outbound: an idempotency key and a connection's circuit breaker.
+            IdempotencyKey.objects.create(
+                key=f"{name}-key",
+                request_hash="0" * 64,
+                method="POST",
+                path="/api/v1/channels/1/messages/",
+                created_at=timezone.now(),
+                expires_at=timezone.now(),
+            )
+            ConnectionBreaker.objects.create(
+                connection=Connection.objects.get(), updated_at=timezone.now()
+            )
     return world
 
 
