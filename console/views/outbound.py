@@ -19,6 +19,7 @@ from messaging.outbound.services import (
     resubmit_message,
     submit_messages,
 )
+from messaging.store import selectors as store_selectors
 from messaging.store.states import OutboundState
 from tenants import selectors as tenant_selectors
 from tenants.models import Direction, Role
@@ -70,7 +71,15 @@ def outbound_list(request: HttpRequest) -> HttpResponse:
     breakers = {
         c.connection_id: breaker.get_breaker(connection_id=c.connection_id) for c in _channels()
     }
+    # The backlog at a glance from the store's counters (no message is counted here).
+    counts = [
+        {"interface_id": interface_id, "state": name, "count": count}
+        for (_direction, interface_id, name), count in sorted(
+            store_selectors.state_counts(direction="outbound").items()
+        )
+    ]
     context = {
+        "counts": counts,
         "rows": rows,
         "state": state,
         "states": [s.value for s in OutboundState],

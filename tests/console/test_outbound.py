@@ -97,6 +97,8 @@ def test_an_operator_submits_sees_the_attempts_and_resubmits_a_parked_message(
     assert sent.transaction_id in page
     assert page.count(" ms</td>") == 2  # both attempts, with their latency
     assert "the DIP API key was replaced" in page
+    counts = bob.get("/outbound/").content.decode()
+    assert "<td>IF-041</td><td>sent</td><td>1</td>" in counts
     listing = bob.get("/outbound/?state=sent", HTTP_HX_REQUEST="true").content.decode()
     assert str(message.id) in listing
     assert "<html" not in listing  # the fragment only
