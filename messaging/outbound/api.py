@@ -146,7 +146,10 @@ class _Submit(APIView):
         except SubmissionInvalid as exc:
             answer = _problems(exc.problems)
         except IdempotencyError as exc:
-            answer = Answer(status=exc.status, body={"detail": exc.detail})
+            body: dict[str, Any] = {"detail": exc.detail}
+            if exc.status == status.HTTP_400_BAD_REQUEST:
+                body["errors"] = [{"path": "Idempotency-Key", "message": exc.detail}]
+            answer = Answer(status=exc.status, body=body)
         return _respond(answer)
 
 

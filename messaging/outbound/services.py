@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from core.audit import record_event
 from core.tenancy import tenant_context
 from messaging import credentials
 from messaging.dip import Action, DipTransportError, SubmitResult, describe
@@ -657,3 +658,42 @@ def recover_sending(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> lis
         direction="outbound",
         reset_attempts=False,
     )
+
+
+class ResubmitRefused(ValueError):
+    """The message cannot be resubmitted; the message says why."""
+
+
+@transaction.atomic
+def resubmit_message(*, message_id: int, reason: str, actor: str) -> list[int]:
+    """Put a failed (parked) message back in the outbox with a person's reason on its timeline:
+    the same stored bytes and sender reference go again. Raises ResubmitRefused."""
+    from messaging.outbound.selectors import get_outbound_message
+    from messaging.tasks import send_outbound_task  # the tasks module imports this one
+
+    if not reason.strip():
+        raise ResubmitRefused("say why the message is resubmitted")
+    message = get_outbound_message(message_id=message_id)
+    if message.state != OutboundState.FAILED:
+        raise ResubmitRefused(
+            f"only a failed message can be resubmitted; this one is {message.state}"
+        )
+    moved = store.transition(
+        tenant_id=str(message.tenant_id),
+        message_ids=[message.id],
+        from_state=OutboundState.FAILED,
+        to_state=OutboundState.READY,
+        actor=actor,
+        reason=f"resubmitted: {reason.strip()}"[:500],
+        direction="outbound",
+    )
+    if moved:
+        record_event(
+            action="outbound.resubmitted",
+            actor=actor,
+            object_type="message",
+            object_id=message.id,
+            detail={"reason": reason.strip()[:500]},
+        )
+        send_outbound_task.delay_on_commit(str(message.tenant_id), moved)
+    return moved
