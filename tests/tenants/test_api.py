@@ -282,3 +282,10 @@ def test_unknown_console_paths_still_answer_a_page(db):
     response = APIClient().get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_options_describes_nothing_and_looks_nothing_up(world, keys):
+    """The schema is the API's description; OPTIONS on another tenant's channel used to answer
+    200 (DRF's self-description) without looking the channel up."""
+    response = client(keys["globex"]).options(f"/api/v1/channels/{keys['acme_channel']}/")
+    assert response.status_code == 405
