@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -268,6 +270,19 @@ def test_the_schema_declares_the_key_scheme_for_every_operation(db):
     ]
     assert operations
     assert all(operation["security"] == [{"ApiKey": []}] for operation in operations)
+
+
+def test_swagger_ui_offers_to_authorise_with_the_key_and_has_no_inline_script(db):
+    page = APIClient().get("/api/v1/docs/try/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "swagger-ui" in body.lower()
+    assert "cdn" not in body.lower()
+    # Every <script> loads from a URL; none carries code inline.
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", body) == []
+    script = APIClient().get("/api/v1/docs/try/?script=")
+    assert script.status_code == 200
+    assert "/api/v1/schema/" in script.content.decode()
 
 
 @pytest.mark.parametrize("path", ["/api/v1/nope/", "/api/v1/channels/abc/", "/api/v2/identities/"])
