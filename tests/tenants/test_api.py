@@ -304,3 +304,15 @@ def test_options_describes_nothing_and_looks_nothing_up(world, keys):
     200 (DRF's self-description) without looking the channel up."""
     response = client(keys["globex"]).options(f"/api/v1/channels/{keys['acme_channel']}/")
     assert response.status_code == 405
+
+
+def test_an_environment_context_without_an_environment_shows_nothing(world):
+    from core.tenancy import environment_context
+    from tenants import selectors
+
+    with tenant_context(world.acme.id):
+        assert len(selectors.list_connections()) == 1
+        with environment_context(""):
+            assert selectors.list_connections() == []
+            assert selectors.list_channels() == []
+            assert selectors.list_identities() == []
