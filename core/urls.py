@@ -8,7 +8,11 @@ from django.urls import include, path
 from django.utils.csp import CSP
 from django.views.decorators.csp import csp_override
 from django_otp.admin import OTPAdminSite
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from core import health
 from messaging import api as messaging_api
@@ -83,6 +87,13 @@ api_patterns = [
         "docs/",
         csp_override(DOCS_CSP)(SpectacularRedocView.as_view(url_name="api:schema")),
         name="docs",
+    ),
+    # Swagger UI, to try operations with a key ("Authorize"); its script is served from its own
+    # URL rather than inline, so a strict Content-Security-Policy allows it.
+    path(
+        "docs/try/",
+        csp_override(DOCS_CSP)(SpectacularSwaggerSplitView.as_view(url_name="api:schema")),
+        name="docs-try",
     ),
 ]
 

@@ -35,7 +35,8 @@ def in_environment[Q: models.QuerySet](queryset: Q, path: str) -> Q:
     """``queryset`` narrowed to the current environment (an API key's) through the
     ``path`` to a connection's environment; unchanged outside an environment context."""
     environment = current_environment()
-    return queryset.filter(**{path: environment}) if environment else queryset
+    # An empty environment matches nothing, so a context entered without one fails closed.
+    return queryset if environment is None else queryset.filter(**{path: environment})
 
 
 def list_memberships_for_user(*, user: User) -> list[Membership]:
@@ -53,7 +54,7 @@ def user_has_role(membership: Membership | None, *roles: Role | str) -> bool:
 
 def list_identities() -> list[DipIdentity]:
     identities = DipIdentity.objects.all()
-    if current_environment():
+    if current_environment() is not None:
         identities = in_environment(identities, "connections__environment").distinct()
     return list(identities.order_by("mpid", "role_code"))
 

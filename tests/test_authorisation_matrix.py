@@ -77,6 +77,7 @@ readyz                           GET   -     ok    ok    ok    ok    ok    ok   
 metrics                          GET   -     401   401   401   401   401   401   401   401   401   401
 api:schema                       GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 api:docs                         GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
+api:docs-try                     GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 admin:index                      GET   -     login login login login login login login login login ok
 console:login                    GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 console:login                    POST  -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -279,6 +281,19 @@ def test_the_schema_declares_the_key_scheme_for_every_operation(db):
     } == {operation_id: [{}] for operation_id in public}
 
 
+def test_swagger_ui_offers_to_authorise_with_the_key_and_has_no_inline_script(db):
+    page = APIClient().get("/api/v1/docs/try/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "swagger-ui" in body.lower()
+    assert "cdn" not in body.lower()
+    # Every <script> loads from a URL; none carries code inline.
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", body) == []
+    script = APIClient().get("/api/v1/docs/try/?script=")
+    assert script.status_code == 200
+    assert "/api/v1/schema/" in script.content.decode()
+
+
 @pytest.mark.parametrize("path", ["/api/v1/nope/", "/api/v1/channels/abc/", "/api/v2/identities/"])
 def test_unknown_api_paths_answer_json(db, path):
     response = APIClient().get(path)
@@ -291,3 +306,22 @@ def test_unknown_console_paths_still_answer_a_page(db):
     response = APIClient().get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_options_describes_nothing_and_looks_nothing_up(world, keys):
+    """The schema is the API's description; OPTIONS on another tenant's channel used to answer
+    200 (DRF's self-description) without looking the channel up."""
+    response = client(keys["globex"]).options(f"/api/v1/channels/{keys['acme_channel']}/")
+    assert response.status_code == 405
+
+
+def test_an_environment_context_without_an_environment_shows_nothing(world):
+    from core.tenancy import environment_context
+    from tenants import selectors
+
+    with tenant_context(world.acme.id):
+        assert len(selectors.list_connections()) == 1
+        with environment_context(""):
+            assert selectors.list_connections() == []
+            assert selectors.list_channels() == []
+            assert selectors.list_identities() == []
