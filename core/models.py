@@ -85,7 +85,13 @@ class TOTPSecondFactor(TimestampMixin, ThrottlingMixin, Device):
     def bin_key(self) -> bytes:
         return crypto.decrypt(self.key_encrypted, context=self.key_context)
 
-    verify_token = TOTPDevice.verify_token
+    def verify_token(self, token: object) -> bool:
+        # Only something shaped like a code counts as a failed try: a recovery code given at the
+        # same prompt must not push the app's throttle up and lock out the next real code.
+        if not (isinstance(token, str) and token.isdigit() and len(token) == self.digits):
+            return False
+        return TOTPDevice.verify_token(self, token)
+
     get_throttle_factor = TOTPDevice.get_throttle_factor
     config_url = TOTPDevice.config_url
     _read_str_from_settings = TOTPDevice._read_str_from_settings

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from tenants import selectors
 
@@ -32,6 +32,10 @@ def tenant_required(view: Any) -> Any:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.tenant is None:  # type: ignore[attr-defined]
+            if not request.memberships and selectors.list_invitations_for_user(  # type: ignore[attr-defined]
+                user=signed_in_user(request)
+            ):
+                return redirect("console:invitations")  # someone new: their way in
             status = 200 if request.memberships else 403  # type: ignore[attr-defined]
             return render(request, "console/choose_tenant.html", status=status)
         return view(request, *args, **kwargs)

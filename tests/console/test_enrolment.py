@@ -226,3 +226,20 @@ def test_another_tenants_admin_cannot_send_our_members_enrolment_links(world):
         signed_in("bob").post(f"/settings/members/{bob_membership.id}/enrolment-link/").status_code
         == 403
     )
+
+
+def test_using_a_recovery_code_does_not_lock_the_app_out(world):
+    alice = signed_in("alice")
+    page = alice.get("/account/second-factor/").content.decode()
+    secret = page.split('data-testid="secret">')[1].split("<")[0]
+    codes = shown_codes(alice.post("/account/second-factor/", {"token": code(secret)}))
+    for recovery in codes[:3]:
+        client = Client()
+        client.post("/login/", {"username": "alice", "password": PASSWORD})
+        assert client.post("/login/verify/", {"token": recovery}).status_code == 302
+    device = TOTPSecondFactor.objects.get(user=world.alice.user)
+    assert device.throttling_failure_count == 0
+    client = Client()
+    client.post("/login/", {"username": "alice", "password": PASSWORD})
+    right = client.post("/login/verify/", {"token": code(secret, steps_ahead=1)})
+    assert right.status_code == 302

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from django.core.cache import cache
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
 from core.tenancy import tenant_context
@@ -103,3 +103,26 @@ def test_the_api_docs_page_runs_no_inline_script_and_loads_nothing_from_outside(
     assert not INLINE_SCRIPT.search(page)
     assert "googleapis" not in page
     assert directives(response)["script-src"] == ["'self'"]
+
+
+@pytest.mark.django_db(databases=["default", "support"])
+def test_staff_pages_need_no_inline_script_either(world):
+    from tests.console.test_support import staff_client
+
+    sam = staff_client(verified=True)
+    for path in ("/support/", "/staff/admin/", "/staff/admin/tenants/tenant/"):
+        response = sam.get(path)
+        assert response.status_code == 200, path
+        page = response.content.decode()
+        assert not INLINE_SCRIPT.search(page), f"{path}: {INLINE_SCRIPT.search(page)}"
+        assert not EVENT_HANDLER.search(page), path
+        assert "no-store" in response["Cache-Control"], path
+        assert directives(response)["script-src"] == ["'self'"], path
+
+
+@override_settings(SECURE_HSTS_SECONDS=63072000, SESSION_COOKIE_SECURE=True)
+def test_over_https_the_answer_carries_hsts_and_a_secure_session_cookie(world):
+    client = Client()
+    response = client.post("/login/", {"username": "alice", "password": PASSWORD}, secure=True)
+    assert response["Strict-Transport-Security"].startswith("max-age=63072000")
+    assert response.cookies["sessionid"]["secure"]

@@ -116,6 +116,7 @@ def test_a_new_account_chooses_its_own_password_from_the_invitation(world, mailo
     Client().post(f"/{path}", {"new_password1": chosen, "new_password2": chosen})
     assert Client().get(f"/{path}").status_code == 404  # the link worked once
     dana = signed_in("dana", chosen)
+    assert dana.get("/")["Location"] == "/invitations/"  # a member of nothing yet: her way in
     dana.post(f"/invitations/{invitation.id}/accept/")
     assert "Acme Energy Supply" in dana.get("/").content.decode()
 
