@@ -57,8 +57,13 @@ REFERENCE_SPEC = (
 )
 
 
+# Where the launcher's notices go: standard output, except under ``env``, whose standard output
+# is shell code for ``eval`` (a notice there would run as a command).
+NOTICES = sys.stdout
+
+
 def say(message: str) -> None:
-    print(f"busbar: {message}", flush=True)
+    print(f"busbar: {message}", file=NOTICES, flush=True)
 
 
 @dataclass
@@ -805,6 +810,8 @@ def mutate(args: argparse.Namespace) -> int:
 
 
 def print_env(args: argparse.Namespace) -> int:
+    global NOTICES
+    NOTICES = sys.stderr
     _, env = prepare(dbname=args.database)
     for key, value in env.items():
         print(f"export {key}={json.dumps(value)}")

@@ -74,3 +74,19 @@ def test_nothing_running_means_embedded_servers_under_the_data_folder(tmp_path):
     for port in (pg_port, redis_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+
+def test_env_prints_only_shell_code_and_its_notices_go_to_stderr():
+    """``eval "$(make -s env)"`` runs every line of standard output as a command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "core.devenv", "env"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines, "env printed nothing"
+    assert [line for line in lines if not line.startswith("export ")] == []
+    assert "busbar: using" in result.stderr
