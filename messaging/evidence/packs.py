@@ -22,6 +22,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import record_event
@@ -29,7 +30,15 @@ from core.tenancy import tenant_context
 from messaging.evidence import keys, verify_pack
 from messaging.evidence.ledger import _iso, entries_in_window, seal_until_current
 from messaging.evidence.merkle import root_and_proofs
-from messaging.models import EvidencePack, PackState, Seal, SealLeaf
+from messaging.exceptions.models import MessageException
+from messaging.models import (
+    EvidencePack,
+    PackState,
+    Seal,
+    SealLeaf,
+    SpecVersion,
+    TenantValidationSettings,
+)
 from messaging.store.ids import id_floor, id_time
 from messaging.store.services import decompress
 from tenants.models import Certificate, Tenant
@@ -178,6 +187,51 @@ def _findings(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
             "text": text,
             "rule": rule,
         }
+
+
+def _exceptions(pack: EvidencePack) -> Iterator[dict[str, Any]]:
+    """Exceptions raised in the period (or still open from before it), with their handling."""
+    rows = MessageException.objects.filter(created_at__lt=pack.period_to).filter(
+        Q(created_at__gte=pack.period_from) | Q(resolved_at__isnull=True)
+    )
+    if pack.interfaces:
+        rows = rows.filter(interface_id__in=pack.interfaces)
+    for exc in rows.order_by("id").iterator(chunk_size=CHUNK):
+        yield {
+            "id": exc.id,
+            "message": exc.message_id,
+            "raw": exc.raw_id,
+            "direction": exc.direction,
+            "interface": exc.interface_id,
+            "transaction_id": exc.transaction_id,
+            "category": exc.category,
+            "severity": exc.severity,
+            "owner_queue": exc.owner_queue,
+            "to_act": exc.to_act,
+            "code": exc.code,
+            "title": exc.title,
+            "state": exc.state,
+            "occurrences": exc.occurrences,
+            "created_at": _iso(exc.created_at),
+            "resolved_at": _iso(exc.resolved_at),
+            "resolution": exc.resolution,
+        }
+
+
+def _spec_versions() -> dict[str, Any]:
+    """The DIP specification versions in force: the tenant's pin, else the default, else
+    Busbar's own schemas; and every imported version with its digest."""
+    settings_row = TenantValidationSettings.objects.first()
+    imported = list(SpecVersion.objects.order_by("name"))
+    default = next((spec.name for spec in imported if spec.is_default), "busbar-builtin")
+    pinned = settings_row.spec_version if settings_row else ""
+    return {
+        "in_force": pinned or default,
+        "pinned": pinned,
+        "imported": [
+            {"name": s.name, "api_version": s.api_version, "sha256": s.digest} for s in imported
+        ],
+    }
 
 
 def _certificates() -> Iterator[dict[str, Any]]:
@@ -369,6 +423,8 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         writer.write_lines("timeline.jsonl", _transitions(pack, tid))
         _progress(pack, 45, "validation findings")
         writer.write_lines("findings.jsonl", _findings(pack, tid))
+        _progress(pack, 50, "exceptions")
+        writer.write_lines("exceptions.jsonl", _exceptions(pack))
         _progress(pack, 55, "certificates")
         writer.write_lines("certificates.jsonl", _certificates())
         _progress(pack, 60, "ledger and proofs")
@@ -393,6 +449,7 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
             "tenant": {"id": tid, "slug": tenant.slug, "name": tenant.name},
             "period": {"from": _iso(pack.period_from), "to": _iso(pack.period_to)},
             "interfaces": list(pack.interfaces),
+            "spec_versions": _spec_versions(),
             "include_payloads": pack.include_payloads,
             "requested_by": pack.requested_by,
             "generated_at": _iso(timezone.now()),

@@ -220,6 +220,8 @@ def test_a_pack_verifies_offline_with_the_published_key(committed_db, settled_no
         messages = [json.loads(line) for line in z.read("messages.jsonl").splitlines()]
     assert {"summary.html", "verify.py", "ledger/seals.jsonl", "timeline.jsonl"} <= names
     assert manifest["tenant"]["slug"] == "acme"
+    assert manifest["spec_versions"]["in_force"] == "busbar-builtin"
+    assert "exceptions.jsonl" in names
     assert {m["transaction_id"].split("-")[1] for m in messages} == {
         str(world.acme.id).split("-")[0]
     }
