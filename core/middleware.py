@@ -37,8 +37,11 @@ class RequestIdMiddleware:
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def _nul_problem(request: HttpRequest) -> str | None:
+def _nul_problem(request: HttpRequest) -> tuple[str, str] | None:
     """Name the first place in the request that carries a NUL character, or None.
+
+    Returns (where, what): ``where`` is a header's name, ``$`` for a JSON body, or the query or
+    form field's name, as the API's error entries name places; ``what`` says it in words.
 
     PostgreSQL text cannot hold NUL, so such a value would fail at the database as a 500 wherever
     it got past a form. Checked: header and cookie values, query-string and form field names and
@@ -46,24 +49,25 @@ def _nul_problem(request: HttpRequest) -> str | None:
     """
     for key, value in request.META.items():
         if key.startswith("HTTP_") and isinstance(value, str) and "\x00" in value:
-            return f"the {key[5:].replace('_', '-').title()} header contains a NUL character"
+            header = key[5:].replace("_", "-").title()
+            return header, f"the {header} header contains a NUL character"
     for name, value in request.COOKIES.items():
         if "\x00" in name or "\x00" in value:
-            return "a cookie contains a NUL character"
+            return "Cookie", "a cookie contains a NUL character"
     for where, data in (("query parameter", request.GET), ("form field", request.POST)):
         for name, values in data.lists():
             if "\x00" in name:
-                return f"a {where} name contains a NUL character"
+                return where, f"a {where} name contains a NUL character"
             if any("\x00" in value for value in values if isinstance(value, str)):
-                return f"the {where} {name!r} contains a NUL character"
+                return name, f"the {where} {name!r} contains a NUL character"
     for name, uploads in request.FILES.lists():
         if any("\x00" in (getattr(upload, "name", "") or "") for upload in uploads):
-            return f"the name of the file uploaded as {name!r} contains a NUL character"
+            return name, f"the name of the file uploaded as {name!r} contains a NUL character"
     content_type = request.content_type or ""
     if content_type == "application/json" or content_type.endswith("+json"):
         body = request.body
         if b"\x00" in body or (b"\\u0000" in body and _JSON_NUL.search(body)):
-            return "the JSON body contains a NUL character"
+            return "$", "the JSON body contains a NUL character"
     return None
 
 
@@ -80,13 +84,20 @@ class RejectNulMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         try:
-            problem = _nul_problem(request)
+            found = _nul_problem(request)
         except UnicodeDecodeError:
-            problem = "the request is not valid UTF-8"
-        if problem is None:
+            found = ("$", "the request is not valid UTF-8")
+        if found is None:
             return self.get_response(request)
+        where, problem = found
         if request.path.startswith("/api/") or (request.content_type or "").endswith("json"):
-            return JsonResponse({"detail": f"The request is invalid: {problem}."}, status=400)
+            return JsonResponse(
+                {
+                    "detail": f"The request is invalid: {problem}.",
+                    "errors": [{"path": where, "message": problem}],
+                },
+                status=400,
+            )
         return HttpResponseBadRequest(
             f"Bad request: {problem}.\n", content_type="text/plain; charset=utf-8"
         )

@@ -101,6 +101,12 @@ console:messages                 GET   -     login ok    ok    ok    ok    403  
 console:message-detail           GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
 console:message-detail           GET   globex login 404  404   404   404   403   404   ok    403   403
 console:exceptions               GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:outbound                 GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:outbound-submit          POST  -     login 403   403   ok    403   403   403   ok    403   403
+console:outbound-detail          GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
+console:outbound-detail          GET   globex login 404  404   404   404   403   404   ok    403   403
+console:outbound-resubmit        POST  acme  login 403   403   ok    403   403   403   404   403   403
+console:outbound-resubmit        POST  globex login 404  404   404   404   403   404   ok    403   403
 console:evidence                 GET   -     login ok    403   403   403   403   ok    ok    403   403
 console:evidence-key             GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 console:evidence-download        GET   acme  login ok    404   404   404   404   ok    404   403   403
@@ -342,6 +348,17 @@ def tenant_objects(matrix: Matrix, owner: str, *, invitee: Any, enrollee: Any, v
         ],
     )
     matrix.objects["message_id", owner] = stored.message_ids[0]
+    # The outbound pages name an outbound message (an inbound id would be a 404 for everyone).
+    _, (outbound_id,) = store.store_outbound_messages(
+        tenant_id=connection.tenant_id,
+        connection_id=connection.id,
+        channel_id=None,
+        source_body=b"{}",
+        headers={},
+        messages=[store.OutboundMessageFacts(interface_id="IF-021")],
+    )
+    for route in ("console:outbound-detail", "console:outbound-resubmit"):
+        matrix.route_objects[route, "message_id", owner] = outbound_id
     event = events.publish_event(
         tenant_id=connection.tenant_id, type="outbound.state_changed", payload={"to": "sent"}
     )

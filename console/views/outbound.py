@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from console.views.home import tenant_required
+from console.views.messages import METADATA_ROLES
 from messaging.outbound import breaker, selectors
 from messaging.outbound.services import (
     ResubmitRefused,
@@ -23,6 +24,11 @@ from messaging.store import selectors as store_selectors
 from messaging.store.states import OutboundState
 from tenants import selectors as tenant_selectors
 from tenants.models import Direction, Role
+
+
+def _may_see(request: HttpRequest) -> bool:
+    # Viewers see aggregates only (DESIGN section 3): the same rule as the inbound message pages.
+    return tenant_selectors.user_has_role(request.membership, *METADATA_ROLES)  # type: ignore[attr-defined]
 
 
 def _operator(request: HttpRequest) -> bool:
@@ -64,6 +70,10 @@ def _channels() -> list:
 
 @tenant_required
 def outbound_list(request: HttpRequest) -> HttpResponse:
+    if not _may_see(request):
+        return render(
+            request, "console/403.html", {"need": "a role that handles messages"}, status=403
+        )
     state = request.GET.get("state", "")
     if state not in OutboundState:
         state = ""
@@ -94,6 +104,10 @@ def outbound_list(request: HttpRequest) -> HttpResponse:
 
 @tenant_required
 def outbound_detail(request: HttpRequest, message_id: int) -> HttpResponse:
+    if not _may_see(request):
+        return render(
+            request, "console/403.html", {"need": "a role that handles messages"}, status=403
+        )
     detail = selectors.get_outbound_detail(message_id=message_id)
     return render(
         request,
@@ -113,6 +127,7 @@ def outbound_detail(request: HttpRequest, message_id: int) -> HttpResponse:
 def outbound_resubmit(request: HttpRequest, message_id: int) -> HttpResponse:
     if not _operator(request):
         return _forbidden(request)
+    selectors.get_outbound_message(message_id=message_id)  # another tenant's or none: 404
     form = ResubmitForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Say why the message is resubmitted.")
