@@ -65,7 +65,9 @@ class BatchInput(serializers.Serializer):
 
 
 ProblemOutput = inline_serializer(
-    "SubmissionProblem", {"path": serializers.CharField(), "message": serializers.CharField()}
+    "SubmissionProblem",
+    {"path": serializers.CharField(), "message": serializers.CharField()},
+    many=True,
 )
 InvalidOutput = inline_serializer(
     "SubmissionInvalid",
