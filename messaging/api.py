@@ -70,7 +70,7 @@ class EvidencePackCreateApi(APIView):
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
 
-    class Input(serializers.Serializer):
+    class EvidencePackInput(serializers.Serializer):
         period_from = serializers.DateTimeField()
         period_to = serializers.DateTimeField()
         interfaces = serializers.ListField(
@@ -81,10 +81,12 @@ class EvidencePackCreateApi(APIView):
         include_payloads = serializers.BooleanField(default=False)
 
     @extend_schema(
-        request=Input, responses={202: EvidencePackOutput}, operation_id="evidence_packs_create"
+        request=EvidencePackInput,
+        responses={202: EvidencePackOutput},
+        operation_id="evidence_packs_create",
     )
     def post(self, request: Request) -> Response:
-        data = self.Input(data=request.data)
+        data = self.EvidencePackInput(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             pack = request_pack(requested_by=api_client(request).label, **data.validated_data)

@@ -77,7 +77,7 @@ class ChannelDetailApi(APIView):
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
 
-    class Output(serializers.Serializer):
+    class ChannelDetailOutput(serializers.Serializer):
         id = serializers.IntegerField()
         interface_id = serializers.CharField()
         direction = serializers.CharField()
@@ -86,6 +86,6 @@ class ChannelDetailApi(APIView):
         dip_id = serializers.CharField(source="connection.identity.dip_id")
         expected_cadence = serializers.DurationField(allow_null=True)
 
-    @extend_schema(responses=Output, operation_id="channel_retrieve")
+    @extend_schema(responses=ChannelDetailOutput, operation_id="channel_retrieve")
     def get(self, request: Request, channel_id: int) -> Response:
-        return Response(self.Output(selectors.get_channel(channel_id=channel_id)).data)
+        return Response(self.ChannelDetailOutput(selectors.get_channel(channel_id=channel_id)).data)

@@ -85,13 +85,17 @@ class CertificateRevokeApi(APIView):
     permission_classes = [HasScope]
     required_scope = ApiScope.CERTIFICATES
 
-    class Input(serializers.Serializer):
+    class CertificateImportInput(serializers.Serializer):
         reason = serializers.CharField(max_length=200)
 
-    @extend_schema(request=Input, responses=CertificateOutput, operation_id="certificates_revoke")
+    @extend_schema(
+        request=CertificateImportInput,
+        responses=CertificateOutput,
+        operation_id="certificates_revoke",
+    )
     def post(self, request: Request, certificate_id: str) -> Response:
         certificate = selectors.get_certificate(certificate_id=certificate_id)
-        payload = self.Input(data=request.data)
+        payload = self.CertificateImportInput(data=request.data)
         payload.is_valid(raise_exception=True)
         revoked = certificates.revoke_certificate(
             certificate=certificate,

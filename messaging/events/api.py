@@ -45,14 +45,14 @@ class EventListApi(APIView):
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
 
-    class Input(serializers.Serializer):
+    class EventListInput(serializers.Serializer):
         after = serializers.CharField(required=False, allow_blank=True, max_length=500)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
         type = serializers.ListField(
             child=serializers.ChoiceField(choices=list(EventType.ALL)), required=False
         )
 
-    class Output(serializers.Serializer):
+    class EventPageOutput(serializers.Serializer):
         events = EventOutput(many=True)
         next_cursor = serializers.CharField(allow_null=True)
         has_more = serializers.BooleanField()
@@ -65,14 +65,14 @@ class EventListApi(APIView):
                 "type", str, many=True, enum=list(EventType.ALL), description="Only these types."
             ),
         ],
-        responses=Output,
+        responses=EventPageOutput,
         operation_id="events_list",
     )
     def get(self, request: Request) -> Response:
         data = {**request.query_params.dict(), "type": request.query_params.getlist("type")}
         if not data["type"]:
             del data["type"]
-        params = self.Input(data=data)
+        params = self.EventListInput(data=data)
         params.is_valid(raise_exception=True)
         try:
             page = selectors.list_events_after(

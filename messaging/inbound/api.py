@@ -91,7 +91,7 @@ class MessageDetailApi(APIView):
     permission_classes = [ReadOrSubmit]
 
     @extend_schema(
-        responses={200: OutboundMessageDetailApi.Output},
+        responses={200: OutboundMessageDetailApi.OutboundMessageOutput},
         operation_id="messages_read",
         parameters=[OpenApiParameter("message_id", int, OpenApiParameter.PATH)],
         description="An outbound message as submitted and sent; an inbound message (read scope) "
@@ -144,7 +144,7 @@ class ExceptionListApi(APIView):
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
 
-    class Output(serializers.Serializer):
+    class ExceptionOutput(serializers.Serializer):
         id = serializers.IntegerField()
         message_id = serializers.IntegerField(allow_null=True)
         interface_id = serializers.CharField()
@@ -164,7 +164,7 @@ class ExceptionListApi(APIView):
             OpenApiParameter("state", str, description="open (default), retrying, resolved, all"),
             OpenApiParameter("category", str),
         ],
-        responses=Output(many=True),
+        responses=ExceptionOutput(many=True),
         operation_id="exceptions_list",
     )
     def get(self, request: Request) -> Response:
@@ -174,7 +174,7 @@ class ExceptionListApi(APIView):
             category=request.query_params.get("category") or None,
             limit=PAGE_SIZE,
         )
-        return Response(self.Output(rows, many=True).data)
+        return Response(self.ExceptionOutput(rows, many=True).data)
 
 
 __all__ = ["ExceptionListApi", "MessageDetailApi", "MessageListApi"]

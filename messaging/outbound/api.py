@@ -234,7 +234,7 @@ class MessageDetailApi(APIView):
 
     permission_classes = [ReadOrSubmit]
 
-    class Output(serializers.Serializer):
+    class OutboundMessageOutput(serializers.Serializer):
         id = serializers.IntegerField()
         state = serializers.CharField()
         interface_id = serializers.CharField()
@@ -252,7 +252,7 @@ class MessageDetailApi(APIView):
         exchanges = serializers.ListField(child=serializers.DictField())
         timeline = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(responses=Output, operation_id="messages_read")
+    @extend_schema(responses=OutboundMessageOutput, operation_id="messages_read")
     def get(self, request: Request, message_id: int) -> Response:
         return outbound_message_response(message_id=message_id)
 
@@ -291,4 +291,4 @@ def outbound_message_response(*, message_id: int) -> Response:
             for t in detail.timeline
         ],
     }
-    return Response(MessageDetailApi.Output(data).data)
+    return Response(MessageDetailApi.OutboundMessageOutput(data).data)
