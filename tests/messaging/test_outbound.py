@@ -126,7 +126,7 @@ def test_submitted_messages_are_stored_accepted_then_enriched_signed_and_sent_on
         )
     assert states(world.globex.id, ids) == ["accepted", "accepted"]
     assert held_by_dipsim(dipsim) == [] or all(
-        m["correlation"] != "CI-20260101-000001" for m in held_by_dipsim(dipsim)
+        m.get("correlation") != "CI-20260101-000001" for m in held_by_dipsim(dipsim)
     )
 
     report = run_pipeline(world.globex.id, ids)
