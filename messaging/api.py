@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -17,6 +19,7 @@ from messaging.credentials import request_certificate_rotation
 from messaging.evidence.keys import key_id, public_key_pem
 from messaging.evidence.packs import pack_path, request_pack
 from messaging.models import EvidencePack, PackState
+from messaging.store.ids import ID_EPOCH
 from tenants import selectors
 from tenants.authentication import HasScope, api_client
 from tenants.models import ApiScope
@@ -79,6 +82,13 @@ class EvidencePackCreateApi(APIView):
             default=list,
         )
         include_payloads = serializers.BooleanField(default=False)
+
+        def validate_period_from(self, value: datetime) -> datetime:
+            if value < ID_EPOCH:
+                raise serializers.ValidationError(
+                    f"must be on or after {ID_EPOCH.isoformat()}: Busbar holds nothing older"
+                )
+            return value
 
     @extend_schema(
         request=EvidencePackInput,

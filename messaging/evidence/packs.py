@@ -39,7 +39,7 @@ from messaging.models import (
     SpecVersion,
     TenantValidationSettings,
 )
-from messaging.store.ids import id_floor, id_time
+from messaging.store.ids import ID_EPOCH, id_floor, id_time
 from messaging.store.services import decompress
 from tenants.models import Certificate, Tenant
 
@@ -488,6 +488,8 @@ def request_pack(
 
     if period_to <= period_from:
         raise ValueError("the period must end after it starts")
+    if period_from < ID_EPOCH:
+        raise ValueError(f"the period must start on or after {_iso(ID_EPOCH)}: nothing is older")
     settled = timezone.now() - timedelta(seconds=settings.BUSBAR_EVIDENCE_SETTLE_SECONDS)
     if period_to > settled:
         raise ValueError(

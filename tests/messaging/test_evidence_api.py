@@ -85,6 +85,13 @@ def test_a_bad_request_names_each_problem_and_stores_nothing(world, api_keys):
     )
     assert unsettled.status_code == 400
     assert "choose a period ending by" in str(unsettled.json())
+    ancient = client(api_keys["acme"]).post(
+        "/api/v1/evidence-packs/",
+        {"period_from": "0046-08-28T08:44:24Z", "period_to": "2026-01-01T00:00:00Z"},
+        format="json",
+    )
+    assert ancient.status_code == 400
+    assert "Busbar holds nothing older" in ancient.json()["errors"]["period_from"][0]
     with tenant_context(world.acme.id):
         assert not EvidencePack.objects.exists()
 
