@@ -8,6 +8,7 @@ import time
 from base64 import b32encode
 from uuid import UUID
 
+import segno
 from django.contrib import messages
 from django.contrib.auth import get_user_model, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
@@ -19,7 +20,6 @@ from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
-from django_otp.qr import write_qrcode_image
 
 from console.views.home import signed_in_user
 from core.audit import record_event, request_source
@@ -62,6 +62,21 @@ def _show_recovery_codes(request: HttpRequest, codes: list[str], *, heading: str
     return render(
         request, "console/account/recovery_codes.html", {"codes": codes, "heading": heading}
     )
+
+
+def authenticator_qr_svg(config_url: str) -> str:
+    """The otpauth:// URL as an inline SVG QR code that scales to its box.
+
+    django-otp's writer gives the SVG a fixed width and height of one unit per module and no
+    viewBox, so CSS sizing shrank the code to about 40 px inside its 200 px box, too small for a
+    phone to scan. A viewBox with no size lets it fill the box; the four-module quiet zone is the
+    QR standard's, which scanners need.
+    """
+    out = io.BytesIO()
+    segno.make(config_url, error="m").save(
+        out, kind="svg", omitsize=True, xmldecl=False, border=4, title="Authenticator set-up code"
+    )
+    return out.getvalue().decode()
 
 
 @login_required
@@ -134,10 +149,8 @@ def second_factor(request: HttpRequest) -> HttpResponse:
         messages.error(
             request, "That code is not valid. Check the app's clock and try the current code."
         )
-    svg = io.BytesIO()
-    write_qrcode_image(pending.config_url, svg)
     context = {
-        "qr_svg": svg.getvalue().decode(),
+        "qr_svg": authenticator_qr_svg(pending.config_url),
         "secret": b32encode(pending.bin_key).decode(),
         "own_events": own_events,
     }

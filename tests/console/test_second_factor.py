@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from base64 import b32decode
 from datetime import timedelta
 
@@ -63,6 +64,21 @@ def test_setting_up_an_app_stores_its_seed_encrypted(world):
     assert stored.startswith("v1.")
     assert seed_hex not in stored
     assert secret not in stored
+
+
+def test_the_qr_code_scales_to_fill_its_box(world):
+    """Without a viewBox a fixed-size SVG drew at about 40 px inside its 200 px box, too small
+    for a phone to scan."""
+    page = signed_in("alice").get("/account/second-factor/").content.decode()
+    svg_text = page.split('data-testid="qr">')[1].split("</div>")[0].strip()
+    svg = ET.fromstring(svg_text)
+    assert "width" not in svg.attrib
+    assert "height" not in svg.attrib
+    left, top, width, height = (int(v) for v in svg.attrib["viewBox"].split())
+    assert (left, top) == (0, 0)
+    assert width == height
+    # The smallest QR symbol is 21 modules; with the four-module quiet zone each side, 29.
+    assert width >= 29
 
 
 def test_a_wrong_code_does_not_confirm_the_app(world):

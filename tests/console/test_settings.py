@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
+from console.templatetags.durations import cadence
 from core.tenancy import tenant_context
 from tenants import services
-from tenants.models import ApiCredential, Membership
+from tenants.models import ApiCredential, Channel, Membership
 from tests.conftest import PASSWORD
 
 
@@ -116,3 +119,16 @@ def test_the_activity_log_shows_the_tenants_events_to_admins_and_auditors(world)
     with tenant_context(world.acme.id):
         services.add_member(user=world.bob.user, roles=["message_operator"], actor="alice")
     assert bob.get("/activity/").status_code == 403
+
+
+def test_a_channels_expected_cadence_reads_as_people_say_it(world):
+    assert cadence(timedelta(hours=1)) == "every hour"
+    assert cadence(timedelta(minutes=15)) == "every 15 minutes"
+    assert cadence(timedelta(days=1)) == "every day"
+    assert cadence(timedelta(hours=1, minutes=30)) == "every 1 hour 30 minutes"
+    assert cadence(None) == "—"
+    with tenant_context(world.acme.id):
+        Channel.objects.update(expected_cadence=timedelta(hours=1))
+    page = text(signed_in("alice").get("/settings/"))
+    assert "every hour" in page
+    assert "1:00:00" not in page
