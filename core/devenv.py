@@ -37,6 +37,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tenants.demo_people import DEMO_PASSWORD, banner_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("BUSBAR_VAR_DIR", ROOT / "var"))
 PYTHON = sys.executable
@@ -718,16 +720,11 @@ Busbar is running.
   Logs       {logs}
 
   Demo logins (password for all: {password})
-    alice    acme tenant admin
-    bob      acme message operator
-    charlie  globex tenant admin
-    sam      provider support (staff pages ask for a second factor: set one up
-             by clicking your name in the console's top bar)
+{people}
 
 Press Ctrl-C to stop everything.
 """
-DEMO_PASSWORD = "busbar-demo-pass"
-DEMO_BANNER = DEMO_BANNER.replace("{password}", DEMO_PASSWORD)
+DEMO_BANNER = DEMO_BANNER.replace("{password}", DEMO_PASSWORD).replace("{people}", banner_lines())
 
 
 def test_environment(env: dict[str, str]) -> dict[str, str]:

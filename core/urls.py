@@ -4,9 +4,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
 from django.utils.csp import CSP
 from django.views.decorators.csp import csp_override
+from django.views.generic import RedirectView
 from django_otp.admin import OTPAdminSite
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -108,6 +110,12 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    # Browsers ask for /favicon.ico whatever the page says; send them to the console's icon.
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("console/favicon.svg"), permanent=True),
+        name="favicon",
+    ),
     path("api/v1/", include((api_patterns, "api"))),
     path("staff/admin/", admin.site.urls),
     path("", include("console.urls")),

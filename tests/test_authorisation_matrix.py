@@ -75,6 +75,7 @@ CONSOLE = """
 healthz                          GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 readyz                           GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 metrics                          GET   -     401   401   401   401   401   401   401   401   401   401
+favicon                          GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 api:schema                       GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 api:docs                         GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok
 api:docs-try                     GET   -     ok    ok    ok    ok    ok    ok    ok    ok    ok    ok

@@ -134,3 +134,13 @@ def test_make_run_makes_a_metrics_token_and_prints_it(tmp_path, monkeypatch):
         ingest_url="https://127.0.0.1:8443",
     )
     assert f"Authorization: Bearer {first['metrics_token']}" in banner
+
+
+def test_the_favicon_is_found(client):
+    """Browsers ask for /favicon.ico on every site; a 404 there fills logs and shows no icon."""
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301
+    icon = client.get(answer["Location"])
+    assert icon.status_code == 200
+    assert icon["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(icon.streaming_content)

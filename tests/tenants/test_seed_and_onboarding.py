@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from core.devenv import DEMO_BANNER
 from core.tenancy import tenant_context, user_context
+from tenants.demo_people import ROLE_WORDS
 from tenants.management.commands.seed_demo import demo_tenant_id
-from tenants.models import Channel, DipIdentity, Membership, Tenant
+from tenants.models import Channel, DipIdentity, Membership, Role, StaffRole, Tenant
 
 
 def counts() -> dict[str, int]:
@@ -98,3 +101,26 @@ def test_onboarding_names_bad_input_and_writes_nothing(committed_db, argument, v
         assert admin.execute(
             "SELECT count(*) FROM auth_user WHERE username = 'ida'"
         ).fetchone() == (0,)
+
+
+def test_make_runs_banner_names_every_demo_login_with_its_roles(db):
+    """The banner once listed four of the six demo people; it is now made from the same list the
+    seed uses, and this checks the seed's result against it."""
+    call_command("seed_demo")
+    people = {}
+    for slug in ("acme", "globex"):
+        with tenant_context(demo_tenant_id(slug)):
+            for membership in Membership.objects.select_related("user"):
+                people.setdefault(membership.user.username, set()).update(membership.roles)
+    for user in get_user_model().objects.filter(is_staff=True):
+        people.setdefault(user.username, set()).update(g.name for g in user.groups.all())
+    assert len(people) >= 6
+    lines = {line.split()[0]: line for line in DEMO_BANNER.splitlines() if line.startswith("    ")}
+    for username, roles in people.items():
+        assert username in lines, f"{username} is missing from the banner"
+        for role in roles:
+            assert ROLE_WORDS[role] in lines[username]
+    labels = {**{r.value: r.label for r in Role}, **{r.value: r.label for r in StaffRole}}
+    assert {value: words.lower() for value, words in ROLE_WORDS.items()} == {
+        value: label.lower() for value, label in labels.items()
+    }

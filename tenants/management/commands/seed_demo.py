@@ -22,6 +22,7 @@ from django.db import transaction
 
 from core.tenancy import tenant_context
 from tenants import certificates, services
+from tenants.demo_people import DEMO_PASSWORD, DEMO_PEOPLE
 from tenants.models import (
     CertificatePurpose,
     Connection,
@@ -33,7 +34,6 @@ from tenants.models import (
 )
 from tenants.services import get_connection_api_key
 
-DEMO_PASSWORD = "busbar-demo-pass"
 DIP_BASE_URL = "https://127.0.0.1:8443"
 
 
@@ -42,7 +42,6 @@ class DemoTenant:
     slug: str
     name: str
     identities: list[tuple[str, str, str]]  # MPID, role code, DIP ID
-    users: list[tuple[str, list[str]]]  # username, roles
     channels: dict[str, list[str]]  # direction -> interface ids
 
 
@@ -51,12 +50,6 @@ DEMO = [
         slug="acme",
         name="Acme Energy Supply",
         identities=[("ACME", "SUP", "1000000001")],
-        users=[
-            ("alice", [Role.TENANT_ADMIN, Role.CERTIFICATE_ADMIN, Role.APPROVER]),
-            ("bob", [Role.MESSAGE_OPERATOR]),
-            ("victor", [Role.VIEWER]),
-            ("audrey", [Role.AUDITOR]),
-        ],
         channels={
             Direction.INBOUND: ["IF-021", "IF-032", "IF-035", "IF-036", "IF-001"],
             Direction.OUTBOUND: ["IF-031", "IF-041"],
@@ -66,7 +59,6 @@ DEMO = [
         slug="globex",
         name="Globex Smart Data",
         identities=[("GLBX", "SDS", "1000000002")],
-        users=[("charlie", [Role.TENANT_ADMIN, Role.MESSAGE_OPERATOR])],
         channels={
             Direction.INBOUND: ["IF-033", "IF-041"],
             Direction.OUTBOUND: ["IF-021", "IF-034"],
@@ -136,7 +128,10 @@ class Command(BaseCommand):
                                 expected_cadence=timedelta(hours=1),
                                 actor="seed",
                             )
-                for username, roles in spec.users:
+                for person in DEMO_PEOPLE:
+                    if person.tenant != spec.slug:
+                        continue
+                    username, roles = person.username, [Role(role) for role in person.roles]
                     user = user_model.objects.filter(username=username).first()
                     if user is None:
                         services.create_user(
@@ -245,9 +240,17 @@ class Command(BaseCommand):
         user_model = get_user_model()
         for role in StaffRole:
             Group.objects.get_or_create(name=role.value)
-        sam = user_model.objects.filter(username="sam").first()
-        if sam is None:
-            sam = user_model(username="sam", email="sam@busbar.example", is_staff=True)
-            sam.set_password(DEMO_PASSWORD)
-            sam.save()
-        sam.groups.add(Group.objects.get(name=StaffRole.PROVIDER_SUPPORT))
+        for person in DEMO_PEOPLE:
+            if person.tenant is not None:
+                continue
+            staff = user_model.objects.filter(username=person.username).first()
+            if staff is None:
+                staff = user_model(
+                    username=person.username,
+                    email=f"{person.username}@busbar.example",
+                    is_staff=True,
+                )
+                staff.set_password(DEMO_PASSWORD)
+                staff.save()
+            for role in person.roles:
+                staff.groups.add(Group.objects.get(name=StaffRole(role)))
