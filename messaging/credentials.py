@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.audit import record_event
+from core.models import AuditEvent
 from messaging.dip import DipClient, DipTransportError, SubmitResult, encode_batch
 from messaging.exchanges import record_call, record_failure, record_submit
 from messaging.models import ExchangeOperation
@@ -257,14 +258,53 @@ def dip_canary(candidate: Certificate) -> CanaryResult:
     return CanaryResult(ok=response.ok, detail=f"replay canary: {detail}")
 
 
+# A rotation request with no canary result after this long is taken as lost (its task never
+# ran), so the certificate admin may ask again rather than wait on it forever.
+ROTATION_PENDING_WINDOW = dt.timedelta(minutes=15)
+
+
+def pending_rotation(
+    *, certificate: Certificate, now: dt.datetime | None = None
+) -> dt.datetime | None:
+    """When a rotation of ``certificate`` was asked for and is still waiting for its worker's
+    canary, or None. The request is an audit event; the canary's result is on the certificate."""
+    if certificate.status != CertificateStatus.STAGED:
+        return None
+    now = now or timezone.now()
+    requested_at = (
+        AuditEvent.objects.filter(
+            tenant_id=certificate.tenant_id,
+            action="certificate.rotation_requested",
+            object_type="certificate",
+            object_id=str(certificate.id),
+            occurred_at__gt=now - ROTATION_PENDING_WINDOW,
+        )
+        .order_by("-occurred_at")
+        .values_list("occurred_at", flat=True)
+        .first()
+    )
+    if requested_at is None:
+        return None
+    if certificate.last_canary_at is not None and certificate.last_canary_at >= requested_at:
+        return None
+    return requested_at
+
+
 def request_certificate_rotation(*, certificate: Certificate, actor: str) -> None:
     """Ask a worker to canary ``certificate`` and cut over to it (the DIP is never called inside a
-    web request). Raises CertificateError at once when it cannot be rotated in."""
+    web request). Raises CertificateError at once when it cannot be rotated in, or when a rotation
+    of it is already waiting for its canary (a second request would only run the canary twice)."""
     from messaging.tasks import rotate_certificate_task  # the tasks module imports this one
 
     if certificate.status != CertificateStatus.STAGED:
         raise CertificateError(
             f"only a staged certificate can be rotated in; this one is {certificate.status}"
+        )
+    queued_at = pending_rotation(certificate=certificate)
+    if queued_at is not None:
+        raise CertificateError(
+            f"a rotation of this certificate was requested at {queued_at:%Y-%m-%d %H:%M} UTC"
+            " and is waiting for its canary; its result will show here"
         )
     with transaction.atomic():
         record_event(

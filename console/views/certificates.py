@@ -18,9 +18,9 @@ from console.expiry import expiry_gauge
 from console.forms import ApiKeyForm, CsrForm, ImportForm, RevokeForm, SignedCertificateForm
 from console.views.home import signed_in_user, tenant_required
 from messaging import exchanges
-from messaging.credentials import request_certificate_rotation
+from messaging.credentials import pending_rotation, request_certificate_rotation
 from tenants import certificates, selectors, services
-from tenants.models import Certificate, Role
+from tenants.models import Certificate, CertificateStatus, Role
 
 
 def _is_certificate_admin(request: HttpRequest) -> bool:
@@ -154,8 +154,39 @@ def certificate_detail(request: HttpRequest, certificate_id: str) -> HttpRespons
         "messages_sent": exchanges.count_messages_with_certificate(certificate=certificate),
         "signed_form": SignedCertificateForm(),
         "revoke_form": RevokeForm(),
+        **_rotation_context(certificate),
     }
+    if request.htmx and admin:  # type: ignore[attr-defined]
+        if certificate.status != CertificateStatus.STAGED:
+            # The queued rotation has finished: the whole page changes, not just the section.
+            response = HttpResponse(status=204)
+            response["HX-Refresh"] = "true"
+            return response
+        return render(request, "console/certificates/detail.html#rotation", context)
     return render(request, "console/certificates/detail.html", context)
+
+
+def _rotation_context(certificate: Certificate) -> dict:
+    """What the page needs to say which way a certificate goes into use, and how far along.
+
+    A staged certificate goes in by rotation (canary first) when its connection already has an
+    active one for the purpose, or by plain activation when it has none: the page offers the one
+    that applies. While a rotation waits for its worker, the page says so and offers nothing.
+    An active certificate that replaced another names it and the end of its overlap.
+    """
+    same_slot = Certificate.objects.filter(
+        connection_id=certificate.connection_id, purpose=certificate.purpose
+    ).exclude(id=certificate.id)
+    current = same_slot.filter(status=CertificateStatus.ACTIVE).order_by("-activated_at").first()
+    return {
+        "current_certificate": current,
+        "rotation_queued_at": pending_rotation(certificate=certificate),
+        "overlapping": same_slot.filter(
+            status=CertificateStatus.RETIRING, overlap_until__gt=timezone.now()
+        ).order_by("-overlap_until")
+        if certificate.status == CertificateStatus.ACTIVE
+        else [],
+    }
 
 
 @tenant_required

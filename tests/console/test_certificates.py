@@ -211,6 +211,74 @@ def test_rotate_queues_a_canary_for_a_worker_and_records_the_request(
     with tenant_context(world.acme.id):
         assert AuditEvent.objects.filter(action="certificate.rotation_requested").count() == 1
 
+    # While it waits for its worker, the page says so and offers no second rotation...
+    alice = signed_in("alice")
+    page = alice.get(f"/certificates/{staged.id}/").content.decode()
+    assert 'data-testid="rotation-queued"' in page
+    assert f"/certificates/{staged.id}/rotate/" not in page
+    assert f"/certificates/{staged.id}/activate/" not in page
+    # ...and the server refuses one anyway, naming why, with nothing queued.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = alice.post(f"/certificates/{staged.id}/rotate/", follow=True).content.decode()
+    assert "is waiting for its canary" in again
+    assert queue_length("maintenance") == 0
+    with tenant_context(world.acme.id):
+        assert AuditEvent.objects.filter(action="certificate.rotation_requested").count() == 1
+
+    # The canary's result ends the wait: a failed one is shown, and rotating is offered again.
+    with tenant_context(world.acme.id):
+        Certificate.objects.filter(id=staged.id).update(
+            last_canary_at=datetime.now(UTC),
+            last_canary_ok=False,
+            last_canary_detail="401 Unauthorized",
+        )
+    page = alice.get(f"/certificates/{staged.id}/").content.decode()
+    assert 'data-testid="rotation-queued"' not in page
+    assert "The last canary failed (401 Unauthorized)" in page
+
+
+def test_a_staged_certificate_offers_the_one_way_in_that_applies(world, ca, acme_connection):
+    """No active certificate of the purpose: activate. One active: rotate, with a canary. After
+    the rotation, the new certificate names the one it replaced and when that one's overlap ends."""
+    with tenant_context(world.acme.id):
+        first = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue((key := new_key()).public_key())) + key_pem(key),
+            actor="alice",
+        )
+    alice = signed_in("alice")
+    page = alice.get(f"/certificates/{first.id}/").content.decode()
+    assert f"/certificates/{first.id}/activate/" in page
+    assert f"/certificates/{first.id}/rotate/" not in page
+    alice.post(f"/certificates/{first.id}/activate/")
+    with tenant_context(world.acme.id):
+        second = certificates.import_certificate(
+            connection=acme_connection,
+            purpose="signing",
+            data=pem(ca.issue((key := new_key()).public_key())) + key_pem(key),
+            actor="alice",
+        )
+    page = alice.get(f"/certificates/{second.id}/").content.decode()
+    assert f"/certificates/{second.id}/rotate/" in page
+    assert f"/certificates/{second.id}/activate/" not in page
+    assert "goes in by rotation" in page
+
+    with tenant_context(world.acme.id):
+        certificates.rotate_certificate(
+            certificate=second,
+            canary=lambda _: certificates.CanaryResult(ok=True, detail="201 Created"),
+            actor="alice",
+        )
+        overlap_until = Certificate.objects.get(id=first.id).overlap_until
+    stamp = f"{overlap_until:%Y-%m-%d %H:%M} UTC"
+    new_page = signed_in("bob").get(f"/certificates/{second.id}/").content.decode()
+    assert 'data-testid="replaced"' in new_page  # shown to every member, not only admins
+    assert stamp in new_page
+    old_page = alice.get(f"/certificates/{first.id}/").content.decode()
+    assert 'data-testid="overlap-until"' in old_page
+    assert stamp in old_page
+
 
 def test_a_message_reference_finds_the_certificate_that_signed_it_and_revocation_counts_them(
     world, ca, acme_connection
