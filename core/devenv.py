@@ -545,8 +545,9 @@ def run(args: argparse.Namespace) -> int:
             [os.environ.get("BUSBAR_DOWNSTREAM_ALLOW", "")]
             + [f"127.0.0.1:{client['port']}" for client in clients.values()]
         ).strip(",")
-        full_env = {**os.environ, **env}
         dipsim_ca, dipsim_data = VAR / "dipsim-ca", logs / "dipsim"
+        env["BUSBAR_DEMO_DIPSIM_CA"] = str(dipsim_ca)
+        full_env = {**os.environ, **env}
         # fmt: off
         subprocess.run([PYTHON, "-m", "dipsim", "ca", "init", "--dir", str(dipsim_ca)],
                        check=True, capture_output=True, cwd=ROOT)

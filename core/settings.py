@@ -448,6 +448,9 @@ else:
 # than the skew from now is refused; the ingest server sheds load (503 + Retry-After) when more
 # requests wait for the database than it has connections, or the unprocessed backlog is too deep.
 BUSBAR_WEBHOOK_BASE_URL = env("BUSBAR_WEBHOOK_BASE_URL", "")
+# The demo's stand-in for the DIP's certificate authority (dipsim's CA folder), so the console can
+# tell a certificate admin how to get a CSR signed in the demo. Empty outside the demo.
+BUSBAR_DEMO_DIPSIM_CA = env("BUSBAR_DEMO_DIPSIM_CA", "")
 BUSBAR_WEBHOOK_MAX_BODY_BYTES = envint("BUSBAR_WEBHOOK_MAX_BODY_BYTES", 10 * 1024 * 1024)
 BUSBAR_WEBHOOK_MAX_MESSAGES = envint("BUSBAR_WEBHOOK_MAX_MESSAGES", 5000)
 BUSBAR_WEBHOOK_SKEW_SECONDS = envint("BUSBAR_WEBHOOK_SKEW_SECONDS", 300)

@@ -63,6 +63,21 @@ def cmd_ca_issue(args: argparse.Namespace) -> None:
     print(f"{cert}\n{key}")
 
 
+def cmd_ca_sign(args: argparse.Namespace) -> None:
+    try:
+        path = pki.sign_csr(
+            args.dir,
+            Path(args.csr).read_bytes(),
+            kind=args.kind,
+            dip_ids=args.dip_id,
+            out=args.out,
+            days=args.days,
+        )
+    except (OSError, ValueError) as exc:
+        sys.exit(f"dipsim ca sign: {exc}")
+    print(path)
+
+
 # ---- registry -------------------------------------------------------------------------------------
 
 
@@ -325,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--expired", action="store_true", help="issue a certificate that has already expired"
     )
     p.set_defaults(func=cmd_ca_issue)
+    p = ca.add_parser(
+        "sign", help="sign a certificate signing request (e.g. one Busbar generated) with the CA"
+    )
+    p.add_argument("--dir", required=True)
+    p.add_argument("--csr", required=True, help="the request, PEM")
+    p.add_argument(
+        "--dip-id", action="append", required=True, help="a DIP ID the certificate covers; repeat"
+    )
+    p.add_argument("--kind", choices=["signing", "mtls"], required=True)
+    p.add_argument("--out", required=True, help="where to write the signed certificate (PEM)")
+    p.add_argument("--days", type=int, default=825)
+    p.set_defaults(func=cmd_ca_sign)
 
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", required=True)

@@ -151,9 +151,37 @@ def issue_cert(
     become ``urn:dip:id:`` URIs. ``not_before`` lets tests make certificates that are already
     expired (a ``not_before`` in the past with a short ``days``).
     """
+    key = key or new_key()
+    cert = _leaf_certificate(
+        ca_cert,
+        ca_key,
+        public_key=key.public_key(),
+        kind=kind,
+        common_name=common_name,
+        dip_ids=dip_ids,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        days=days,
+        not_before=not_before,
+    )
+    return cert, key
+
+
+def _leaf_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    *,
+    public_key: rsa.RSAPublicKey,
+    kind: str,
+    common_name: str,
+    dip_ids: Iterable[str],
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str],
+    days: int,
+    not_before: dt.datetime | None,
+) -> x509.Certificate:
     if kind not in {"signing", "mtls", "server"}:
         raise ValueError(f"unknown certificate kind {kind!r}")
-    key = key or new_key()
     start = not_before or (_now() - dt.timedelta(minutes=5))
     sans: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(f"{DIP_ID_URI_PREFIX}{dip_id}") for dip_id in dip_ids
@@ -176,7 +204,7 @@ def issue_cert(
             )
         )
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
@@ -203,7 +231,7 @@ def issue_cert(
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def write_pair(cert: x509.Certificate, key: rsa.RSAPrivateKey, prefix: Path) -> tuple[Path, Path]:
@@ -290,6 +318,49 @@ def issue_to_files(
         not_before=start,
     )
     return write_pair(cert, key, Path(out))
+
+
+def sign_csr(
+    directory: str | Path,
+    csr_pem: bytes,
+    *,
+    kind: str,
+    dip_ids: list[str],
+    out: str | Path,
+    days: int = 825,
+) -> Path:
+    """Sign a participant's certificate signing request with the CA in ``directory``, as the
+    DIP's CA would: the key stays with whoever made the request (Busbar generates CSRs and keeps
+    its keys), and the CA, not the requester, decides which DIP IDs the certificate covers. The
+    subject's common name is kept. Writes the certificate (PEM) to ``out``."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise ValueError(f"not a PEM certificate signing request: {exc}") from exc
+    if not csr.is_signature_valid:
+        raise ValueError("the request's signature does not match its key")
+    public_key = csr.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise ValueError("the DIP issues certificates for RSA keys only")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(names[0].value) if names else f"{kind} {'/'.join(dip_ids)}"
+    paths = CaPaths(Path(directory))
+    cert = _leaf_certificate(
+        load_cert(paths.ca_cert),
+        load_key(paths.ca_key),
+        public_key=public_key,
+        kind=kind,
+        common_name=common_name,
+        dip_ids=dip_ids,
+        dns_names=(),
+        ip_addresses=(),
+        days=days,
+        not_before=None,
+    )
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(cert_pem(cert))
+    return target
 
 
 def _is_ip(value: str) -> bool:

@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import wraps
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -155,6 +156,9 @@ def certificate_detail(request: HttpRequest, certificate_id: str) -> HttpRespons
         "signed_form": SignedCertificateForm(),
         "revoke_form": RevokeForm(),
         **_rotation_context(certificate),
+        "demo_ca": settings.BUSBAR_DEMO_DIPSIM_CA
+        if certificate.status == CertificateStatus.REQUESTED
+        else "",
     }
     if request.htmx and admin:  # type: ignore[attr-defined]
         if certificate.status != CertificateStatus.STAGED:

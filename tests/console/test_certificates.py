@@ -76,7 +76,8 @@ def test_a_wrong_pkcs12_password_is_named_and_nothing_is_stored(world, ca, acme_
         assert not Certificate.objects.exists()
 
 
-def test_a_csr_is_generated_downloaded_and_completed(world, ca, acme_connection):
+def test_a_csr_is_generated_downloaded_and_completed(world, ca, acme_connection, settings):
+    settings.BUSBAR_DEMO_DIPSIM_CA = "/srv/demo/dipsim-ca"
     alice = signed_in("alice")
     response = alice.post(
         "/certificates/csr/",
@@ -94,6 +95,11 @@ def test_a_csr_is_generated_downloaded_and_completed(world, ca, acme_connection)
     csr = alice.get(f"/certificates/{certificate_id}/csr.pem")
     assert csr["Content-Type"] == "application/pkcs10"
     assert b"BEGIN CERTIFICATE REQUEST" in csr.content
+    # In the demo, the page says how to get it signed by dipsim's CA, for this DIP ID and use.
+    waiting = alice.get(detail).content.decode()
+    assert 'data-testid="demo-ca"' in waiting
+    assert "dipsim ca sign --dir /srv/demo/dipsim-ca" in waiting
+    assert "--kind signing --dip-id 1000000001" in waiting
     from cryptography import x509
 
     signed = ca.issue(
@@ -106,6 +112,7 @@ def test_a_csr_is_generated_downloaded_and_completed(world, ca, acme_connection)
     alice.post(f"/certificates/{certificate_id}/activate/")
     page = alice.get(detail).content.decode()
     assert "status-active" in page
+    assert 'data-testid="demo-ca"' not in page  # only while a signed certificate is awaited
 
 
 def test_other_roles_see_status_only_and_cannot_act(world, ca, acme_connection):

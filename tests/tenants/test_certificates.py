@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -431,3 +433,49 @@ def test_a_staged_certificate_that_expires_is_warned_about_weekly_not_daily(acme
     assert warned(6) == {str(active.id)}  # expired: only the one in use, a day later
     assert warned(7) == {str(active.id)}
     assert warned(8) == {str(active.id), str(spare.id)}  # a week after the spare's last
+
+
+def test_dipsims_ca_signs_a_busbar_csr_and_busbar_accepts_the_result(acme, tmp_path):
+    """The demo's way to complete a CSR: `python -m dipsim ca sign`, as the DIP's CA would."""
+    requested = certs.generate_key_and_csr(
+        connection=acme,
+        purpose="signing",
+        common_name="signing.acme.example",
+        organization="Acme",
+        key_size=2048,
+        actor="alice",
+    )
+    csr_path = tmp_path / "acme.csr"
+    csr_path.write_text(requested.csr_pem)
+    dipsim = [sys.executable, "-m", "dipsim", "ca"]
+    subprocess.run(
+        [*dipsim, "init", "--dir", str(tmp_path / "ca")], check=True, capture_output=True
+    )
+    signed = subprocess.run(
+        [*dipsim, "sign", "--dir", str(tmp_path / "ca"), "--csr", str(csr_path),
+         "--kind", "signing", "--dip-id", "1000000001", "--out", str(tmp_path / "acme.crt")],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    certificate = x509.load_pem_x509_certificate((tmp_path / "acme.crt").read_bytes())
+    assert signed.stdout.strip() == str(tmp_path / "acme.crt")
+    assert (
+        certificate.public_key() == x509.load_pem_x509_csr(requested.csr_pem.encode()).public_key()
+    )
+    assert "urn:dip:id:1000000001" in certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier)
+    done = certs.import_signed_certificate(
+        certificate=requested, pem=(tmp_path / "acme.crt").read_bytes(), actor="alice"
+    )
+    assert done.status == CertificateStatus.STAGED
+
+    # A file that is not a request is named, and nothing is written.
+    (tmp_path / "junk.csr").write_text("-----BEGIN CERTIFICATE REQUEST-----\nnope\n")
+    refused = subprocess.run(
+        [*dipsim, "sign", "--dir", str(tmp_path / "ca"), "--csr", str(tmp_path / "junk.csr"),
+         "--kind", "mtls", "--dip-id", "1000000001", "--out", str(tmp_path / "junk.crt")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "not a PEM certificate signing request" in refused.stderr
+    assert not (tmp_path / "junk.crt").exists()
