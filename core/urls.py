@@ -48,6 +48,17 @@ api_patterns = [
         name="message-submit-batch",
     ),
     path("certificates/", certificate_api.CertificateListApi.as_view(), name="certificate-list"),
+    path("certificates/csr/", certificate_api.CertificateCsrApi.as_view(), name="certificate-csr"),
+    path(
+        "certificates/<uuid:certificate_id>/signed/",
+        certificate_api.CertificateSignedApi.as_view(),
+        name="certificate-signed",
+    ),
+    path(
+        "certificates/<uuid:certificate_id>/activate/",
+        certificate_api.CertificateActivateApi.as_view(),
+        name="certificate-activate",
+    ),
     path(
         "certificates/<uuid:certificate_id>/revoke/",
         certificate_api.CertificateRevokeApi.as_view(),

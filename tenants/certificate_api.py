@@ -1,5 +1,8 @@
-"""Certificates for client systems: inventory metadata for any reader, import and revocation for
-keys with the ``certificates`` scope. No endpoint ever returns key material."""
+"""Certificates for client systems: inventory metadata for any reader; for keys with the
+``certificates`` scope, the whole life a certificate admin has in the console: import, a key and
+CSR generated in Busbar, the CA's signed certificate attached, first activation, revocation
+(rotation is ``messaging.api``'s, as a worker canaries it). No endpoint ever returns key material;
+a CSR is public by design and is returned."""
 
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ class CertificateOutput(serializers.Serializer):
     activated_at = serializers.DateTimeField(allow_null=True)
     overlap_until = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
+    csr_pem = serializers.CharField(
+        help_text="the certificate signing request, while the signed certificate is awaited"
+    )
 
 
 class CertificateListApi(APIView):
@@ -103,3 +109,80 @@ class CertificateRevokeApi(APIView):
             actor=api_client(request).label,
         )
         return Response(CertificateOutput(revoked).data)
+
+
+class CertificateCsrApi(APIView):
+    """Generate a key in Busbar (encrypted at once, never returned) and its CSR for a CA to sign."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.CERTIFICATES
+
+    class CsrInput(serializers.Serializer):
+        connection_id = serializers.IntegerField()
+        purpose = serializers.ChoiceField(
+            choices=[CertificatePurpose.SIGNING, CertificatePurpose.MTLS]
+        )
+        common_name = serializers.CharField(max_length=64)
+        organization = serializers.CharField(max_length=64)
+        country = serializers.CharField(max_length=2, default="GB")
+        organizational_unit = serializers.CharField(max_length=64, required=False, default="")
+        key_size = serializers.ChoiceField(choices=[2048, 3072, 4096], default=3072)
+
+    @extend_schema(
+        request=CsrInput, responses={201: CertificateOutput}, operation_id="certificates_csr"
+    )
+    def post(self, request: Request) -> Response:
+        payload = self.CsrInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        requested = certificates.generate_key_and_csr(
+            connection=selectors.get_connection(connection_id=data["connection_id"]),
+            purpose=data["purpose"],
+            common_name=data["common_name"],
+            organization=data["organization"],
+            country=data["country"],
+            organizational_unit=data["organizational_unit"],
+            key_size=data["key_size"],
+            actor=api_client(request).label,
+        )
+        return Response(CertificateOutput(requested).data, status=status.HTTP_201_CREATED)
+
+
+class CertificateSignedApi(APIView):
+    """Attach the CA's signed certificate to a key Busbar generated; the pair is then staged."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.CERTIFICATES
+
+    class SignedInput(serializers.Serializer):
+        certificate_pem = serializers.CharField(max_length=64 * 1024)
+
+    @extend_schema(
+        request=SignedInput, responses=CertificateOutput, operation_id="certificates_signed"
+    )
+    def post(self, request: Request, certificate_id: str) -> Response:
+        certificate = selectors.get_certificate(certificate_id=certificate_id)
+        payload = self.SignedInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        staged = certificates.import_signed_certificate(
+            certificate=certificate,
+            pem=payload.validated_data["certificate_pem"].encode(),
+            actor=api_client(request).label,
+        )
+        return Response(CertificateOutput(staged).data)
+
+
+class CertificateActivateApi(APIView):
+    """Put a staged certificate into use where its connection has none active for the purpose.
+    Replacing an active certificate is a rotation (``certificates_rotate``), canaried first."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.CERTIFICATES
+
+    @extend_schema(request=None, responses=CertificateOutput, operation_id="certificates_activate")
+    def post(self, request: Request, certificate_id: str) -> Response:
+        certificate = selectors.get_certificate(certificate_id=certificate_id)
+        active = certificates.activate_first_certificate(
+            certificate=certificate, actor=api_client(request).label
+        )
+        return Response(CertificateOutput(active).data)

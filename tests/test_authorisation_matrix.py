@@ -164,6 +164,11 @@ channel_retrieve             acme   401  401     ok    ok    403    404   404   
 channel_retrieve             globex 401  401     404   404   403    404   ok    401
 certificates_list            -      401  401     ok    ok    403    ok    ok    401
 certificates_import          -      401  401     403   ok    403    ok    ok    401
+certificates_csr             -      401  401     403   ok    403    ok    ok    401
+certificates_signed          acme   401  401     403   ok    403    404   404   401
+certificates_signed          globex 401  401     403   404   403    404   ok    401
+certificates_activate        acme   401  401     403   ok    403    404   404   401
+certificates_activate        globex 401  401     403   404   403    404   ok    401
 certificates_revoke          acme   401  401     403   ok    403    404   404   401
 certificates_revoke          globex 401  401     403   404   403    404   ok    401
 certificates_rotate          acme   401  401     403   ok    403    404   404   401

@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+from cryptography import x509
 from rest_framework.test import APIClient
 
 from core.tenancy import tenant_context
@@ -179,3 +180,80 @@ def test_a_rotation_is_queued_for_a_worker_and_never_runs_in_the_request(
         client(api["acme_read"]).post(f"/api/v1/certificates/{staged['id']}/rotate/").status_code
         == 403
     )
+
+
+def test_a_client_system_generates_a_csr_attaches_the_signed_certificate_and_activates_it(api, ca):
+    manage = client(api["acme_manage"])
+    made = manage.post(
+        "/api/v1/certificates/csr/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "signing",
+            "common_name": "sign.acme.example",
+            "organization": "Acme Energy",
+            "key_size": 2048,
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    requested = made.json()
+    assert requested["status"] == "requested"
+    assert "PRIVATE KEY" not in made.content.decode()
+    csr = x509.load_pem_x509_csr(requested["csr_pem"].encode())
+    assert csr.is_signature_valid
+
+    # Something that is not a certificate is refused with its reason, and nothing changes.
+    wrong = manage.post(
+        f"/api/v1/certificates/{requested['id']}/signed/",
+        {"certificate_pem": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"},
+        format="json",
+    )
+    assert wrong.status_code == 400
+    assert "certificate" in wrong.content.decode().lower()
+    # Nor may a reader attach one.
+    reader = client(api["acme_read"]).post(
+        f"/api/v1/certificates/{requested['id']}/signed/",
+        {"certificate_pem": pem(ca.issue(csr.public_key())).decode()},
+        format="json",
+    )
+    assert reader.status_code == 403
+
+    signed = manage.post(
+        f"/api/v1/certificates/{requested['id']}/signed/",
+        {
+            "certificate_pem": pem(
+                ca.issue(csr.public_key(), common_name="sign.acme.example")
+            ).decode()
+        },
+        format="json",
+    )
+    assert signed.status_code == 200, signed.content
+    assert signed.json()["status"] == "staged"
+    assert signed.json()["fingerprint_sha256"]
+    active = manage.post(f"/api/v1/certificates/{requested['id']}/activate/")
+    assert active.status_code == 200, active.content
+    assert active.json()["status"] == "active"
+    listed = {c["id"]: c["status"] for c in manage.get("/api/v1/certificates/").json()}
+    assert listed[requested["id"]] == "active"
+
+    # A second certificate for the same use is not activated over the first: that is a rotation.
+    key = new_key()
+    second = manage.post(
+        "/api/v1/certificates/",
+        {
+            "connection_id": api["acme_connection"],
+            "purpose": "signing",
+            "bundle_base64": base64.b64encode(
+                pem(ca.issue(key.public_key())) + key_pem(key)
+            ).decode(),
+        },
+        format="json",
+    )
+    assert second.status_code == 201, second.content
+    refused = manage.post(f"/api/v1/certificates/{second.json()['id']}/activate/")
+    assert refused.status_code == 400
+    assert "rotate instead" in refused.content.decode()
+
+    # Another tenant's key finds nothing there.
+    other = client(api["globex_manage"]).post(f"/api/v1/certificates/{requested['id']}/activate/")
+    assert other.status_code == 404
