@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 import zipfile
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -227,6 +230,61 @@ def test_a_pack_verifies_offline_with_the_published_key(committed_db, settled_no
     }
     assert len(manifest["raw_included"]) == 2
     call_command("verify_evidence", str(pack), "--key", str(key))
+
+
+def _pdf_outline(pdf: bytes) -> list[str]:
+    """The bookmark titles WeasyPrint makes from a PDF's headings (they sit in compressed object
+    streams; titles are plain PDF strings for ASCII text)."""
+    titles: list[str] = []
+    for stream in re.finditer(rb"stream\n(.*?)\nendstream", pdf, re.S):
+        try:
+            body = zlib.decompress(stream.group(1))
+        except zlib.error:
+            continue
+        titles += [t.decode() for t in re.findall(rb"/Title \(([^)]*)\)/Dest", body)]
+    return titles
+
+
+def test_a_pack_carries_its_summary_as_pdf_too(committed_db, settled_now, tmp_path):
+    if packs.pdf_renderer() is None:
+        if os.environ.get("BUSBAR_REQUIRE_PDF") == "1":
+            pytest.fail("BUSBAR_REQUIRE_PDF=1 but WeasyPrint cannot load Pango")
+        pytest.skip(
+            "WeasyPrint cannot load Pango (apt-get install libpango-1.0-0 libpangoft2-1.0-0)"
+        )
+    world = build_world()
+    _traffic(world.acme.id)
+    pack = _pack(world)
+    with zipfile.ZipFile(pack) as z:
+        pdf = z.read("summary.pdf")
+        manifest = json.loads(z.read("manifest.json"))
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert manifest["files"]["summary.pdf"]["sha256"] == hashlib.sha256(pdf).hexdigest()
+    assert "summary_pdf_omitted" not in manifest
+    outline = _pdf_outline(pdf)
+    assert outline[0] == "Evidence pack: Acme Energy Supply"
+    assert {"Messages by direction and state", "Ledger", "How to verify"} <= set(outline)
+    key = tmp_path / "evidence-key.pem"
+    key.write_bytes(keys.public_key_pem())
+    result = _run_standalone(pack, tmp_path, "--key", str(key))  # the PDF is covered too
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_pango_a_pack_says_why_it_has_no_pdf_and_still_verifies(
+    committed_db, settled_now, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(packs, "pdf_renderer", lambda: None)
+    world = build_world()
+    _traffic(world.acme.id)
+    pack = _pack(world)
+    with zipfile.ZipFile(pack) as z:
+        assert "summary.pdf" not in z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+    assert "libpango" in manifest["summary_pdf_omitted"]
+    key = tmp_path / "evidence-key.pem"
+    key.write_bytes(keys.public_key_pem())
+    assert _run_standalone(pack, tmp_path, "--key", str(key)).returncode == 0
 
 
 def _rewrite(pack: Path, out: Path, change) -> Path:
