@@ -282,6 +282,7 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.verify_ledgers_task": {"queue": "maintenance"},
     "messaging.tasks.generate_evidence_pack_task": {"queue": "maintenance"},
     "messaging.tasks.purge_expired_payloads_task": {"queue": "maintenance"},
+    "messaging.tasks.archive_audit_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
@@ -303,6 +304,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     "verify-ledgers": {"task": "messaging.tasks.verify_ledgers_task", "schedule": 900.0},
     "purge-payloads": {"task": "messaging.tasks.purge_expired_payloads_task", "schedule": 86400.0},
+    "archive-audit": {"task": "messaging.tasks.archive_audit_task", "schedule": 86400.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
     "certificate-maintenance": {
         "task": "tenants.tasks.certificate_maintenance_task",
@@ -352,6 +354,13 @@ BUSBAR_EVIDENCE_DIR = Path(env("BUSBAR_EVIDENCE_DIR", str(BASE_DIR / "var" / "ev
 # A seal covers entries older than this, so a transaction still open never misses its seal.
 BUSBAR_EVIDENCE_SETTLE_SECONDS = envint("BUSBAR_EVIDENCE_SETTLE_SECONDS", 120)
 BUSBAR_EVIDENCE_PACK_DAYS = envint("BUSBAR_EVIDENCE_PACK_DAYS", 30)
+# Audit log retention (the DIP's Code of Connection floor: three months live, twelve archived;
+# smaller values are raised to that floor). Archived months are compressed files in this folder.
+BUSBAR_AUDIT_LIVE_DAYS = envint("BUSBAR_AUDIT_LIVE_DAYS", 92)
+BUSBAR_AUDIT_ARCHIVE_DAYS = envint("BUSBAR_AUDIT_ARCHIVE_DAYS", 365)
+BUSBAR_AUDIT_ARCHIVE_DIR = Path(
+    env("BUSBAR_AUDIT_ARCHIVE_DIR", str(BASE_DIR / "var" / "audit-archive"))
+)
 
 # Downstream delivery of normalised events (messaging/events). URLs on private, loopback or
 # link-local addresses are refused unless listed here: "127.0.0.1:8701,[::1]:8701,10.0.0.0/8".

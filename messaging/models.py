@@ -423,6 +423,32 @@ class ConnectionBreaker(TenantOwned):
         return f"{self.connection_id}: {self.state}"
 
 
+class AuditArchive(TenantOwned):
+    """One calendar month of a tenant's audit log moved out of the live table into a compressed
+    file (the records exactly as the ledger sealed them), kept for the archive period, then
+    purged. The live table keeps at least ``BUSBAR_AUDIT_LIVE_DAYS`` (never under 92: the DIP's
+    Code of Connection asks for three months live and twelve archived)."""
+
+    id = models.BigAutoField(primary_key=True)
+    period_from = models.DateTimeField()
+    period_to = models.DateTimeField()
+    events = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file_name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    purge_after = models.DateTimeField()
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "messaging_audit_archive"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "period_from"], name="audit_archive_month"),
+        ]
+
+    def __str__(self) -> str:
+        return f"audit {self.period_from:%Y-%m}: {self.events} events"
+
+
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from core.tenancy import tenant_context, tenant_task
 from messaging import credentials
-from messaging.evidence import ledger, packs, retention
+from messaging.evidence import audit_archive, ledger, packs, retention
 from messaging.outbound import services as outbound
 from messaging.store import services as store_services
 from messaging.store import sweeper
@@ -71,6 +71,18 @@ def purge_expired_payloads_task() -> int:
         with tenant_context(tenant_id):
             purged += retention.purge_expired_payloads()
     return purged
+
+
+@shared_task
+def archive_audit_task() -> int:
+    """Beat, daily: move each tenant's audit months past the live period into archive files,
+    and purge archive files past the archive period."""
+    moved = 0
+    for tenant_id in list_active_tenant_ids():
+        with tenant_context(tenant_id):
+            moved += len(audit_archive.archive_due_months(tenant_id=tenant_id))
+            audit_archive.purge_expired_archives()
+    return moved
 
 
 @shared_task(name="messaging.tasks.outbound.prepare_outbound_task", acks_late=True)

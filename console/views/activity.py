@@ -8,6 +8,8 @@ from django.shortcuts import render
 
 from console.views.home import tenant_required
 from core.models import AuditEvent
+from messaging.evidence import audit_archive
+from messaging.models import AuditArchive
 from tenants import selectors
 from tenants.models import Role
 
@@ -27,7 +29,13 @@ def activity(request: HttpRequest) -> HttpResponse:
     if action:
         events = events.filter(action__startswith=action)
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"page": page, "category": category, "action": action}
+    context = {
+        "page": page,
+        "category": category,
+        "action": action,
+        "archives": AuditArchive.objects.order_by("-period_from")[:36],
+        "live_days": audit_archive.live_days(),
+    }
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "console/activity.html#event-table", context)
     return render(request, "console/activity.html", context)

@@ -661,6 +661,8 @@ REDUCED = {
     "messaging_seal": {"SELECT", "INSERT"},
     "messaging_seal_leaf": {"SELECT", "INSERT"},
     "messaging_ledger_check": {"SELECT", "INSERT"},
+    # audit archives are recorded, then only marked purged (the column grant below)
+    "messaging_audit_archive": {"SELECT", "INSERT"},
     # the DIP specification registry: only the owner (import_dip_spec) writes it
     "messaging_specversion": {"SELECT"},
     "messaging_specschema": {"SELECT"},
@@ -687,6 +689,9 @@ DEFINER_FUNCTIONS = {
     # blanks raw payloads past the caller's tenant's retention, nothing else (RLS forced on the
     # owner too, so only the tenant in context; hashes stay, so seals still verify)
     "busbar_purge_payloads",
+    # deletes an archived month from the caller's tenant's audit log, only when an archive row
+    # holds exactly its events and the month ended at least 92 days ago
+    "busbar_release_archived_audit",
     "busbar_resolve_webhook",
     # the delivery sweeper's one cross-tenant question: tenant ids with deliveries due, no rows
     "busbar_tenants_with_due_deliveries",
@@ -770,7 +775,9 @@ def test_the_runtime_role_holds_only_what_it_needs(db):
         "definer functions for PUBLIC": [],
         # a message's work columns, and the columns an outbound message gets once after it is
         # created (its bytes, the DIP's transaction id); a trigger refuses a second write of those
-        "column grants": [("messaging_message", "UPDATE", column) for column in MESSAGE_COLUMNS],
+        # and when an audit archive's file was purged
+        "column grants": [("messaging_audit_archive", "UPDATE", "purged_at")]
+        + [("messaging_message", "UPDATE", column) for column in MESSAGE_COLUMNS],
     }
     too_much = {
         name: sorted(held - REDUCED.get(name, READ_WRITE))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +18,7 @@ from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
-from messaging.models import DipExchange, EvidencePack, TenantValidationSettings
+from messaging.models import AuditArchive, DipExchange, EvidencePack, TenantValidationSettings
 from messaging.outbound import breaker, idempotency
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
@@ -150,6 +150,14 @@ def _populate_message_store(tenant_id) -> None:
         requested_by="pytest",
         period_from=timezone.now() - timedelta(days=1),
         period_to=timezone.now(),
+    )
+    AuditArchive.objects.create(
+        period_from=datetime(2026, 1, 1, tzinfo=UTC),
+        period_to=datetime(2026, 2, 1, tzinfo=UTC),
+        events=0,
+        sha256="0" * 64,
+        file_name="audit-2026-01.jsonl.zst",
+        purge_after=datetime(2027, 5, 1, tzinfo=UTC),
     )
 
 
