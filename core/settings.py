@@ -394,7 +394,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env("BUSBAR_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # WeasyPrint logs each layout step of a PDF summary at INFO; only its warnings matter.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
+    },
 }
 
 SENTRY_DSN = env("SENTRY_DSN")
