@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -134,7 +135,8 @@ def test_the_message_page_and_an_export(demo_traffic, browser):  # noqa: F811
     page.goto(demo_traffic.url + "messages/?direction=inbound")
     with page.expect_download() as download:
         page.locator("[data-testid=export]").click()
-    rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    text = Path(download.value.path()).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert rows
     assert {r["direction"] for r in rows} == {"inbound"}
     page.close()
