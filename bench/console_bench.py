@@ -52,9 +52,10 @@ INTERFACES = [
 PASSWORD = "bench-operator-password"
 
 
-def _setup_environment() -> str:
+def _setup_environment(*, fresh: bool = True) -> str:
     services, env = devenv.prepare(dbname=DATABASE)
-    devenv.bootstrap_database(services.admin_conninfo, DATABASE, drop=True)
+    if fresh:
+        devenv.bootstrap_database(services.admin_conninfo, DATABASE, drop=True)
     os.environ.update(env)
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
     import django
@@ -256,6 +257,16 @@ def _seed(
     return stored, stored / (time.perf_counter() - started)
 
 
+def _stored_messages(admin: str) -> int:
+    """How many messages the bench tenant holds, from its counters (as the overview reads them)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(make_conninfo(admin, dbname=DATABASE)) as conn:
+        row = conn.execute("SELECT sum(count) FROM messaging_state_count").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 def _time(client: Any, path: str, repeat: int, **headers: str) -> tuple[float, int]:
     response = client.get(path, **headers)  # warm-up
     assert response.status_code == 200, (path, response.status_code)
@@ -297,7 +308,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="time the pages against the database an earlier run seeded, as it is",
+    )
     args = parser.parse_args()
+    if args.measure_only:
+        stored = _stored_messages(_setup_environment(fresh=False))
+        print(f"at {stored:,} messages (median of {args.repeat}):")
+        _measure(args.repeat)
+        return
     admin = _setup_environment()
     baseline = pg_baseline.measure(conninfo=admin, body="x" * 5000, rows=10_000)
     print(pg_baseline.describe(baseline))

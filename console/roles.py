@@ -9,6 +9,8 @@ metadata rights sees those fields masked; viewers see aggregates only.
 
 from __future__ import annotations
 
+import re
+
 from tenants.models import Membership, Role
 from tenants.selectors import user_has_role
 
@@ -65,3 +67,14 @@ def mask(value: str | None, *, content: bool) -> str:
     if not value or content:
         return value or ""
     return MASK * max(len(value) - 2, 1) + value[-2:] if len(value) > 4 else MASK * len(value)
+
+
+MPAN_IN_TEXT = re.compile(r"(?<!\d)\d{13}(?!\d)")
+
+
+def mask_mpans_in(text: str | None, *, content: bool) -> str:
+    """Free text (a finding, an exception's title, a reason) with any MPAN in it masked for
+    roles without content rights: validation names the MPAN it refused."""
+    if not text or content:
+        return text or ""
+    return MPAN_IN_TEXT.sub(lambda found: mask(found.group(0), content=False), text)

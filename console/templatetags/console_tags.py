@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django import template
 
-from console.roles import mask
+from console.roles import mask, mask_mpans_in
 from messaging.health import span
 
 register = template.Library()
@@ -41,3 +41,9 @@ def millis(value: float | None) -> str:
 @register.filter
 def sum_of(values: list[int]) -> int:
     return sum(values)
+
+
+@register.filter
+def mpans_masked(text: str | None, may_see_content: bool) -> str:
+    """``{{ f.text|mpans_masked:may_see_content }}``: any MPAN in free text masked."""
+    return mask_mpans_in(text, content=bool(may_see_content))

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from console.roles import ACTIVITY_ROLES, mask, may_open, may_see_content
+from console.roles import ACTIVITY_ROLES, mask, mask_mpans_in, may_open, may_see_content
 from console.views.home import tenant_required
 from console.views.messages import message_filter
 from core.audit import record_event
@@ -193,10 +193,15 @@ def exceptions_export(request: HttpRequest) -> HttpResponse | StreamingHttpRespo
         qs = qs.filter(state=state)
     if category in Category.values:
         qs = qs.filter(category=category)
-    _record(request, "exceptions", {"state": state, "category": category})
+    content = may_see_content(request.membership)  # type: ignore[attr-defined]
+    _record(request, "exceptions", {"state": state, "category": category, "masked": not content})
+    title = EXCEPTION_COLUMNS.index("title")
 
     def rows() -> Iterator[list[Any]]:
-        yield from (list(r) for r in qs.values_list(*EXCEPTION_COLUMNS).iterator(CHUNK))
+        for values in qs.values_list(*EXCEPTION_COLUMNS).iterator(CHUNK):
+            row = list(values)
+            row[title] = mask_mpans_in(row[title], content=content)
+            yield row
 
     return _stream(
         tenant_id=request.tenant.id,  # type: ignore[attr-defined]

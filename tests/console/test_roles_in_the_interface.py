@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import cache
@@ -15,6 +16,7 @@ from django.utils import timezone
 from console.roles import mask
 from core.models import AuditEvent
 from core.tenancy import tenant_context
+from messaging.exceptions.models import MessageException
 from messaging.store import services as store
 from tenants import services
 from tenants.models import Connection, Role
@@ -69,6 +71,27 @@ def people(world):
                 )
             ],
         )
+        # Validation names the MPAN it refused, in free text.
+        finding = SimpleNamespace(
+            stage="contextual",
+            severity="error",
+            code="CTX-MPAN-CHECK",
+            path="$",
+            text=f"MPAN {MPAN} fails its check digit",
+            rule="r",
+        )
+        store.record_findings(tenant_id=world.acme.id, findings=[(stored.message_ids[0], finding)])
+        MessageException.objects.create(
+            connection=conn,
+            message_id=stored.message_ids[0],
+            interface_id="IF-021",
+            category="data_quality",
+            severity="error",
+            owner_queue="data-quality",
+            to_act="client",
+            code="CTX-MPAN-CHECK",
+            title=f"MPAN {MPAN} fails its check digit",
+        )
     return stored.message_ids
 
 
@@ -115,8 +138,18 @@ def test_mpans_are_masked_for_roles_without_content_rights(people):
     assert mask(MPAN, content=False) in listing
     assert MPAN in bob.get("/messages/").content.decode()
     detail = alice.get(f"/messages/{people[0]}/").content.decode()
-    assert MPAN not in detail  # neither as the MPAN nor inside the business key
-    assert MPAN in bob.get(f"/messages/{people[0]}/").content.decode()
+    # Neither as the MPAN, nor inside the business key, nor in a finding's or exception's text.
+    assert MPAN not in detail
+    assert "fails its check digit" in detail
+    operator_detail = bob.get(f"/messages/{people[0]}/").content.decode()
+    assert f"MPAN {MPAN} fails its check digit" in operator_detail
+    queue = alice.get("/exceptions/").content.decode()
+    assert "fails its check digit" in queue
+    assert MPAN not in queue
+    [exported] = read_csv(alice.get("/exceptions/export.csv"))
+    assert exported["title"] == f"MPAN {mask(MPAN, content=False)} fails its check digit"
+    [exported] = read_csv(bob.get("/exceptions/export.csv"))
+    assert exported["title"] == f"MPAN {MPAN} fails its check digit"
 
 
 def test_searching_by_mpan_needs_content_rights(people):
@@ -194,7 +227,7 @@ def test_outbound_exceptions_and_activity_export(people, world):
     activity = read_csv(audrey.get("/activity/export.csv"))
     actions = {r["action"] for r in activity}
     assert {"identity.created", "channel.created", "export.downloaded"} <= actions
-    assert read_csv(signed_in("bob").get("/exceptions/export.csv")) == []
+    assert read_csv(signed_in("bob").get("/exceptions/export.csv", {"state": "resolved"})) == []
     assert read_csv(signed_in("bob").get("/outbound/export.csv")) == []
     assert signed_in("bob").get("/outbound/export.csv", {"state": "nope"}).status_code == 400
 
