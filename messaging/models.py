@@ -215,6 +215,11 @@ class FlowRollup(TenantOwned):
     state = models.CharField(max_length=20)
     shard = models.SmallIntegerField()
     entered = models.BigIntegerField(default=0)
+    # Summed age (creation to entering ``state``) of the messages counted in ``entered``: their
+    # mean is the flow's latency to that state, with no look at the messages themselves.
+    age_ms_sum = models.BigIntegerField(db_default=0)
+    # Retries scheduled in the hour while the messages sat in ``state`` (entered stays 0 for them).
+    retried = models.BigIntegerField(db_default=0)
 
     class Meta:
         db_table = "messaging_flow_rollup"
@@ -241,6 +246,43 @@ class StateCount(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.interface_id} {self.state}: {self.count}"
+
+
+class CodeKind(models.TextChoices):
+    FINDING = "finding", "A validation finding (error or fatal)"
+    REJECTION = "rejection", "A rejection by the DIP or a market party"
+
+
+class CodeRollup(TenantOwned):
+    """How many validation failures (per stage and code) and rejections (per code) a channel had
+    in an hour, summed over shards; kept by the statements that record them."""
+
+    pk = models.CompositePrimaryKey(
+        "tenant_id",
+        "connection_id",
+        "interface_id",
+        "direction",
+        "hour",
+        "kind",
+        "stage",
+        "code",
+        "shard",
+    )
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    interface_id = models.CharField(max_length=8)
+    direction = models.CharField(max_length=8)
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=10, choices=CodeKind.choices)
+    stage = models.CharField(max_length=12)  # the validation stage; "" for a rejection
+    code = models.CharField(max_length=40)
+    shard = models.SmallIntegerField()
+    count = models.BigIntegerField(db_default=0)
+
+    class Meta:
+        db_table = "messaging_code_rollup"
+
+    def __str__(self) -> str:
+        return f"{self.interface_id} {self.kind} {self.stage} {self.code}: {self.count}"
 
 
 # --- Evidence: the sealed ledger and assurance packs (messaging/evidence) ----------------------

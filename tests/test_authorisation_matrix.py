@@ -99,10 +99,13 @@ console:invitation-decline       POST  globex login ok   404   404   404   404  
 console:home                     GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
 console:flows                    GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
 console:messages                 GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:messages-export          GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:message-detail           GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
 console:message-detail           GET   globex login 404  404   404   404   403   404   ok    403   403
 console:exceptions               GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:exceptions-export        GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:outbound                 GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:outbound-export          GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:outbound-submit          POST  -     login 403   403   ok    403   403   403   403   403   403
 console:outbound-detail          GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
 console:outbound-detail          GET   globex login 404  404   404   404   403   404   ok    403   403
@@ -149,6 +152,7 @@ console:downstream-rotate        POST  globex login 404  403   403   403   403  
 console:downstream-enable        POST  acme  login ok    403   403   403   403   403   404   403   403
 console:downstream-enable        POST  globex login 404  403   403   403   403   403   ok    403   403
 console:activity                 GET   -     login ok    403   403   403   403   ok    ok    403   403
+console:activity-export          GET   -     login ok    403   403   403   403   ok    ok    403   403
 console:support                  GET   -     login 404   404   404   404   404   404   404   mfa   ok
 """
 

@@ -9,14 +9,10 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 
+from messaging.health import get_tenant_health
 from tenants import selectors
-
-AREAS = {
-    "flows": ("Flow health", "Volumes, latency and silence per channel will appear here."),
-    "messages": ("Messages", "Every inbound and outbound message, searchable, will appear here."),
-    "exceptions": ("Exceptions", "Validation and delivery failures routed to owner queues."),
-}
 
 
 def signed_in_user(request: HttpRequest) -> User:
@@ -45,15 +41,21 @@ def tenant_required(view: Any) -> Any:
 
 @tenant_required
 def home(request: HttpRequest) -> HttpResponse:
+    """The tenant overview: every flow's health at a glance, refreshed in place by htmx."""
     context = {
+        "health": get_tenant_health(now=timezone.now()),
         "identities": selectors.list_identities(),
-        "channels": selectors.list_channels(),
         "notifications": selectors.list_notifications(membership=request.membership, limit=5),  # type: ignore[attr-defined]
     }
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "console/home.html#overview", context)
     return render(request, "console/home.html", context)
 
 
 @tenant_required
-def area(request: HttpRequest, area: str) -> HttpResponse:
-    title, blurb = AREAS[area]
-    return render(request, "console/area.html", {"area": area, "title": title, "blurb": blurb})
+def flows(request: HttpRequest) -> HttpResponse:
+    """Every flow with its figures and the reasons for its status (the overview's long form)."""
+    context = {"health": get_tenant_health(now=timezone.now())}
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "console/flows.html#flow-table", context)
+    return render(request, "console/flows.html", context)

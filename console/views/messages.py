@@ -1,32 +1,30 @@
 """Messages and exceptions: search the tenant's DIP messages, open one (timeline, findings, the
-raw bytes beside the normalised events, the DIP certificate that signed it), and the exception
-queue. Message content is shown only to roles that handle content."""
+raw bytes beside the normalised events, the DIP certificate that signed it, the other messages of
+its business chain), and the exception queue. Message content, and the MPAN and business key, are
+shown only to roles with content rights (console.roles)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
+from console.roles import METADATA_ROLES, may_see_content
 from console.views.home import tenant_required
-from messaging.exceptions.models import Category, ExceptionState
+from messaging.exceptions.models import Category, ExceptionState, MessageException
 from messaging.exceptions.selectors import list_exceptions
-from messaging.inbound.selectors import MessageFilter, get_message_detail, list_messages
+from messaging.inbound.selectors import (
+    MessageFilter,
+    get_message_detail,
+    is_mpan,
+    list_linked_messages,
+    list_messages,
+)
 from messaging.store.states import InboundState, OutboundState
 from tenants import selectors
-from tenants.models import Role
 
 PAGE_SIZE = 50
-# Who may see message metadata (viewers see aggregates only) and who may see content.
-METADATA_ROLES = (
-    Role.TENANT_ADMIN,
-    Role.MESSAGE_OPERATOR,
-    Role.APPROVER,
-    Role.AUDITOR,
-    Role.CERTIFICATE_ADMIN,
-)
-CONTENT_ROLES = (Role.MESSAGE_OPERATOR, Role.AUDITOR)
 
 
 def _may(request: HttpRequest, roles: tuple[str, ...]) -> bool:
@@ -44,26 +42,58 @@ def _date(value: str) -> dt.date | None:
         return None
 
 
+def message_filter(q: QueryDict, *, content: bool) -> tuple[MessageFilter, list[str]]:
+    """The filter a query string asks for, and the problems with it, each naming the field.
+
+    Searching by MPAN is for roles with content rights: for anyone else it would tell whether a
+    supply point has messages, which the masking is there to hide.
+    """
+    problems = []
+    text = q.get("q", "")[:200].strip()
+    if text and is_mpan(text) and not content:
+        problems.append(
+            "Search: searching by MPAN needs content rights (message operator or auditor)."
+        )
+        text = ""
+    dates = {}
+    for name in ("from", "to"):
+        given = q.get(name) or ""
+        dates[name] = _date(given)
+        if given and dates[name] is None:
+            problems.append(f"{name.title()}: not a date (YYYY-MM-DD): {given[:20]!r}.")
+    before = q.get("before", "")
+    direction = q.get("direction", "")
+    return (
+        MessageFilter(
+            text=text,
+            interface_id=q.get("interface", "")[:8].strip(),
+            event_code=q.get("event", "")[:50].strip(),
+            state=q.get("state", "")[:20],
+            direction=direction if direction in ("inbound", "outbound") else "",
+            date_from=dates["from"],
+            date_to=dates["to"],
+            before_id=int(before) if before.isdigit() else None,
+        ),
+        problems,
+    )
+
+
 @tenant_required
 def message_list(request: HttpRequest) -> HttpResponse:
     if not _may(request, METADATA_ROLES):
         return _refuse(request)
     q = request.GET
-    before = q.get("before", "")
-    filters = MessageFilter(
-        text=q.get("q", "")[:200],
-        interface_id=q.get("interface", "")[:8],
-        state=q.get("state", "")[:20],
-        direction=q.get("direction", "") if q.get("direction") in ("inbound", "outbound") else "",
-        date_from=_date(q.get("from", "")),
-        date_to=_date(q.get("to", "")),
-        before_id=int(before) if before.isdigit() else None,
-    )
-    messages = list_messages(filters=filters, limit=PAGE_SIZE)
+    filters, problems = message_filter(q, content=may_see_content(request.membership))  # type: ignore[attr-defined]
+    # A search that could not be made as asked shows nothing rather than something else.
+    messages = [] if problems else list_messages(filters=filters, limit=PAGE_SIZE)
+    export_query = q.copy()
+    export_query.pop("before", None)
     context = {
         "messages": messages,
         "filters": filters,
+        "problems": problems,
         "q": q,
+        "export_query": export_query.urlencode(),
         "states": sorted({*InboundState, *OutboundState}),
         "next_before": messages[-1].id if len(messages) == PAGE_SIZE else None,
     }
@@ -76,13 +106,33 @@ def message_list(request: HttpRequest) -> HttpResponse:
 def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
     if not _may(request, METADATA_ROLES):
         return _refuse(request)
-    detail = get_message_detail(message_id=message_id, with_content=_may(request, CONTENT_ROLES))
+    content = may_see_content(request.membership)  # type: ignore[attr-defined]
+    detail = get_message_detail(message_id=message_id, with_content=content)
     if detail is None:
         raise Http404("no such message")
     return render(
         request,
         "console/messages/detail.html",
-        {"d": detail, "m": detail.message, "may_see_content": _may(request, CONTENT_ROLES)},
+        {
+            "d": detail,
+            "m": detail.message,
+            "linked": list_linked_messages(message=detail.message),
+        },
+    )
+
+
+def exception_filter(q: QueryDict) -> tuple[str, str]:
+    state = q.get("state", ExceptionState.OPEN)
+    category = q.get("category", "")
+    return state, category
+
+
+def exceptions_matching(q: QueryDict, *, limit: int) -> list[MessageException]:
+    state, category = exception_filter(q)
+    return list_exceptions(
+        state=state if state in ExceptionState.values else None,
+        category=category if category in Category.values else None,
+        limit=limit,
     )
 
 
@@ -90,18 +140,14 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
 def exception_list(request: HttpRequest) -> HttpResponse:
     if not _may(request, METADATA_ROLES):
         return _refuse(request)
-    state = request.GET.get("state", ExceptionState.OPEN)
-    category = request.GET.get("category", "")
+    state, category = exception_filter(request.GET)
     context = {
-        "exceptions": list_exceptions(
-            state=state if state in ExceptionState.values else None,
-            category=category if category in Category.values else None,
-            limit=200,
-        ),
+        "exceptions": exceptions_matching(request.GET, limit=200),
         "state": state,
         "category": category,
         "categories": Category.choices,
         "exception_states": ExceptionState.choices,
+        "export_query": request.GET.urlencode(),
     }
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "console/exceptions/list.html#exception-table", context)

@@ -11,8 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from console.roles import METADATA_ROLES
 from console.views.home import tenant_required
-from console.views.messages import METADATA_ROLES
 from messaging.outbound import breaker, selectors
 from messaging.outbound.services import (
     ResubmitRefused,

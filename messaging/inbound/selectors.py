@@ -17,6 +17,7 @@ from messaging.dip.signing import HEADER_CERTIFICATE, certificate_fingerprint
 from messaging.events.models import Event
 from messaging.exceptions.models import MessageException
 from messaging.models import Finding, Message, RawBlob, Transition
+from messaging.store.ids import id_floor
 from messaging.store.services import message_bytes, raw_body
 from tenants.selectors import in_environment
 
@@ -30,6 +31,7 @@ class MessageFilter:
 
     text: str = ""
     interface_id: str = ""
+    event_code: str = ""
     state: str = ""
     direction: str = ""
     date_from: dt.date | None = None
@@ -37,13 +39,20 @@ class MessageFilter:
     before_id: int | None = None
 
 
-def list_messages(*, filters: MessageFilter, limit: int = 50) -> list[Message]:
-    """Newest first, ``limit`` at a time; page on with ``before_id`` (the last id shown)."""
+def is_mpan(text: str) -> bool:
+    """Whether a search text is read as an MPAN (13 digits)."""
+    return text.strip().isdigit() and len(text.strip()) == 13
+
+
+def filter_messages(*, filters: MessageFilter) -> QuerySet[Message]:
+    """The messages matching ``filters``, newest first, unsliced (the list pages it, the export
+    streams it). Every filter is served by an index led by tenant_id; dates also bound the id,
+    which is time-ordered, so only the months they cover are read."""
     # an API key sees only its environment's messages
     qs: QuerySet[Message] = in_environment(Message.objects.all(), "connection__environment")
     text = filters.text.strip()
     if text:
-        if text.isdigit() and len(text) == 13:
+        if is_mpan(text):
             qs = qs.filter(mpan=text)
         elif text.startswith("S-"):
             qs = qs.filter(sender_unique_reference=text)
@@ -57,18 +66,42 @@ def list_messages(*, filters: MessageFilter, limit: int = 50) -> list[Message]:
             )
     if filters.interface_id:
         qs = qs.filter(interface_id=filters.interface_id.upper())
+    if filters.event_code:
+        qs = qs.filter(event_code=filters.event_code)
     if filters.state:
         qs = qs.filter(state=filters.state)
     if filters.direction:
         qs = qs.filter(direction=filters.direction)
     if filters.date_from:
-        qs = qs.filter(created_at__gte=dt.datetime.combine(filters.date_from, dt.time(), dt.UTC))
+        start = dt.datetime.combine(filters.date_from, dt.time(), dt.UTC)
+        # created_at is the transaction's start, the id a moment later: never before it.
+        qs = qs.filter(created_at__gte=start, id__gte=id_floor(start))
     if filters.date_to:
         end = dt.datetime.combine(filters.date_to + dt.timedelta(days=1), dt.time(), dt.UTC)
-        qs = qs.filter(created_at__lt=end)
+        # An id is made within its transaction, so an hour's slack covers any transaction.
+        qs = qs.filter(created_at__lt=end, id__lt=id_floor(end + dt.timedelta(hours=1)))
     if filters.before_id:
         qs = qs.filter(id__lt=filters.before_id)
-    return list(qs.order_by("-id")[:limit])
+    return qs.order_by("-id")
+
+
+def list_messages(*, filters: MessageFilter, limit: int = 50) -> list[Message]:
+    """Newest first, ``limit`` at a time; page on with ``before_id`` (the last id shown)."""
+    return list(filter_messages(filters=filters)[:limit])
+
+
+def list_linked_messages(*, message: Message, limit: int = 50) -> list[Message]:
+    """Other messages of the same business chain, newest first: the same business key (which
+    carries the MPAN and the chain's reference), or for a message without one, the same MPAN.
+    Both through indexes led by tenant_id."""
+    qs: QuerySet[Message] = in_environment(Message.objects.all(), "connection__environment")
+    if message.business_key:
+        qs = qs.filter(business_key=message.business_key)
+    elif message.mpan:
+        qs = qs.filter(mpan=message.mpan)
+    else:
+        return []
+    return list(qs.exclude(id=message.id).order_by("-id")[:limit])
 
 
 @dataclass(frozen=True)

@@ -488,21 +488,38 @@ def transition(
             attempts = CASE WHEN %(reset)s THEN 0 ELSE attempts END
         WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) AND state = %(from)s
           AND direction = ANY(%(directions)s)
-        RETURNING id, connection_id, interface_id, direction
+        RETURNING id, connection_id, interface_id, direction, created_at
     ), timeline AS (
         INSERT INTO messaging_transition (tenant_id, message_id, from_state, to_state, actor,
                                           reason, detail)
         SELECT %(tenant)s, id, %(from)s, %(to)s, %(actor)s, %(reason)s, %(detail)s FROM moved
     ), rolled AS (
         INSERT INTO messaging_flow_rollup AS r
-            (tenant_id, connection_id, interface_id, direction, hour, state, shard, entered)
+            (tenant_id, connection_id, interface_id, direction, hour, state, shard, entered,
+             age_ms_sum)
         SELECT %(tenant)s, connection_id, interface_id, direction,
                date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', %(to)s, """
         + _SHARD_SQL
-        + """, count(*)
+        + """, count(*),
+               sum(greatest(extract(epoch FROM now() - created_at) * 1000, 0))::bigint
         FROM moved GROUP BY connection_id, interface_id, direction
         ON CONFLICT (tenant_id, connection_id, interface_id, direction, hour, state, shard)
-        DO UPDATE SET entered = r.entered + EXCLUDED.entered
+        DO UPDATE SET entered = r.entered + EXCLUDED.entered,
+                      age_ms_sum = r.age_ms_sum + EXCLUDED.age_ms_sum
+    ), rejected AS (
+        INSERT INTO messaging_code_rollup AS k
+            (tenant_id, connection_id, interface_id, direction, hour, kind, stage, code, shard,
+             count)
+        SELECT %(tenant)s, connection_id, interface_id, direction,
+               date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', 'rejection', '',
+               %(rejection_code)s, """
+        + _SHARD_SQL
+        + """, count(*)
+        FROM moved WHERE %(to)s = 'rejected'
+        GROUP BY connection_id, interface_id, direction
+        ON CONFLICT (tenant_id, connection_id, interface_id, direction, hour, kind, stage, code,
+                     shard)
+        DO UPDATE SET count = k.count + EXCLUDED.count
     ), counted AS (
         INSERT INTO messaging_state_count AS c
             (tenant_id, connection_id, interface_id, direction, state, shard, count)
@@ -527,10 +544,22 @@ def transition(
         "error": error,
         "reset": reset_attempts,
         "directions": allowed,
+        "rejection_code": rejection_code(detail),
     }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted(int(row[0]) for row in cursor.fetchall())
+
+
+def rejection_code(detail: dict[str, Any] | None) -> str:
+    """The code a rejection is counted under: the DIP's status code (``RCP...``/``MSG...``) or a
+    business response's (``R``, ``L``) as ``BR-R``; ``unknown`` when the detail names none."""
+    detail = detail or {}
+    if detail.get("code"):
+        return str(detail["code"])[:40]
+    if detail.get("response_code"):
+        return f"BR-{detail['response_code']}"[:40]
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -622,13 +651,34 @@ def schedule_retry(
     if not message_ids:
         return None
     delay = max(delay_seconds, retry_after or 0.0)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE messaging_message SET lease_until = NULL,"
-            " next_attempt_at = now() + make_interval(secs => %s), last_error = %s"
-            " WHERE tenant_id = %s AND id = ANY(%s) RETURNING next_attempt_at",
-            [float(delay), error[:2000], str(tenant_id), list(message_ids)],
-        )
+    sql = (
+        """
+    WITH retried AS (
+        UPDATE messaging_message SET lease_until = NULL,
+            next_attempt_at = now() + make_interval(secs => %(delay)s), last_error = %(error)s
+        WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)
+        RETURNING next_attempt_at, connection_id, interface_id, direction, state
+    ), rolled AS (
+        INSERT INTO messaging_flow_rollup AS r
+            (tenant_id, connection_id, interface_id, direction, hour, state, shard, retried)
+        SELECT %(tenant)s, connection_id, interface_id, direction,
+               date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', state, """
+        + _SHARD_SQL
+        + """, count(*)
+        FROM retried GROUP BY connection_id, interface_id, direction, state
+        ON CONFLICT (tenant_id, connection_id, interface_id, direction, hour, state, shard)
+        DO UPDATE SET retried = r.retried + EXCLUDED.retried
+    )
+    SELECT max(next_attempt_at) FROM retried"""
+    )
+    params: dict[str, Any] = {
+        "delay": float(delay),
+        "error": error[:2000],
+        "tenant": str(tenant_id),
+        "ids": list(message_ids),
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     return row[0] if row else None
 
@@ -655,13 +705,35 @@ def record_findings(
     rows = list(findings)
     if not rows:
         return 0
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO messaging_finding (tenant_id, message_id, registry_version, stage,
-                                           severity, code, path, text, rule)
-            SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],
-                                     %s::text[], %s::text[], %s::text[], %s::text[])
+            WITH recorded AS (
+                INSERT INTO messaging_finding (tenant_id, message_id, registry_version, stage,
+                                               severity, code, path, text, rule)
+                SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[],
+                                         %s::text[], %s::text[], %s::text[], %s::text[])
+                RETURNING tenant_id, message_id, stage, severity, code
+            ), failed AS (
+                SELECT m.connection_id, m.interface_id, m.direction, f.stage, f.code
+                FROM recorded f JOIN messaging_message m
+                  ON m.tenant_id = f.tenant_id AND m.id = f.message_id
+                WHERE f.severity IN ('error', 'fatal')
+            ), rolled AS (
+                INSERT INTO messaging_code_rollup AS k
+                    (tenant_id, connection_id, interface_id, direction, hour, kind, stage, code,
+                     shard, count)
+                SELECT %s, connection_id, interface_id, direction,
+                       date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+                       'finding', stage, code, """
+            + _SHARD_SQL
+            + """, count(*)
+                FROM failed GROUP BY connection_id, interface_id, direction, stage, code
+                ON CONFLICT (tenant_id, connection_id, interface_id, direction, hour, kind, stage,
+                             code, shard)
+                DO UPDATE SET count = k.count + EXCLUDED.count
+            )
+            SELECT count(*) FROM recorded
             """,
             [
                 str(tenant_id),
@@ -673,9 +745,10 @@ def record_findings(
                 [f.path[:300] for _, f in rows],
                 [f.text[:1000] for _, f in rows],
                 [f.rule[:80] for _, f in rows],
+                str(tenant_id),
             ],
         )
-        return cursor.rowcount
+        return int(cursor.fetchone()[0])
 
 
 # --- partitions ------------------------------------------------------------------------------

@@ -155,7 +155,8 @@ def running_busbar() -> Iterator[Running]:
 
     running = Running(url=url, dip_admin_url=f"http://127.0.0.1:{dipsim_port + 1}", kek=kek)
     try:
-        wait_for(ready, timeout=180, what=f"the run command to be ready (see {log.name})", poll=1)
+        # Generous: on a shared 2-core machine under load, migrations and ten processes take minutes.
+        wait_for(ready, timeout=420, what=f"the run command to be ready (see {log.name})", poll=1)
         yield running
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the whole group
