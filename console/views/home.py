@@ -11,6 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from tenants import selectors
+from tenants.authentication import in_staff_role
+from tenants.models import StaffRole
 
 AREAS = {
     "flows": ("Flow health", "Volumes, latency and silence per channel will appear here."),
@@ -36,6 +38,10 @@ def tenant_required(view: Any) -> Any:
                 user=signed_in_user(request)
             ):
                 return redirect("console:invitations")  # someone new: their way in
+            if not request.memberships and in_staff_role(  # type: ignore[attr-defined]
+                request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN
+            ):
+                return redirect("console:support")  # provider staff work across tenants
             status = 200 if request.memberships else 403  # type: ignore[attr-defined]
             return render(request, "console/choose_tenant.html", status=status)
         return view(request, *args, **kwargs)
