@@ -56,6 +56,10 @@ class ChannelHealth:
     platform_incident: str = ""  # the key of the platform incident that explains its trouble
 
     @property
+    def cadence_label(self) -> str:
+        return _duration(self.cadence) if self.cadence else ""
+
+    @property
     def reason(self) -> str:
         return "; ".join(self.reasons) or "flowing"
 
@@ -191,12 +195,16 @@ def _judge(channel: ChannelHealth, *, now: datetime) -> None:
         return
     if channel.certificate_days is not None and channel.certificate_days < 0:
         failing.append(f"certificate expired {-channel.certificate_days} days ago")
+    # The breaker holds sending only: an inbound channel still receives while it is open.
+    sending = channel.direction == "outbound"
     if channel.circuit == "open":
-        failing.append(
-            "circuit open" + (f": {channel.circuit_error}" if channel.circuit_error else "")
-        )
+        error = f": {channel.circuit_error}" if channel.circuit_error else ""
+        if sending:
+            failing.append(f"circuit open{error}")
+        else:
+            degraded.append(f"circuit open{error} (sending held; receiving goes on)")
     if channel.dip_failures:
-        (failing if channel.circuit != "closed" else degraded).append(
+        (failing if sending and channel.circuit != "closed" else degraded).append(
             f"{channel.dip_failures} DIP failures (5xx or no answer) in 15 min"
         )
     if channel.circuit == "half_open":
