@@ -107,6 +107,11 @@ urlpatterns = [
         name="downstream-enable",
     ),
     path("activity/", activity.activity, name="activity"),
+    path(
+        "activity/break-glass/<int:grant_id>/end/",
+        activity.break_glass_end,
+        name="break-glass-end",
+    ),
     path("support/", support.support_overview, name="support"),
     path("support/incidents/<slug:key>/", support.support_incident, name="support-incident"),
     path("support/tenants/<slug:slug>/", support.support_tenant, name="support-tenant"),

@@ -721,8 +721,9 @@ Busbar is running.
     alice    acme tenant admin
     bob      acme message operator
     charlie  globex tenant admin
-    sam      provider support (staff pages ask for a second factor: set one up
-             by clicking your name in the console's top bar)
+    sam      provider support: lands on Support, the health matrix of every
+             tenant's flows, once signed in with a second factor (set one up
+             by clicking your name in the console's top bar, then sign in again)
 
 Press Ctrl-C to stop everything.
 """

@@ -143,12 +143,14 @@ def end_break_glass(
     return grant
 
 
-def list_grants(*, tenant_id: UUID, since: datetime | None = None) -> list[BreakGlassGrant]:
-    """The tenant's grants, newest first (those still active or granted after ``since``)."""
+def list_grants(*, tenant_id: UUID, active_at: datetime | None = None) -> list[BreakGlassGrant]:
+    """The tenant's latest grants, newest first; with ``active_at``, only those active then."""
     with tenant_context(tenant_id):
         grants = BreakGlassGrant.objects.order_by("-granted_at")
-        if since is not None:
-            grants = grants.filter(expires_at__gt=since)
+        if active_at is not None:
+            grants = grants.filter(
+                ended_at__isnull=True, granted_at__lte=active_at, expires_at__gt=active_at
+            )
         return list(grants[:50])
 
 

@@ -38,10 +38,6 @@ def tenant_required(view: Any) -> Any:
                 user=signed_in_user(request)
             ):
                 return redirect("console:invitations")  # someone new: their way in
-            if not request.memberships and in_staff_role(  # type: ignore[attr-defined]
-                request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN
-            ):
-                return redirect("console:support")  # provider staff work across tenants
             status = 200 if request.memberships else 403  # type: ignore[attr-defined]
             return render(request, "console/choose_tenant.html", status=status)
         return view(request, *args, **kwargs)
@@ -49,8 +45,20 @@ def tenant_required(view: Any) -> Any:
     return wrapper
 
 
-@tenant_required
 def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: a tenant's overview, or Support for provider staff who act for none."""
+    if (
+        request.user.is_authenticated
+        and request.tenant is None  # type: ignore[attr-defined]
+        and not request.memberships  # type: ignore[attr-defined]
+        and in_staff_role(request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN)
+    ):
+        return redirect("console:support")
+    return tenant_overview(request)
+
+
+@tenant_required
+def tenant_overview(request: HttpRequest) -> HttpResponse:
     context = {
         "identities": selectors.list_identities(),
         "channels": selectors.list_channels(),

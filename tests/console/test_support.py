@@ -201,6 +201,17 @@ def test_break_glass_in_the_console_reads_content_and_the_tenant_sees_it(committ
     assert "support.break_glass" not in charlie.get("/activity/").content.decode()
     with tenant_context(world.acme.id):
         grant_id = BreakGlassGrant.objects.get().id
-    client.post(f"/support/tenants/acme/break-glass/{grant_id}/end/")
+    assert 'data-testid="break-glass-grant"' in activity
+    # the tenant's admin ends it from the Activity page; content closes at once
+    alice.post(f"/activity/break-glass/{grant_id}/end/")
     assert "1200023305967" not in client.post(url, follow=True).content.decode()
+    assert 'data-testid="break-glass-grant"' not in alice.get("/activity/").content.decode()
+    # staff can end their own grant early too
+    client.post("/support/tenants/acme/break-glass/", {"reason": "INC-9 one more look, then done"})
+    with tenant_context(world.acme.id):
+        second = BreakGlassGrant.objects.get(ended_at__isnull=True).id
+    client.post(f"/support/tenants/acme/break-glass/{second}/end/")
+    with tenant_context(world.acme.id):
+        ended = dict(BreakGlassGrant.objects.values_list("id", "ended_by"))
+    assert ended == {grant_id: "alice", second: "support:sam"}
     assert client.get("/support/tenants/nosuch/").status_code == 404
