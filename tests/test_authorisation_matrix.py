@@ -156,11 +156,13 @@ console:support                  GET   -     login 404   404   404   404   404  
 # module's world (built in a transaction that is rolled back): sup2 finds no such tenant (404).
 # tests/console/test_support.py shows verified staff opening each of them on committed data.
 console:support-incident         GET   acme  login 404   404   404   404   404   404   404   mfa   404
+console:support-incident         GET   globex login 404  404   404   404   404   404   404   mfa   404
 console:support-tenant           GET   acme  login 404   404   404   404   404   404   404   mfa   404
 console:support-tenant           GET   globex login 404  404   404   404   404   404   404   mfa   404
 console:support-message          GET   acme  login 404   404   404   404   404   404   404   mfa   404
 console:support-message          POST  acme  login 404   404   404   404   404   404   404   mfa   404
 console:support-message          GET   globex login 404  404   404   404   404   404   404   mfa   404
+console:support-message          POST  globex login 404  404   404   404   404   404   404   mfa   404
 console:support-break-glass      POST  acme  login 404   404   404   404   404   404   404   mfa   404
 console:support-break-glass      POST  globex login 404  404   404   404   404   404   404   mfa   404
 console:support-break-glass-end  POST  acme  login 404   404   404   404   404   404   404   mfa   404
