@@ -94,6 +94,10 @@ def test_staff_land_on_support_and_the_menu_leads_there(committed_db):
     landing = client.get("/")
     assert (landing.status_code, landing["Location"]) == (302, "/support/")
     assert 'data-testid="nav-support"' in client.get("/support/").content.decode()
+    # the matrix refreshes itself: htmx asks for its fragment alone
+    fragment = client.get("/support/", HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.lstrip().startswith('<div id="health-matrix"')
+    assert "Latest security events" not in fragment
     alice = Client()
     alice.post("/login/", {"username": "alice", "password": PASSWORD})
     assert 'data-testid="nav-support"' not in alice.get("/").content.decode()
