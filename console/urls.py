@@ -112,7 +112,29 @@ urlpatterns = [
     ),
     path("activity/", activity.activity, name="activity"),
     path("activity/export.csv", exports.activity_export, name="activity-export"),
+    path(
+        "activity/break-glass/<int:grant_id>/end/",
+        activity.break_glass_end,
+        name="break-glass-end",
+    ),
     path("support/", support.support_overview, name="support"),
+    path("support/incidents/<slug:key>/", support.support_incident, name="support-incident"),
+    path("support/tenants/<slug:slug>/", support.support_tenant, name="support-tenant"),
+    path(
+        "support/tenants/<slug:slug>/messages/<int:message_id>/",
+        support.support_message,
+        name="support-message",
+    ),
+    path(
+        "support/tenants/<slug:slug>/break-glass/",
+        support.support_break_glass,
+        name="support-break-glass",
+    ),
+    path(
+        "support/tenants/<slug:slug>/break-glass/<int:grant_id>/end/",
+        support.support_break_glass_end,
+        name="support-break-glass-end",
+    ),
     path("account/password/", account.password_change, name="account-password"),
     path(
         "account/set-password/<str:uidb64>/<str:token>/",

@@ -4,7 +4,9 @@ DIP: which certificates signed it and carried it, what it held, and what came ba
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Now
@@ -489,6 +491,40 @@ class AuditArchive(TenantOwned):
 
     def __str__(self) -> str:
         return f"audit {self.period_from:%Y-%m}: {self.events} events"
+class BreakGlassGrant(TenantOwned):
+    """Provider support's recorded permission to read one tenant's message content (MPANs and
+    payloads) until ``expires_at`` or until ended early. The database checks it: the support
+    role's only way to content, the ``support_message_content`` view, returns rows of a tenant
+    only while an active grant names the session's ``app.user_id`` (migration 0012)."""
+
+    id = models.BigAutoField(primary_key=True)
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    staff_username = models.CharField(max_length=150)
+    reason = models.TextField()
+    granted_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "staff_user", "expires_at"], name="break_glass_staff")
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("granted_at")),
+                name="break_glass_expires_after_granted",
+            ),
+            models.CheckConstraint(condition=~models.Q(reason=""), name="break_glass_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"break-glass for {self.staff_username} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_active(self, *, at: datetime) -> bool:
+        return self.ended_at is None and self.granted_at <= at < self.expires_at
 
 
 # The stage packages' tables, imported here so that Django finds them in the messaging app.

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from tenants.authentication import in_staff_role
+from tenants.models import StaffRole
 from tenants.selectors import list_invitations_for_user
 
 
@@ -14,7 +16,15 @@ def tenancy(request: HttpRequest) -> dict:
         "memberships": getattr(request, "memberships", []),
         # Lazy: counted only by a page that shows it (the layout's top bar, once per page).
         "pending_invitations": SimpleLazyObject(lambda: _pending_invitations(request)),
+        "is_provider_staff": SimpleLazyObject(lambda: _is_provider_staff(request)),
     }
+
+
+def _is_provider_staff(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return False
+    return in_staff_role(request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN)
 
 
 def _pending_invitations(request: HttpRequest) -> int:

@@ -52,8 +52,9 @@ def banner_lines() -> str:
         line = f"    {person.username:<{width}}{person.describe()}"
         if person.tenant is None:
             line += (
-                "\n" + " " * (4 + width) + "(staff pages ask for a second factor: set one up by"
-                "\n" + " " * (4 + width) + "clicking your name in the console's top bar)"
+                ": lands on Support, the health matrix of every tenant's flows,"
+                "\n" + " " * (4 + width) + "once signed in with a second factor (set one up by clicking your"
+                "\n" + " " * (4 + width) + "name in the console's top bar, then sign in again)"
             )
         lines.append(line)
     return "\n".join(lines)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from console.views.home import tenant_required
+from core.audit import request_source
 from core.models import AuditEvent
 from messaging.evidence import audit_archive
 from messaging.models import AuditArchive
+from messaging import breakglass
+from messaging.models import BreakGlassGrant
 from tenants import selectors
 from tenants.models import Role
 
@@ -35,7 +41,36 @@ def activity(request: HttpRequest) -> HttpResponse:
         "action": action,
         "archives": AuditArchive.objects.order_by("-period_from")[:36],
         "live_days": audit_archive.live_days(),
+        "break_glass": breakglass.list_grants(
+            tenant_id=request.tenant.id,  # type: ignore[attr-defined]
+            active_at=timezone.now(),
+        ),
+        "may_end_break_glass": selectors.user_has_role(request.membership, Role.TENANT_ADMIN),  # type: ignore[attr-defined]
     }
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "console/activity.html#event-table", context)
     return render(request, "console/activity.html", context)
+
+
+@require_POST
+@tenant_required
+def break_glass_end(request: HttpRequest, grant_id: int) -> HttpResponse:
+    """A tenant admin ends provider support's access to the tenant's content now."""
+    if not selectors.user_has_role(request.membership, Role.TENANT_ADMIN):  # type: ignore[attr-defined]
+        return render(request, "console/403.html", {"need": "tenant admin"}, status=403)
+    user = request.user
+    try:
+        breakglass.end_break_glass(
+            tenant_id=request.tenant.id,  # type: ignore[attr-defined]
+            grant_id=grant_id,
+            ended_by=user.get_username(),
+            actor_user_id=user.pk,
+            source_address=request_source(request),
+        )
+    except BreakGlassGrant.DoesNotExist as missing:
+        raise Http404("No such grant") from missing
+    except breakglass.BreakGlassError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Provider support's access to your content has ended.")
+    return redirect("console:activity")

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from messaging.health import get_tenant_health
 from tenants import selectors
+from tenants.authentication import in_staff_role
+from tenants.models import StaffRole
 
 
 def signed_in_user(request: HttpRequest) -> User:
@@ -39,8 +41,20 @@ def tenant_required(view: Any) -> Any:
     return wrapper
 
 
-@tenant_required
 def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: a tenant's overview, or Support for provider staff who act for none."""
+    if (
+        request.user.is_authenticated
+        and request.tenant is None  # type: ignore[attr-defined]
+        and not request.memberships  # type: ignore[attr-defined]
+        and in_staff_role(request, StaffRole.PROVIDER_SUPPORT, StaffRole.PROVIDER_ADMIN)
+    ):
+        return redirect("console:support")
+    return tenant_overview(request)
+
+
+@tenant_required
+def tenant_overview(request: HttpRequest) -> HttpResponse:
     """The tenant overview: every flow's health at a glance, refreshed in place by htmx."""
     context = {
         "health": get_tenant_health(now=timezone.now()),

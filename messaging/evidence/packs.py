@@ -26,12 +26,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import record_event
+from core.models import AuditEvent
 from core.tenancy import tenant_context
+from messaging import breakglass
 from messaging.evidence import keys, verify_pack
 from messaging.evidence.ledger import _iso, entries_in_window, seal_until_current
 from messaging.evidence.merkle import root_and_proofs
 from messaging.exceptions.models import MessageException
 from messaging.models import (
+    BreakGlassGrant,
     EvidencePack,
     PackState,
     Seal,
@@ -218,6 +221,50 @@ def _exceptions(pack: EvidencePack) -> Iterator[dict[str, Any]]:
         }
 
 
+def _break_glass(pack: EvidencePack, sealed_audit: set[str]) -> list[dict[str, Any]]:
+    """Provider support's break-glass accesses in the period: every grant in force during it, then
+    every grant, read and early end the audit log recorded in it. Each audit record names its
+    event, and says whether the pack's ledger seals it (the verifier then checks it matches)."""
+    records: list[dict[str, Any]] = []
+    grants = BreakGlassGrant.objects.filter(
+        granted_at__lt=pack.period_to, expires_at__gt=pack.period_from
+    ).exclude(ended_at__lte=pack.period_from)
+    for grant in grants.order_by("granted_at", "id"):
+        records.append(
+            {
+                "kind": "grant",
+                "grant": grant.id,
+                "staff": grant.staff_username,
+                "reason": grant.reason,
+                "granted_at": _iso(grant.granted_at),
+                "expires_at": _iso(grant.expires_at),
+                "ended_at": _iso(grant.ended_at),
+                "ended_by": grant.ended_by,
+            }
+        )
+    events = AuditEvent.objects.filter(
+        action__in=breakglass.ACTIONS,
+        occurred_at__gte=pack.period_from,
+        occurred_at__lt=pack.period_to,
+    )
+    for event in events.order_by("occurred_at", "id"):
+        records.append(
+            {
+                "kind": event.action.removeprefix("support.break_glass_"),
+                "audit_event": str(event.id),
+                "action": event.action,
+                "at": _iso(event.occurred_at),
+                "actor": event.actor,
+                "object_type": event.object_type,
+                "object_id": event.object_id,
+                "grant": event.detail.get("grant"),
+                "reason": event.detail.get("reason", ""),
+                "sealed": str(event.id) in sealed_audit,
+            }
+        )
+    return records
+
+
 def _spec_versions() -> dict[str, Any]:
     """The DIP specification versions in force: the tenant's pin, else the default, else
     Busbar's own schemas; and every imported version with its digest."""
@@ -254,7 +301,11 @@ def _certificates() -> Iterator[dict[str, Any]]:
 
 
 def _ledger(
-    pack: EvidencePack, tenant: str, writer: PackWriter, span: tuple[datetime, datetime]
+    pack: EvidencePack,
+    tenant: str,
+    writer: PackWriter,
+    span: tuple[datetime, datetime],
+    sealed_audit: set[str] | None = None,
 ) -> tuple[list[int], int]:
     """Every seal overlapping ``span`` (the period, widened to the raw blobs its messages point
     at: an outbound message's final bytes may be sent after the period ends), with all their
@@ -286,6 +337,8 @@ def _ledger(
             ):
                 if entry.source == "raw":
                     raw_ids.append(int(entry.ref))
+                elif entry.source == "audit" and sealed_audit is not None:
+                    sealed_audit.add(entry.ref)
                 count += 1
                 yield {
                     "seal": seal.seq,
@@ -299,7 +352,11 @@ def _ledger(
 
 
 def _summary_html(
-    pack: EvidencePack, tenant: Tenant, counts: Counter[str], manifest: dict
+    pack: EvidencePack,
+    tenant: Tenant,
+    counts: Counter[str],
+    manifest: dict,
+    break_glass: list[dict[str, Any]],
 ) -> bytes:
     """A human-readable summary with bar charts drawn in SVG (no script, opens anywhere)."""
     states = sorted((k, v) for k, v in counts.items() if not k.startswith("interface:"))
@@ -324,6 +381,20 @@ def _summary_html(
         parts.append("</svg>")
         return "".join(parts)
 
+    accesses = "".join(
+        f"<tr><td>{html.escape(r.get('at') or r.get('granted_at') or '')}</td>"
+        f"<td>{html.escape(r['kind'])}</td>"
+        f"<td>{html.escape(r.get('staff') or r.get('actor') or '')}</td>"
+        f"<td>{html.escape(str(r.get('object_id') or r.get('grant') or ''))}</td>"
+        f"<td>{html.escape(r.get('reason') or '')}</td></tr>"
+        for r in break_glass
+    )
+    access_table = (
+        "<table><tr><th>when</th><th>what</th><th>who</th><th>grant or message</th>"
+        f"<th>reason</th></tr>{accesses}</table>"
+        if break_glass
+        else "<p>None: provider support read no message content in this period.</p>"
+    )
     files = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{f.get('records', '')}</td><td>{f['size']}</td>"
         f"<td><code>{f['sha256'][:16]}…</code></td></tr>"
@@ -344,6 +415,7 @@ Raw payloads {"included" if pack.include_payloads else "not included (hashes onl
 <h2>Messages by interface</h2>{bars(interfaces)}
 <h2>Ledger</h2><p>{manifest["counts"]["seals"]} seals, {manifest["counts"]["ledger_entries"]}
 entries with inclusion proofs, signed with evidence key <code>{html.escape(manifest["key_id"])}</code>.</p>
+<h2>Break-glass access by provider support</h2>{access_table}
 <h2>How to verify</h2><p><code>python3 verify.py this-pack.zip --key evidence-key.pem</code>, with
 the key published by Busbar (obtained independently of this pack). It needs Python 3 and the
 <code>cryptography</code> package only.</p>
@@ -457,7 +529,11 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         _progress(pack, 60, "ledger and proofs")
         times = [id_time(r) for r in referenced] or [pack.period_from]
         span = (min(pack.period_from, *times), max(pack.period_to, *times))
-        raw_ids, entry_count = _ledger(pack, tid, writer, span)
+        sealed_audit: set[str] = set()
+        raw_ids, entry_count = _ledger(pack, tid, writer, span, sealed_audit)
+        _progress(pack, 75, "break-glass accesses")
+        break_glass = _break_glass(pack, sealed_audit)
+        writer.write_lines("break_glass.jsonl", break_glass)
         included: list[int] = []
         if pack.include_payloads:
             _progress(pack, 80, "raw payloads")
@@ -487,11 +563,12 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
                 "messages": message_count,
                 "seals": writer.files["ledger/seals.jsonl"]["records"],
                 "ledger_entries": entry_count,
+                "break_glass": len(break_glass),
             },
             "files": {},
         }
         manifest["files"] = dict(writer.files)
-        summary = _summary_html(pack, tenant, counts, manifest)
+        summary = _summary_html(pack, tenant, counts, manifest, break_glass)
         writer.write_bytes("summary.html", summary)
         _progress(pack, 96, "PDF summary")
         pdf = _summary_pdf(summary)

@@ -224,6 +224,7 @@ def _verify_ledger(
         report.count("seals")
 
     sealed_raw: dict[int, dict] = {}
+    sealed_audit: dict[str, dict] = {}
     for entry in _jsonl(pack, "ledger/entries.jsonl", report):
         found = seals.get(entry.get("seal", -1))
         record = entry.get("record", {})
@@ -242,6 +243,8 @@ def _verify_ledger(
             report.fail(f"{label}: not included in seal {body['seq']} (its proof fails)")
         if record.get("source") == "raw":
             sealed_raw[record["id"]] = record
+        elif record.get("source") == "audit":
+            sealed_audit[str(record.get("id"))] = record
         report.count("ledger entries")
 
     included = set(manifest.get("raw_included", []))
@@ -270,12 +273,35 @@ def _verify_ledger(
             if hashlib.sha256(piece).hexdigest() != message.get("sha256"):
                 report.fail(f"{label}: its bytes do not hash to its digest")
         report.count("messages")
+    _verify_break_glass(pack, sealed_audit, report)
     expected = manifest.get("counts", {}).get("messages")
     if expected is not None and report.checked.get("messages", 0) != expected:
         report.fail(
             f"messages.jsonl: {report.checked.get('messages', 0)} messages, the manifest says"
             f" {expected}"
         )
+
+
+def _verify_break_glass(
+    pack: zipfile.ZipFile, sealed_audit: dict[str, dict], report: Report
+) -> None:
+    """Every break-glass access the pack reports as sealed is the very audit event the ledger
+    sealed (same action, same actor, same object), so none was reworded or invented later."""
+    for access in _jsonl(pack, "break_glass.jsonl", report):
+        event_id = access.get("audit_event")
+        if event_id is None:
+            report.count("break-glass grants")
+            continue
+        label = f"break-glass {access.get('kind')} (audit event {event_id})"
+        sealed = sealed_audit.get(str(event_id))
+        if sealed is None:
+            if access.get("sealed"):
+                report.fail(f"{label}: not among the sealed ledger entries")
+            continue
+        for field_name in ("action", "actor", "object_type", "object_id"):
+            if sealed.get(field_name) != access.get(field_name):
+                report.fail(f"{label}: its {field_name} differs from the sealed audit event")
+        report.count("break-glass accesses")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django_otp.oath import totp
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core import crypto
@@ -448,3 +449,39 @@ def test_the_scan_finds_a_secret_that_leaks(running_busbar, tmp_path):
     )
     with pytest.raises(AssertionError, match=re.escape(f"{name} in answer to GET /leaky")):
         assert_no_secret_leaked(leaky, secrets)
+
+
+def test_sam_sets_up_a_second_factor_and_lands_on_the_support_matrix(running_busbar, browser):
+    """The demo's provider support user: Support first explains why it needs a second factor;
+    once one is set up, sam sees both demo tenants' flows, and later sign-ins land there."""
+    url = running_busbar.url
+    page = running_busbar.page(browser)
+    page.goto(url + "login/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "account/second-factor/?for=support")
+    assert page.get_by_test_id("support-needs-mfa").is_visible()
+    key = base64.b32decode(page.get_by_test_id("secret").inner_text())
+    page.fill("#id_token", f"{totp(key, step=30, t0=0, digits=6):06d}")
+    page.locator("form:has(#id_token) button[type=submit]").click()
+    codes = page.locator("[data-testid=recovery-codes] code").all_inner_texts()
+    assert len(codes) == 10
+
+    page.get_by_test_id("nav-support").click()
+    page.wait_for_url(url + "support/")
+    matrix = page.locator("#health-matrix-table").inner_text()
+    assert "Acme Energy Supply" in matrix
+    assert "Globex Smart Data" in matrix
+    page.screenshot(path=ROOT / "var" / "demo-support-matrix.png", full_page=True)
+
+    page.click("text=Sign out")
+    page.goto(url + "login/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "login/verify/")
+    page.fill("#id_token", codes[0])
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "support/")
+    page.close()

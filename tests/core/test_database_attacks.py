@@ -669,6 +669,8 @@ REDUCED = {
     "django_migrations": {"SELECT"},  # readiness compares it; only migrations write it
     "django_content_type": {"SELECT"},  # written by migrations (post_migrate) only
     "auth_permission": {"SELECT"},  # written by migrations (post_migrate) only
+    # break-glass grants are evidence: recorded, then only ended (a column grant), never rewritten
+    "messaging_breakglassgrant": {"SELECT", "INSERT"},
 }
 # The columns of messaging_message the runtime role may UPDATE (the store's migration names them).
 MESSAGE_COLUMNS = sorted(
@@ -775,9 +777,14 @@ def test_the_runtime_role_holds_only_what_it_needs(db):
         "definer functions for PUBLIC": [],
         # a message's work columns, and the columns an outbound message gets once after it is
         # created (its bytes, the DIP's transaction id); a trigger refuses a second write of those
-        # and when an audit archive's file was purged
-        "column grants": [("messaging_audit_archive", "UPDATE", "purged_at")]
-        + [("messaging_message", "UPDATE", column) for column in MESSAGE_COLUMNS],
+        # and when an audit archive's file was purged, and the end of a break-glass grant (its
+        # only change once recorded)
+        "column grants": [
+            ("messaging_audit_archive", "UPDATE", "purged_at"),
+            ("messaging_breakglassgrant", "UPDATE", "ended_at"),
+            ("messaging_breakglassgrant", "UPDATE", "ended_by"),
+            *(("messaging_message", "UPDATE", column) for column in MESSAGE_COLUMNS),
+        ],
     }
     too_much = {
         name: sorted(held - REDUCED.get(name, READ_WRITE))

@@ -3,6 +3,7 @@ standalone verifier checks offline and that fail, naming what changed, when tamp
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -27,6 +29,7 @@ from prometheus_client import REGISTRY
 from core.audit import record_event
 from core.models import AuditEvent
 from core.tenancy import tenant_context
+from messaging import breakglass
 from messaging.evidence import keys, ledger, packs, retention
 from messaging.evidence.merkle import root_and_proofs
 from messaging.evidence.verify_pack import leaf_hash, merkle_root, root_from_proof, verify
@@ -399,3 +402,73 @@ def test_retention_removes_old_payloads_and_the_ledger_still_verifies(world, set
         assert AuditEvent.objects.filter(action="retention.payloads_removed").count() == 1
     with tenant_context(world.globex.id):
         assert retention.purge_expired_payloads() == 0  # acme's policy is acme's
+
+
+def test_a_pack_shows_break_glass_accesses_tied_to_the_sealed_ledger(
+    committed_db, settled_now, tmp_path
+) -> None:
+    world = build_world()
+    ids = _traffic(world.acme.id)
+    staff = get_user_model().objects.create_user("sam", password="x" * 16, is_staff=True)
+    grant = breakglass.grant_break_glass(
+        tenant_id=world.acme.id,
+        staff=staff,
+        reason="INC-3 checking IF-021 payloads",
+        duration=timedelta(hours=1),
+    )
+    breakglass.read_message_content(tenant_id=world.acme.id, message_id=ids[0], staff=staff)
+    breakglass.end_break_glass(
+        tenant_id=world.acme.id, grant_id=grant.id, ended_by="support:sam", actor_user_id=staff.pk
+    )
+    pack = _pack(world)
+    key = tmp_path / "evidence-key.pem"
+    key.write_bytes(keys.public_key_pem())
+    result = _run_standalone(pack, tmp_path, "--key", str(key))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 break-glass accesses" in result.stdout
+    with zipfile.ZipFile(pack) as z:
+        accesses = [json.loads(line) for line in z.read("break_glass.jsonl").splitlines()]
+        manifest = json.loads(z.read("manifest.json"))
+        summary = z.read("summary.html").decode()
+    assert [(a["kind"], a.get("sealed")) for a in accesses] == [
+        ("grant", None),
+        ("granted", True),
+        ("read", True),
+        ("ended", True),
+    ]
+    assert accesses[0]["reason"] == "INC-3 checking IF-021 payloads"
+    assert accesses[0]["ended_by"] == "support:sam"
+    assert accesses[2]["object_id"] == str(ids[0])
+    assert manifest["counts"]["break_glass"] == 4
+    assert "INC-3 checking IF-021 payloads" in summary
+
+    # Someone holding the signing key rewrites who read the message and re-signs the manifest:
+    # the file hashes and the signature then hold, but the sealed ledger still says otherwise.
+    def reword(n, data):
+        if n != "break_glass.jsonl":
+            return data
+        lines = [json.loads(line) for line in data.splitlines()]
+        lines[2]["actor"] = "support:someone-else"
+        return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+    rewritten = _rewrite(pack, tmp_path / "reworded.zip", reword)
+    resigned = tmp_path / "resigned.zip"
+    with zipfile.ZipFile(rewritten) as source, zipfile.ZipFile(resigned, "w") as target:
+        manifest = json.loads(source.read("manifest.json"))
+        data = source.read("break_glass.jsonl")
+        manifest["files"]["break_glass.jsonl"].update(
+            size=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        for info in source.infolist():
+            if info.filename == "manifest.json":
+                target.writestr(info.filename, manifest_bytes)
+            elif info.filename == "manifest.sig":
+                target.writestr(info.filename, base64.b64encode(keys.sign(manifest_bytes)))
+            else:
+                target.writestr(info.filename, source.read(info.filename))
+    report = verify(str(resigned), public_key_pem=keys.public_key_pem())
+    assert [p for p in report.problems if "break-glass" in p] == [
+        f"break-glass read (audit event {accesses[2]['audit_event']}): its actor differs from"
+        " the sealed audit event"
+    ]

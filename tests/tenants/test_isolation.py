@@ -18,7 +18,13 @@ from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
-from messaging.models import AuditArchive, DipExchange, EvidencePack, TenantValidationSettings
+from messaging.models import (
+    AuditArchive,
+    BreakGlassGrant,
+    DipExchange,
+    EvidencePack,
+    TenantValidationSettings,
+)
 from messaging.outbound import breaker, idempotency
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
@@ -88,6 +94,13 @@ def populate(world):
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
             )
             TenantValidationSettings.objects.create()
+            BreakGlassGrant.objects.create(
+                staff_user=own,
+                staff_username=own.username,
+                reason=f"{name} incident",
+                granted_at=timezone.now(),
+                expires_at=timezone.now() + timedelta(hours=1),
+            )
             # outbound: a failure counted on the connection's breaker, a client's idempotency key
             breaker.record_failure(connection_id=Connection.objects.get().id, error="timeout")
             idempotency.run_idempotent(
