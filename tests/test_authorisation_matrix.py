@@ -55,6 +55,7 @@ from tenants.enrolment import hash_token
 from tenants.models import (
     ApiCredential,
     Channel,
+    ChannelChange,
     Connection,
     EnrolmentLink,
     Membership,
@@ -148,6 +149,18 @@ console:downstream-rotate        POST  globex login 404  403   403   403   403  
 console:downstream-enable        POST  acme  login ok    403   403   403   403   403   404   403   403
 console:downstream-enable        POST  globex login 404  403   403   403   403   403   ok    403   403
 console:activity                 GET   -     login ok    403   403   403   403   ok    ok    403   403
+console:reconciliation           GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
+console:reconciliation-run       POST  -     login ok    403   ok    403   403   403   ok    403   403
+console:channel-detail           GET   acme  login ok    ok    ok    ok    ok    ok    404   403   403
+console:channel-detail           GET   globex login 404  404   404   404   404   404   ok    403   403
+console:channel-change-propose   POST  acme  login ok    403   ok    403   403   403   404   403   403
+console:channel-change-propose   POST  globex login 404  403   404   403   403   403   ok    403   403
+console:channel-change-approve   POST  acme  login 403   403   403   ok    403   403   403   403   403
+console:channel-change-approve   POST  globex login 403  403   403   404   403   403   403   403   403
+console:channel-change-reject    POST  acme  login ok    403   ok    ok    403   403   404   403   403
+console:channel-change-reject    POST  globex login 404  403   404   404   403   403   ok    403   403
+console:channel-change-rollback  POST  acme  login ok    403   403   ok    403   403   404   403   403
+console:channel-change-rollback  POST  globex login 404  403   403   404   403   403   ok    403   403
 console:support                  GET   -     login 404   404   404   404   404   404   404   mfa   ok
 """
 
@@ -390,6 +403,16 @@ def tenant_objects(matrix: Matrix, owner: str, *, invitee: Any, enrollee: Any, v
         expires_at=timezone.now() + timedelta(hours=1),
     )
     matrix.objects["tenant_id", owner] = connection.tenant_id
+    # A change to the tenant's channel awaiting approval, as on a production connection.
+    channel = Channel.objects.get()
+    matrix.objects["change_id", owner] = ChannelChange.objects.create(
+        channel=channel,
+        before={"status": channel.status},
+        after={"status": "live"},
+        reason="matrix",
+        requires_approval=True,
+        proposed_by_name="matrix",
+    ).id
     matrix.route_objects["console:mfa-enrol", "token", owner] = token
     matrix.objects["uidb64", owner] = urlsafe_base64_encode(force_bytes(victim.pk))
     matrix.route_objects["console:set-password", "token", owner] = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -546,7 +546,7 @@ def check_dip_record(*, now: datetime, requeue: bool = True) -> list[Verdict]:
     return verdicts
 
 
-CONTROLS = {
+CONTROLS: dict[str, Callable[..., list[Verdict]]] = {
     Control.CADENCE: check_cadence,
     Control.ACKNOWLEDGED: check_acknowledged,
     Control.PROCESSED: check_processed,
