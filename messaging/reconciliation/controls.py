@@ -328,7 +328,8 @@ def check_appointment_chains(*, now: datetime) -> list[Verdict]:
         ResultStatus.BREACH if incomplete else ResultStatus.PENDING if pending else ResultStatus.OK
     )
     summary = (
-        f"{len(incomplete)} chain(s) overdue: MPAN {incomplete[0]['mpan']} lacks"
+        # No MPAN here: the summary is shown to viewers, who see aggregates only.
+        f"{len(incomplete)} chain(s) overdue, the first lacking"
         f" {incomplete[0]['missing_step']} ({incomplete[0]['missing']})"
         if incomplete
         else f"{complete} complete, {pending} within deadline"
@@ -438,7 +439,8 @@ def check_dip_record(*, now: datetime, requeue: bool = True) -> list[Verdict]:
         try:
             client = dip_client_for(connection=connection)
         except (CertificateError, ValueError) as exc:
-            verdicts.extend(failed(c, f"cannot reach the DIP: {exc}") for c in channels)
+            reason = "; ".join(getattr(exc, "messages", None) or [str(exc)])
+            verdicts.extend(failed(c, f"cannot reach the DIP: {reason}") for c in channels)
             continue
         with client:
             for channel in channels:

@@ -126,7 +126,6 @@ def test_an_incomplete_appointment_chain_is_reported_with_its_missing_step(world
         assert incomplete["mpan"] == stalled
         assert incomplete["missing_step"] == "IF-035"
         assert incomplete["seen"] == ["IF-032"]
-        assert stalled in verdict.summary
         assert "IF-035" in verdict.summary
         # A supplier never sees the provider's leg: IF-033/IF-034 are not expected of acme.
         assert verdict.detail["steps_expected"] == ["IF-031", "IF-032", "IF-035", "IF-036"]
@@ -215,3 +214,32 @@ def test_an_open_circuit_notifies_once_and_its_closing_clears_it(
 def test_an_unknown_control_is_refused_by_name(world):
     with tenant_context(world.acme.id), pytest.raises(ValueError, match="nonsense"):
         run_reconciliation(controls=["nonsense"])
+
+
+def test_an_out_of_balance_control_shows_in_the_metrics_the_alert_rules_read(committed_db):
+    from prometheus_client import REGISTRY
+
+    from tests.conftest import build_world
+
+    world = build_world()
+    with tenant_context(world.acme.id):
+        channel("IF-021", expected_cadence=timedelta(hours=1))
+        run_reconciliation(controls=[Control.CADENCE, Control.PROCESSED])
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+    }
+    quiet = frozenset({"tenant": "acme", "control": "cadence"}.items())
+    processed = frozenset({"tenant": "acme", "control": "processed"}.items())
+    assert samples[("busbar_reconciliation_out_of_balance", quiet)] == 1
+    assert samples[("busbar_reconciliation_out_of_balance", processed)] == 0
+    last_run = samples[
+        ("busbar_reconciliation_last_run_timestamp_seconds", frozenset({("tenant", "acme")}))
+    ]
+    assert abs(last_run - timezone.now().timestamp()) < 3600
+    assert not any(
+        dict(labels).get("tenant") == "globex"
+        for name, labels in samples
+        if name.startswith("busbar_reconciliation")
+    )
