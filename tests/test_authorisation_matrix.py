@@ -174,6 +174,9 @@ API = """
 identities_list              -      401  401     ok    ok    403    ok    ok    401
 channel_retrieve             acme   401  401     ok    ok    403    404   404   401
 channel_retrieve             globex 401  401     404   404   403    404   ok    401
+channel_changes_list         acme   401  401     ok    ok    403    404   404   401
+channel_changes_list         globex 401  401     404   404   403    404   ok    401
+reconciliation_results_list  -      401  401     ok    ok    403    ok    ok    401
 certificates_list            -      401  401     ok    ok    403    ok    ok    401
 certificates_import          -      401  401     403   ok    403    ok    ok    401
 certificates_revoke          acme   401  401     403   ok    403    404   404   401

@@ -243,3 +243,28 @@ def test_an_out_of_balance_control_shows_in_the_metrics_the_alert_rules_read(com
         for name, labels in samples
         if name.startswith("busbar_reconciliation")
     )
+
+
+def test_client_systems_read_verdicts_and_channel_history_by_api(world):
+    from django.test import Client
+
+    from tenants import channel_changes
+
+    with tenant_context(world.acme.id):
+        quiet = channel("IF-021", expected_cadence=timedelta(hours=1))
+        run_reconciliation(controls=[Control.CADENCE])
+        channel_changes.propose_channel_change(
+            channel=quiet, changes={"status": "live"}, reason="go live", user=world.bob.user
+        )
+        key = services.issue_api_credential(name="ops", scopes=["read"], environment="UIT").key
+    api = Client(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    verdicts = api.get("/api/v1/reconciliation/results/", {"control": "cadence"}).json()
+    assert [(v["interface_id"], v["status"]) for v in verdicts] == [("IF-021", "breach")]
+    assert api.get("/api/v1/reconciliation/results/", {"control": "x"}).status_code == 400
+    (change,) = api.get(f"/api/v1/channels/{quiet.id}/changes/").json()
+    assert (change["state"], change["after"], change["proposed_by"]) == (
+        "applied",
+        {"status": "live"},
+        "bob",
+    )
+    assert "webhook_token" not in str(change)
