@@ -6,7 +6,15 @@ from typing import Any
 
 from django import forms
 
-from tenants.models import ApiScope, CertificatePurpose, Connection, Environment, Role
+from tenants.models import (
+    ApiScope,
+    CertificatePurpose,
+    Channel,
+    ChannelStatus,
+    Connection,
+    Environment,
+    Role,
+)
 
 MAX_UPLOAD_BYTES = 64 * 1024
 
@@ -110,3 +118,48 @@ class DownstreamEndpointForm(forms.Form):
     def __init__(self, *args: Any, event_types: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["event_types"].choices = event_types  # type: ignore[attr-defined]
+
+
+class ChannelChangeForm(forms.Form):
+    """A proposed change to a channel: only the fields filled in (or ticked) are changed."""
+
+    status = forms.ChoiceField(
+        choices=[("", "(unchanged)"), *ChannelStatus.choices], required=False
+    )
+    expected_cadence_minutes = forms.IntegerField(
+        label="Expected cadence (minutes)",
+        required=False,
+        min_value=1,
+        max_value=31 * 24 * 60,
+        help_text="Alert when nothing has arrived for this long.",
+    )
+    clear_cadence = forms.BooleanField(label="No expected cadence", required=False)
+    pinned_schema_version = forms.CharField(
+        label="Pinned schema version", max_length=10, required=False
+    )
+    unpin_schema_version = forms.BooleanField(label="Unpin the schema version", required=False)
+    rotate_webhook = forms.BooleanField(
+        label="New webhook URL (register it with the DIP afterwards)", required=False
+    )
+    reason = forms.CharField(max_length=500)
+
+    def __init__(self, *args: Any, channel: Channel, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channel = channel
+
+    def changes(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        changes: dict[str, Any] = {}
+        if data.get("status"):
+            changes["status"] = data["status"]
+        if data.get("clear_cadence"):
+            changes["expected_cadence"] = None
+        elif data.get("expected_cadence_minutes"):
+            changes["expected_cadence"] = data["expected_cadence_minutes"] * 60
+        if data.get("unpin_schema_version"):
+            changes["pinned_schema_version"] = ""
+        elif data.get("pinned_schema_version"):
+            changes["pinned_schema_version"] = data["pinned_schema_version"]
+        if data.get("rotate_webhook"):
+            changes["webhook"] = True
+        return changes

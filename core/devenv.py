@@ -545,6 +545,10 @@ def run(args: argparse.Namespace) -> int:
             [os.environ.get("BUSBAR_DOWNSTREAM_ALLOW", "")]
             + [f"127.0.0.1:{client['port']}" for client in clients.values()]
         ).strip(",")
+        # Reconciliation every two minutes (not fifteen), so the demo shows runs soon.
+        env.setdefault(
+            "BUSBAR_RECONCILIATION_SECONDS", os.environ.get("BUSBAR_RECONCILIATION_SECONDS", "120")
+        )
         dipsim_ca, dipsim_data = VAR / "dipsim-ca", logs / "dipsim"
         env["BUSBAR_DEMO_DIPSIM_CA"] = str(dipsim_ca)
         full_env = {**os.environ, **env}
@@ -623,6 +627,8 @@ def run(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
         manage(env, "register_webhooks")
+        # A first reconciliation run by the workers at once (beat runs the next ones).
+        manage(env, "reconcile", "--enqueue")
         dip_admin = f"http://127.0.0.1:{args.dipsim_port + 1}/"
         print(
             demo_banner(

@@ -284,6 +284,8 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.generate_evidence_pack_task": {"queue": "maintenance"},
     "messaging.tasks.purge_expired_payloads_task": {"queue": "maintenance"},
     "messaging.tasks.archive_audit_task": {"queue": "maintenance"},
+    "messaging.tasks.reconciliation_task": {"queue": "maintenance"},
+    "messaging.tasks.reconcile_tenant_task": {"queue": "maintenance"},
     "messaging.tasks.inbound.*": {"queue": "inbound"},
     "messaging.tasks.outbound.*": {"queue": "outbound"},
     "messaging.tasks.delivery.*": {"queue": "delivery"},
@@ -307,6 +309,11 @@ CELERY_BEAT_SCHEDULE: dict = {
     "purge-payloads": {"task": "messaging.tasks.purge_expired_payloads_task", "schedule": 86400.0},
     "archive-audit": {"task": "messaging.tasks.archive_audit_task", "schedule": 86400.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
+    # Reconciliation controls (messaging/reconciliation): every run's results are kept.
+    "reconciliation": {
+        "task": "messaging.tasks.reconciliation_task",
+        "schedule": envint("BUSBAR_RECONCILIATION_SECONDS", 900),
+    },
     "certificate-maintenance": {
         "task": "tenants.tasks.certificate_maintenance_task",
         "schedule": 3600.0,

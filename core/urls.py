@@ -21,6 +21,7 @@ from messaging import api as messaging_api
 from messaging.events import api as events_api
 from messaging.inbound import api as inbound_api
 from messaging.outbound import api as outbound_api
+from messaging.reconciliation import api as reconciliation_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -46,6 +47,16 @@ api_patterns = [
         "channels/<int:channel_id>/messages/batch/",
         outbound_api.MessageBatchSubmitApi.as_view(),
         name="message-submit-batch",
+    ),
+    path(
+        "channels/<int:channel_id>/changes/",
+        tenant_api.ChannelChangeListApi.as_view(),
+        name="channel-change-list",
+    ),
+    path(
+        "reconciliation/results/",
+        reconciliation_api.ReconciliationResultListApi.as_view(),
+        name="reconciliation-result-list",
     ),
     path("certificates/", certificate_api.CertificateListApi.as_view(), name="certificate-list"),
     path("certificates/csr/", certificate_api.CertificateCsrApi.as_view(), name="certificate-csr"),

@@ -70,6 +70,16 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "End of the latest sealed ledger window (Unix time).",
             labels=["tenant"],
         ),
+        "reconciliation_out_of_balance": GaugeMetricFamily(
+            "busbar_reconciliation_out_of_balance",
+            "Channels (or chains) whose latest verdict of a reconciliation control is a breach.",
+            labels=["tenant", "control"],
+        ),
+        "reconciliation_last_run": GaugeMetricFamily(
+            "busbar_reconciliation_last_run_timestamp_seconds",
+            "When the reconciliation controls last ran for the tenant (Unix time).",
+            labels=["tenant"],
+        ),
         "heartbeat": GaugeMetricFamily(
             "busbar_beat_heartbeat_timestamp_seconds",
             "When a worker last ran beat's heartbeat task (Unix time).",
@@ -149,6 +159,20 @@ class MessageFlowCollector(Collector):
                 families["ledger_sealed"].add_metric(
                     [slugs.get(tenant_id, "unknown")], sealed_until.timestamp()
                 )
+            # The latest verdict per control and channel: one index walk per tenant and control.
+            cursor.execute(
+                "SELECT tenant_id, control, count(*) FILTER (WHERE status = 'breach'), max(run_at)"
+                " FROM (SELECT DISTINCT ON (tenant_id, control, channel_id) tenant_id, control,"
+                " status, run_at FROM messaging_reconciliation_result"
+                " ORDER BY tenant_id, control, channel_id, id DESC) latest GROUP BY 1, 2"
+            )
+            last_run: dict[str, float] = {}
+            for tenant_id, control, breaches, run_at in cursor.fetchall():
+                slug = slugs.get(tenant_id, "unknown")
+                families["reconciliation_out_of_balance"].add_metric([slug, control], breaches)
+                last_run[slug] = max(last_run.get(slug, 0.0), run_at.timestamp())
+            for slug, when in sorted(last_run.items()):
+                families["reconciliation_last_run"].add_metric([slug], when)
             cursor.execute(
                 "SELECT tenant_id, direction, interface_id,"
                 " extract(epoch FROM expected_cadence) FROM tenants_channel"

@@ -491,6 +491,8 @@ class AuditArchive(TenantOwned):
 
     def __str__(self) -> str:
         return f"audit {self.period_from:%Y-%m}: {self.events} events"
+
+
 class BreakGlassGrant(TenantOwned):
     """Provider support's recorded permission to read one tenant's message content (MPANs and
     payloads) until ``expires_at`` or until ended early. The database checks it: the support
@@ -530,6 +532,7 @@ class BreakGlassGrant(TenantOwned):
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
+from messaging.reconciliation.models import ReconciliationResult  # noqa: E402, F401
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
 from messaging.validation.models import (  # noqa: E402

@@ -9,6 +9,7 @@ from core.tenancy import tenant_context, tenant_task
 from messaging import credentials
 from messaging.evidence import audit_archive, ledger, packs, retention
 from messaging.outbound import services as outbound
+from messaging.reconciliation import services as reconciliation
 from messaging.store import services as store_services
 from messaging.store import sweeper
 from tenants.selectors import list_active_tenant_ids
@@ -161,3 +162,20 @@ __all__ = [
     "sweep_deliveries_task",
     "sweep_task",
 ]
+
+
+@shared_task
+def reconciliation_task() -> int:
+    """Beat: one reconciliation run per active tenant, each in its own task so one tenant's
+    slow DIP or failure delays no other."""
+    tenant_ids = list_active_tenant_ids()
+    for tenant_id in tenant_ids:
+        reconcile_tenant_task.delay(tenant_id)
+    return len(tenant_ids)
+
+
+@shared_task
+@tenant_task
+def reconcile_tenant_task(tenant_id: str, actor: str = "system") -> int:
+    """Run every reconciliation control for the tenant and keep the results (and notify)."""
+    return len(reconciliation.run_reconciliation(actor=actor))

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants import selectors
+from tenants import channel_changes, selectors
 from tenants.authentication import HasScope
 from tenants.models import ApiScope
 
@@ -85,7 +85,37 @@ class ChannelDetailApi(APIView):
         environment = serializers.CharField(source="connection.environment")
         dip_id = serializers.CharField(source="connection.identity.dip_id")
         expected_cadence = serializers.DurationField(allow_null=True)
+        pinned_schema_version = serializers.CharField()
 
     @extend_schema(responses=ChannelDetailOutput, operation_id="channel_retrieve")
     def get(self, request: Request, channel_id: int) -> Response:
         return Response(self.ChannelDetailOutput(selectors.get_channel(channel_id=channel_id)).data)
+
+
+class ChannelChangeListApi(APIView):
+    """A channel's change history, newest first: each proposal, its diff, who decided and when.
+    Changes are proposed and approved by people in the console (four eyes), not by API keys."""
+
+    permission_classes = [HasScope]
+    required_scope = ApiScope.READ
+
+    class ChannelChangeOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        state = serializers.CharField()
+        before = serializers.DictField()
+        after = serializers.DictField()
+        reason = serializers.CharField()
+        requires_approval = serializers.BooleanField()
+        proposed_by = serializers.CharField(source="proposed_by_name")
+        proposed_at = serializers.DateTimeField()
+        decided_by = serializers.CharField(source="decided_by_name")
+        decided_at = serializers.DateTimeField(allow_null=True)
+        applied_at = serializers.DateTimeField(allow_null=True)
+        rolled_back_by = serializers.CharField(source="rolled_back_by_name")
+        rolled_back_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(responses=ChannelChangeOutput(many=True), operation_id="channel_changes_list")
+    def get(self, request: Request, channel_id: int) -> Response:
+        channel = selectors.get_channel(channel_id=channel_id)
+        changes = channel_changes.list_channel_changes(channel=channel, limit=200)
+        return Response(self.ChannelChangeOutput(changes, many=True).data)

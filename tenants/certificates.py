@@ -26,21 +26,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mass_mail
 from django.db import transaction
 from django.utils import timezone
 
 from core import crypto
 from core.audit import record_event
+from tenants import notices
 from tenants.models import (
     Certificate,
     CertificatePurpose,
     CertificateStatus,
     Connection,
-    Membership,
     Notification,
     Role,
 )
@@ -682,19 +680,12 @@ def warning_due(certificate: Certificate, *, now: datetime) -> bool:
 def check_certificate_expiry(*, now: datetime | None = None) -> list[Notification]:
     """Warn the current tenant's certificate admins about certificates nearing or past expiry.
 
-    Each warning is a console notification, an email to every certificate admin, and an audit
-    event; ``last_expiry_warning_at`` makes the job idempotent within an interval.
+    Each warning is a notice (``tenants.notices``: console notification and an email to every
+    certificate admin) and an audit event; ``last_expiry_warning_at`` makes the job idempotent
+    within an interval, and the notice's condition keeps one open warning per certificate.
     """
     now = now or timezone.now()
     notifications: list[Notification] = []
-    emails: list[tuple[str, str, str, list[str]]] = []
-    recipients = [
-        m.user.email
-        for m in Membership.objects.select_related("user").filter(
-            roles__contains=[Role.CERTIFICATE_ADMIN]
-        )
-        if m.user.email and m.user.is_active
-    ]
     for certificate in (
         Certificate.objects.select_for_update(skip_locked=True)
         .select_related("connection__identity")
@@ -715,23 +706,21 @@ def check_certificate_expiry(*, now: datetime | None = None) -> list[Notificatio
             f"Expires: {certificate.not_after:%Y-%m-%d %H:%M} UTC\nStatus: {certificate.get_status_display()}\n"
             "Stage a replacement and rotate it in from the Certificates page."
         )
-        notifications.append(
-            Notification.objects.create(
-                role=Role.CERTIFICATE_ADMIN,
+        notifications.extend(
+            notices.notify(
+                condition=f"certificate_expiry:{certificate.id}",
+                roles=[Role.CERTIFICATE_ADMIN],
                 level=level,
                 title=title,
                 body=body,
                 object_type="certificate",
-                object_id=str(certificate.id),
+                object_id=certificate.id,
+                # The warning schedule (warning_due) decides when to repeat, not the notice.
+                repeat_after=timedelta(0),
+                now=now,
             )
-        )
-        emails.extend(
-            (f"[Busbar] {title}", body, settings.DEFAULT_FROM_EMAIL, [to]) for to in recipients
         )
         certificate.last_expiry_warning_at = now
         certificate.save(update_fields=["last_expiry_warning_at"])
         _audit("expiry_warning", certificate, actor="system", days_left=days_left, level=level)
-    if emails:
-        # After commit: a rolled-back check must not have told anyone anything.
-        transaction.on_commit(lambda: send_mass_mail(emails, fail_silently=False))
     return notifications

@@ -53,7 +53,10 @@ def banner_lines() -> str:
         if person.tenant is None:
             line += (
                 ": lands on Support, the health matrix of every tenant's flows,"
-                "\n" + " " * (4 + width) + "once signed in with a second factor (set one up by clicking your"
+                "\n"
+                + " "
+                * (4 + width)
+                + "once signed in with a second factor (set one up by clicking your"
                 "\n" + " " * (4 + width) + "name in the console's top bar, then sign in again)"
             )
         lines.append(line)

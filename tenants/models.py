@@ -204,6 +204,11 @@ class Channel(TenantOwned):
     expected_cadence = models.DurationField(
         null=True, blank=True, help_text="Alert when nothing has arrived for this long."
     )
+    pinned_schema_version = models.CharField(
+        max_length=10,
+        blank=True,
+        help_text="The DIP schema version this channel's messages must carry (blank: any).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -218,6 +223,59 @@ class Channel(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.interface_id} {self.direction} on {self.connection_id}"
+
+
+class ChannelChangeState(models.TextChoices):
+    PROPOSED = "proposed", "Proposed (awaiting a second person's approval)"
+    APPLIED = "applied", "Applied"
+    REJECTED = "rejected", "Rejected"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+class ChannelChange(TenantOwned):
+    """A change to a channel's configuration, kept for ever: what it was (``before``), what it
+    becomes (``after``, only the fields that change), who proposed, approved, applied and rolled
+    it back. A production connection's change needs an approver who is not the proposer."""
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="changes")
+    state = models.CharField(
+        max_length=12, choices=ChannelChangeState.choices, default=ChannelChangeState.PROPOSED
+    )
+    before = models.JSONField()
+    after = models.JSONField()
+    # A webhook rotation's tokens (unguessable URL paths) stay out of the shown diff.
+    webhook_token_before = models.CharField(max_length=64, blank=True, editable=False)
+    webhook_token_after = models.CharField(max_length=64, blank=True, editable=False)
+    reason = models.CharField(max_length=500)
+    requires_approval = models.BooleanField()
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_by_name = models.CharField(max_length=150)
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    decided_by_name = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=500, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by_name = models.CharField(max_length=150, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "channel", "proposed_at"], name="channel_change_time")
+        ]
+        constraints = [
+            # One open proposal per channel: a second would be decided against a stale "before".
+            models.UniqueConstraint(
+                fields=["tenant", "channel"],
+                condition=models.Q(state="proposed"),
+                name="channel_change_one_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"change {self.id} of channel {self.channel_id} ({self.state})"
 
 
 class ApiScope(models.TextChoices):
@@ -354,7 +412,10 @@ class Certificate(TenantOwned):
 
 
 class Notification(TenantOwned):
-    """Something a tenant's people must see (certificate expiry, ...), addressed to a role."""
+    """Something a tenant's people must see (certificate expiry, a quiet channel, an open
+    circuit...), addressed to a role. ``condition`` names what raised it
+    (``channel_quiet:12``) so one condition notifies once until it clears or is due again;
+    ``resolved_at`` is set when the condition has cleared."""
 
     id = models.BigAutoField(primary_key=True)
     role = models.CharField(max_length=30, choices=Role.choices)
@@ -365,10 +426,17 @@ class Notification(TenantOwned):
     body = models.TextField(blank=True)
     object_type = models.CharField(max_length=50, blank=True)
     object_id = models.CharField(max_length=100, blank=True)
+    condition = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "role", "created_at"], name="notification_role")]
+        indexes = [
+            models.Index(fields=["tenant", "role", "created_at"], name="notification_role"),
+            models.Index(
+                fields=["tenant", "condition", "created_at"], name="notification_condition"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title

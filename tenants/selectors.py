@@ -116,11 +116,14 @@ def get_connection(*, connection_id: int | str) -> Connection:
 
 
 def list_notifications(*, membership: Membership | None, limit: int = 20) -> list[Notification]:
-    """Recent notifications addressed to any of the member's roles."""
+    """Recent notifications addressed to any of the member's roles whose condition is still
+    open (a cleared quiet channel or a closed circuit no longer needs attention)."""
     if membership is None:
         return []
     return list(
-        Notification.objects.filter(role__in=membership.roles).order_by("-created_at")[:limit]
+        Notification.objects.filter(role__in=membership.roles, resolved_at__isnull=True).order_by(
+            "-created_at"
+        )[:limit]
     )
 
 

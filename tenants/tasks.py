@@ -6,7 +6,7 @@ from celery import shared_task
 from django.contrib.auth import get_user_model
 
 from core.tenancy import tenant_task
-from tenants import certificates, enrolment, notify
+from tenants import certificates, enrolment, notices, notify
 from tenants.models import Invitation, InvitationStatus
 from tenants.selectors import list_active_tenant_ids
 
@@ -57,3 +57,10 @@ def send_account_change_email_task(user_id: int, action: str, source_address: st
     return user is not None and notify.send_account_change(
         user, action=action, source_address=source_address
     )
+
+
+@shared_task
+@tenant_task
+def send_notice_email_task(tenant_id: str, notification_ids: list[int], roles: list[str]) -> int:
+    """Email a notice raised in a web request (the request itself never sends mail)."""
+    return notices.send_notice_email(notification_ids=notification_ids, roles=roles)

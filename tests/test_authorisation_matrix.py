@@ -55,6 +55,7 @@ from tenants.enrolment import hash_token
 from tenants.models import (
     ApiCredential,
     Channel,
+    ChannelChange,
     Connection,
     EnrolmentLink,
     Membership,
@@ -156,6 +157,18 @@ console:activity                 GET   -     login ok    403   403   403   403  
 console:activity-export          GET   -     login ok    403   403   403   403   ok    ok    403   403
 console:break-glass-end          POST  acme  login ok    403   403   403   403   403   404   403   403
 console:break-glass-end          POST  globex login 404  403   403   403   403   403   ok    403   403
+console:reconciliation           GET   -     login ok    ok    ok    ok    ok    ok    ok    403   403
+console:reconciliation-run       POST  -     login ok    403   ok    403   403   403   ok    403   403
+console:channel-detail           GET   acme  login ok    ok    ok    ok    ok    ok    404   403   403
+console:channel-detail           GET   globex login 404  404   404   404   404   404   ok    403   403
+console:channel-change-propose   POST  acme  login ok    403   ok    403   403   403   404   403   403
+console:channel-change-propose   POST  globex login 404  403   404   403   403   403   ok    403   403
+console:channel-change-approve   POST  acme  login 403   403   403   ok    403   403   403   403   403
+console:channel-change-approve   POST  globex login 403  403   403   404   403   403   403   403   403
+console:channel-change-reject    POST  acme  login ok    403   ok    ok    403   403   404   403   403
+console:channel-change-reject    POST  globex login 404  403   404   404   403   403   ok    403   403
+console:channel-change-rollback  POST  acme  login ok    403   403   ok    403   403   404   403   403
+console:channel-change-rollback  POST  globex login 404  403   403   404   403   403   ok    403   403
 console:support                  GET   -     login 404   404   404   404   404   404   404   mfa   ok
 # The support pages below read through the support role's own connection, which cannot see this
 # module's world (built in a transaction that is rolled back): sup2 finds no such tenant (404).
@@ -184,6 +197,9 @@ API = """
 identities_list              -      401  401     ok    ok    403    ok    ok    401
 channel_retrieve             acme   401  401     ok    ok    403    404   404   401
 channel_retrieve             globex 401  401     404   404   403    404   ok    401
+channel_changes_list         acme   401  401     ok    ok    403    404   404   401
+channel_changes_list         globex 401  401     404   404   403    404   ok    401
+reconciliation_results_list  -      401  401     ok    ok    403    ok    ok    401
 certificates_list            -      401  401     ok    ok    403    ok    ok    401
 certificates_import          -      401  401     403   ok    403    ok    ok    401
 certificates_csr             -      401  401     403   ok    403    ok    ok    401
@@ -426,6 +442,16 @@ def tenant_objects(matrix: Matrix, owner: str, *, invitee: Any, enrollee: Any, v
         reason="matrix incident",
         granted_at=timezone.now(),
         expires_at=timezone.now() + timedelta(hours=1),
+    ).id
+    # A change to the tenant's channel awaiting approval, as on a production connection.
+    channel = Channel.objects.get()
+    matrix.objects["change_id", owner] = ChannelChange.objects.create(
+        channel=channel,
+        before={"status": channel.status},
+        after={"status": "live"},
+        reason="matrix",
+        requires_approval=True,
+        proposed_by_name="matrix",
     ).id
     matrix.route_objects["console:mfa-enrol", "token", owner] = token
     matrix.objects["uidb64", owner] = urlsafe_base64_encode(force_bytes(victim.pk))

@@ -12,10 +12,9 @@ from django.views.decorators.http import require_POST
 from console.views.home import tenant_required
 from core.audit import request_source
 from core.models import AuditEvent
-from messaging.evidence import audit_archive
-from messaging.models import AuditArchive
 from messaging import breakglass
-from messaging.models import BreakGlassGrant
+from messaging.evidence import audit_archive
+from messaging.models import AuditArchive, BreakGlassGrant
 from tenants import selectors
 from tenants.models import Role
 

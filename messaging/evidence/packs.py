@@ -42,6 +42,7 @@ from messaging.models import (
     SpecVersion,
     TenantValidationSettings,
 )
+from messaging.reconciliation.models import ReconciliationResult
 from messaging.store.ids import ID_EPOCH, id_floor, id_time
 from messaging.store.services import decompress
 from tenants.models import Certificate, Tenant
@@ -265,6 +266,54 @@ def _break_glass(pack: EvidencePack, sealed_audit: set[str]) -> list[dict[str, A
     return records
 
 
+def _reconciliation(pack: EvidencePack, statuses: Counter[str]) -> Iterator[dict[str, Any]]:
+    """Every reconciliation verdict of runs in the period (the routine controls, as run)."""
+    rows = ReconciliationResult.objects.filter(
+        run_at__gte=pack.period_from, run_at__lt=pack.period_to
+    )
+    if pack.interfaces:
+        rows = rows.filter(Q(interface_id__in=pack.interfaces) | Q(interface_id=""))
+    for result in rows.order_by("run_at", "id").iterator(chunk_size=CHUNK):
+        statuses[result.status] += 1
+        yield {
+            "id": result.id,
+            "run": str(result.run_id),
+            "run_at": _iso(result.run_at),
+            "control": result.control,
+            "channel": result.channel_id,
+            "interface": result.interface_id,
+            "direction": result.direction,
+            "window_from": _iso(result.window_from),
+            "window_to": _iso(result.window_to),
+            "expected": result.expected,
+            "found": result.found,
+            "status": result.status,
+            "summary": result.summary,
+            "detail": result.detail,
+        }
+
+
+def _open_reconciliation_items(pack: EvidencePack) -> list[dict[str, Any]]:
+    """At the period's end, each control's latest verdict per channel that is not in balance."""
+    latest = (
+        ReconciliationResult.objects.filter(run_at__lt=pack.period_to)
+        .order_by("control", "channel_id", "-id")
+        .distinct("control", "channel_id")
+    )
+    return [
+        {
+            "control": r.control,
+            "interface": r.interface_id,
+            "direction": r.direction,
+            "status": r.status,
+            "summary": r.summary,
+            "run_at": _iso(r.run_at),
+        }
+        for r in latest
+        if r.status not in ("ok", "pending")
+    ]
+
+
 def _spec_versions() -> dict[str, Any]:
     """The DIP specification versions in force: the tenant's pin, else the default, else
     Busbar's own schemas; and every imported version with its digest."""
@@ -413,6 +462,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #cbd5e0;padding:.25rem 
 Raw payloads {"included" if pack.include_payloads else "not included (hashes only)"}.</p>
 <h2>Messages by direction and state</h2>{bars(states)}
 <h2>Messages by interface</h2>{bars(interfaces)}
+<h2>Reconciliation</h2><p>{manifest["counts"]["reconciliation_results"]} control verdicts in the
+period; {manifest["counts"]["reconciliation_open_items"]} item(s) out of balance at its end
+(<code>reconciliation_open_items.json</code>).</p>{bars(sorted(manifest["reconciliation"]["by_status"].items()))}
 <h2>Ledger</h2><p>{manifest["counts"]["seals"]} seals, {manifest["counts"]["ledger_entries"]}
 entries with inclusion proofs, signed with evidence key <code>{html.escape(manifest["key_id"])}</code>.</p>
 <h2>Break-glass access by provider support</h2>{access_table}
@@ -524,6 +576,14 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         writer.write_lines("findings.jsonl", _findings(pack, tid))
         _progress(pack, 50, "exceptions")
         writer.write_lines("exceptions.jsonl", _exceptions(pack))
+        _progress(pack, 52, "reconciliation")
+        statuses: Counter[str] = Counter()
+        writer.write_lines("reconciliation.jsonl", _reconciliation(pack, statuses))
+        open_items = _open_reconciliation_items(pack)
+        writer.write_bytes(
+            "reconciliation_open_items.json",
+            json.dumps(open_items, indent=2, sort_keys=True).encode(),
+        )
         _progress(pack, 55, "certificates")
         writer.write_lines("certificates.jsonl", _certificates())
         _progress(pack, 60, "ledger and proofs")
@@ -564,7 +624,10 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
                 "seals": writer.files["ledger/seals.jsonl"]["records"],
                 "ledger_entries": entry_count,
                 "break_glass": len(break_glass),
+                "reconciliation_results": writer.files["reconciliation.jsonl"]["records"],
+                "reconciliation_open_items": len(open_items),
             },
+            "reconciliation": {"by_status": dict(sorted(statuses.items()))},
             "files": {},
         }
         manifest["files"] = dict(writer.files)

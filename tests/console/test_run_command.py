@@ -485,3 +485,31 @@ def test_sam_sets_up_a_second_factor_and_lands_on_the_support_matrix(running_bus
     page.click("button[type=submit]")
     page.wait_for_url(url + "support/")
     page.close()
+
+
+def test_the_demo_runs_reconciliation_and_holds_a_production_change_awaiting_approval(
+    running_busbar,
+):
+    """The launcher hands the demo tenants a first reconciliation run (beat runs the next
+    ones): its results show on the Reconciliation page; bob's proposal to take acme's
+    production IF-021 live waits for an approver."""
+    http = running_busbar.http()
+    sign_in_over_http(http, running_busbar.url, "alice")
+
+    def verdicts() -> list[str]:
+        page = http.get(running_busbar.url + "reconciliation/")
+        assert page.status_code == 200
+        return re.findall(r'data-control="([a-z_]+)" data-status="([a-z]+)"', page.text)
+
+    found = wait_for(verdicts, timeout=120, what="the first reconciliation results", poll=1)
+    assert {"cadence", "processed", "acknowledged", "dip_record"} <= {c for c, _ in found}
+    settings = http.get(running_busbar.url + "settings/").text
+    channel_ids = re.findall(r'href="/channels/(\d+)/"', settings)
+    pending = [
+        page
+        for page in (http.get(f"{running_busbar.url}channels/{i}/").text for i in channel_ids)
+        if 'data-testid="pending-change"' in page
+    ]
+    assert len(pending) == 1
+    assert "Approve and apply" in pending[0]
+    assert "UIT sign-off complete" in pending[0]

@@ -34,6 +34,8 @@ from messaging.evidence import keys, ledger, packs, retention
 from messaging.evidence.merkle import root_and_proofs
 from messaging.evidence.verify_pack import leaf_hash, merkle_root, root_from_proof, verify
 from messaging.models import EvidencePack, LedgerCheck, Message, Seal
+from messaging.reconciliation.models import Control
+from messaging.reconciliation.services import run_reconciliation
 from messaging.store import services as store
 from messaging.store.ids import id_floor
 from tenants.models import Channel, Connection
@@ -472,3 +474,36 @@ def test_a_pack_shows_break_glass_accesses_tied_to_the_sealed_ledger(
         f"break-glass read (audit event {accesses[2]['audit_event']}): its actor differs from"
         " the sealed audit event"
     ]
+
+
+def test_a_pack_carries_the_periods_reconciliation_results_and_open_items(
+    committed_db, settled_now, tmp_path
+) -> None:
+    world = build_world()
+    _traffic(world.acme.id)
+    with tenant_context(world.acme.id):
+        Channel.objects.update(expected_cadence=timedelta(minutes=5))
+        Channel.objects.create(
+            connection=Connection.objects.get(),
+            interface_id="IF-041",
+            direction="inbound",
+            expected_cadence=timedelta(hours=1),
+        )
+        run_reconciliation(controls=[Control.CADENCE])
+    pack = _pack(world)
+    key = tmp_path / "evidence-key.pem"
+    key.write_bytes(keys.public_key_pem())
+    result = _run_standalone(pack, tmp_path, "--key", str(key))
+    assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(pack) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        verdicts = [json.loads(line) for line in z.read("reconciliation.jsonl").splitlines()]
+        open_items = json.loads(z.read("reconciliation_open_items.json"))
+        summary = z.read("summary.html").decode()
+    assert sorted((v["interface"], v["status"]) for v in verdicts) == [
+        ("IF-021", "ok"),
+        ("IF-041", "breach"),
+    ]
+    assert manifest["counts"]["reconciliation_results"] == 2
+    assert [(i["interface"], i["status"]) for i in open_items] == [("IF-041", "breach")]
+    assert "2 control verdicts" in summary

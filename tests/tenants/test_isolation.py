@@ -23,12 +23,13 @@ from messaging.models import (
     BreakGlassGrant,
     DipExchange,
     EvidencePack,
+    ReconciliationResult,
     TenantValidationSettings,
 )
 from messaging.outbound import breaker, idempotency
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
-from tenants.models import Channel, Connection, Membership, Notification, Tenant
+from tenants.models import Channel, ChannelChange, Connection, Membership, Notification, Tenant
 from tests.pki import TestCA, pem
 
 
@@ -111,6 +112,27 @@ def populate(world):
                 handler=lambda: idempotency.Answer(status=202, body={"accepted": True}),
             )
             _populate_message_store(tenant_id)
+            # A channel change (history) and a reconciliation run's result.
+            channel = Channel.objects.get()
+            ChannelChange.objects.create(
+                channel=channel,
+                before={"status": channel.status},
+                after={"status": "live"},
+                reason=name,
+                requires_approval=True,
+                proposed_by_name=name,
+            )
+            ReconciliationResult.objects.create(
+                control="cadence",
+                channel=channel,
+                window_from=timezone.now() - timedelta(hours=1),
+                window_to=timezone.now(),
+                expected=1,
+                found=0,
+                status="breach",
+                summary=name,
+                run_at=timezone.now(),
+            )
             # A downstream endpoint with its secret, an event owed to it and one attempt.
             endpoint = downstream.create_endpoint(
                 name=name, url="https://93.184.216.34/hooks", event_types=["*"], actor="pytest"

@@ -21,11 +21,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from core.tenancy import tenant_context
-from tenants import certificates, services
+from tenants import certificates, channel_changes, services
 from tenants.demo_people import DEMO_PASSWORD, DEMO_PEOPLE
 from tenants.models import (
     CertificatePurpose,
+    ChannelStatus,
     Connection,
+    DipIdentity,
     Direction,
     Environment,
     Role,
@@ -143,7 +145,31 @@ class Command(BaseCommand):
                         )
                     else:
                         services.add_member(user=user, roles=roles, actor="seed")
+                if spec.slug == "acme":
+                    self._production_change_awaiting_approval(dip_base_url)
             self.stdout.write(f"created demo tenant {spec.slug}")
+
+    def _production_change_awaiting_approval(self, dip_base_url: str) -> None:
+        """acme's production connection (not yet connected: the simulator plays UIT only) with a
+        channel whose going live bob has proposed and an approver (alice) has still to approve."""
+        identity = DipIdentity.objects.get(mpid="ACME", role_code="SUP")
+        connection = services.create_connection(
+            identity=identity,
+            environment=Environment.PRD,
+            dip_base_url=dip_base_url,
+            dcp_id="10000000DC",
+            api_key="acme-production-key",
+            actor="seed",
+        )
+        channel = services.create_channel(
+            connection=connection, interface_id="IF-021", direction=Direction.INBOUND, actor="seed"
+        )
+        channel_changes.propose_channel_change(
+            channel=channel,
+            changes={"status": ChannelStatus.LIVE, "expected_cadence": 3600},
+            reason="UIT sign-off complete: take production IF-021 live with an hourly cadence",
+            user=get_user_model().objects.get(username="bob"),
+        )
 
     def _dipsim_credentials(self, ca_dir: Path, data_dir: Path) -> None:
         """Register each demo identity with dipsim, and install certificates from dipsim's CA:
@@ -151,7 +177,9 @@ class Command(BaseCommand):
         files dipsim writes live only in a temporary folder until they are encrypted here."""
         for spec in DEMO:
             with tenant_context(demo_tenant_id(spec.slug)):
-                for connection in Connection.objects.select_related("identity"):
+                # The simulator plays UIT: production connections stay unconnected in the demo.
+                uit = Connection.objects.filter(environment=Environment.UIT)
+                for connection in uit.select_related("identity"):
                     identity = connection.identity
                     dcp = []
                     if connection.dcp_id:

@@ -1,0 +1,1 @@
+"""Reconciliation as routine control: scheduled checks whose every run is kept as evidence."""
