@@ -2,6 +2,7 @@
 table itself); on the breaker row, the per-connection send rate limit's token bucket and the
 drain's progress after an outage."""
 
+from django.conf import settings
 from django.db import migrations, models
 
 
@@ -55,5 +56,13 @@ class Migration(migrations.Migration):
             model_name="connectionbreaker",
             name="drain_done",
             field=models.IntegerField(default=0),
+        ),
+        # Metadata: the metrics (read as the support role) report every tenant's drain.
+        migrations.RunSQL(
+            [
+                "GRANT SELECT (drain_started_at, drain_finished_at, drain_backlog, drain_done)"
+                f' ON messaging_connectionbreaker TO "{settings.DB_SUPPORT_ROLE}"'
+            ],
+            migrations.RunSQL.noop,
         ),
     ]

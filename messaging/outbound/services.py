@@ -490,15 +490,16 @@ def _apply(
             )
             report.rejected += 1
     if pairs:
+        # One move for the batch: each message's transaction id is on its row (and on the
+        # request's DipExchange); the timeline names the answer that carried it.
         store.set_transaction_ids(tenant_id=tenant_id, pairs=pairs)
-        for message_id, transaction_id in pairs:
-            _move(
-                tenant_id,
-                [message_id],
-                OutboundState.SENT,
-                "accepted by the DIP",
-                {**base, "transaction_id": transaction_id},
-            )
+        _move(
+            tenant_id,
+            [message_id for message_id, _ in pairs],
+            OutboundState.SENT,
+            "accepted by the DIP",
+            base,
+        )
         report.sent += len(pairs)
 
 
