@@ -113,7 +113,7 @@ def main() -> None:
     from tenants import services as tenants
 
     # The bench runs the workers' steps itself: nothing is handed to a broker.
-    tasks.prepare_outbound_task.delay_on_commit = lambda *args: None  # type: ignore[method-assign]
+    tasks.prepare_outbound_task.delay_on_commit = lambda *args: None
 
     work = Path(tempfile.mkdtemp(prefix="outbound-drain-bench-"))
     ca, data, creds = work / "ca", work / "data", work / "creds"
