@@ -345,6 +345,9 @@ class SendReport:
     requests: int = 0
     # Connections whose breaker this send closed again (their backlog can drain now).
     recovered: set[int] = field(default_factory=set)
+    # Held back by the rate limit: these may go in ``paced_wait`` seconds.
+    paced: list[int] = field(default_factory=list)
+    paced_wait: float = 0.0
 
 
 def _bytes_of(messages: Sequence[Message]) -> dict[int, bytes]:
@@ -532,7 +535,7 @@ def send_outbound(
     """
     report = report if report is not None else SendReport()
     with tenant_context(tenant_id):
-        allowed = _gate(tenant_id, message_ids, paced=paced)
+        allowed = _gate(tenant_id, message_ids, paced=paced, report=report)
         claimed = store.claim_due(
             tenant_id=tenant_id,
             direction="outbound",
@@ -680,7 +683,13 @@ PUBLISHED = frozenset({OutboundState.SENT, OutboundState.REJECTED, OutboundState
 UNSENT = (OutboundState.ACCEPTED, OutboundState.READY, OutboundState.SENDING)
 
 
-def _gate(tenant_id: UUID | str, message_ids: Sequence[int], *, paced: bool = True) -> list[int]:
+def _gate(
+    tenant_id: UUID | str,
+    message_ids: Sequence[int],
+    *,
+    paced: bool = True,
+    report: SendReport | None = None,
+) -> list[int]:
     """The ready messages that may go now, in send order: their connection's breaker lets them
     (one probe when half-open, the most urgent), no earlier message with the same business key
     is still unsent, and (when ``paced``) the connection's rate limit has room. The others get a
@@ -754,6 +763,9 @@ def _gate(tenant_id: UUID | str, message_ids: Sequence[int], *, paced: bool = Tr
             held = going[grant.granted :]
             if held:
                 allowed.difference_update(held)
+                if report is not None:
+                    report.paced += held
+                    report.paced_wait = max(report.paced_wait, grant.wait_seconds)
                 store.schedule_retry(
                     tenant_id=tenant_id,
                     message_ids=held,

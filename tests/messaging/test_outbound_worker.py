@@ -230,7 +230,10 @@ def test_normal_sending_keeps_to_the_connections_rate_limit(
             outbound.Message.objects.filter(id__in=ids).update(next_attempt_at=None)
         return outbound.send_outbound(tenant_id=tenant, message_ids=ids).sent
 
-    assert outbound.send_outbound(tenant_id=tenant, message_ids=ids).sent == 10
+    first = outbound.send_outbound(tenant_id=tenant, message_ids=ids)
+    assert first.sent == 10
+    # The held ones are handed back to look at again once the bucket holds them.
+    assert (sorted(first.paced), first.paced_wait) == (sorted(ids[10:]), 1.0)
     with tenant_context(tenant):
         waiting = outbound.Message.objects.filter(id__in=ids, state="ready")
         assert waiting.count() == 15
