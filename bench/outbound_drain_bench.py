@@ -250,11 +250,13 @@ def main() -> None:
             f" {meter.seconds / drain_cpu:.0%} of the worker's CPU; {left} left unsent;"
             f" {exchanges:,} evidence rows"
         )
-        print("drain rate over time (per tenth of the drain):")
+        print("drain rate over time (about a tenth of the drain each):")
         tenth = draining / 10
         previous = (0.0, 0)
         for n in range(1, 11):
             point = next(((t, d) for t, d in series if t >= n * tenth - 1e-9), series[-1])
+            if point == previous:
+                continue  # progress comes per chunk: a short drain has fewer points than tenths
             rate = (point[1] - previous[1]) / max(point[0] - previous[0], 1e-9)
             print(f"  {previous[0]:6.1f}-{point[0]:6.1f} s: {rate:,.0f} msg/s")
             previous = point

@@ -597,9 +597,11 @@ def _drain_chunk(connection_id: int) -> list[int]:
     rows = list(
         base.order_by("-urgent", "id").values_list("id", "business_key", "urgent")[:DRAIN_CHUNK]
     )
+    # Taken in id order, a normal message's unsent predecessors are in this chunk already; only
+    # an urgent one, taken ahead of its turn, may have some outside it.
     newest: dict[str, int] = {}
-    for message_id, key, _urgent in rows:
-        if key:
+    for message_id, key, urgent in rows:
+        if key and urgent:
             newest[key] = max(newest.get(key, 0), message_id)
     if newest:
         have = {row[0] for row in rows}
