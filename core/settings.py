@@ -480,6 +480,9 @@ BUSBAR_INGEST_CONCURRENCY = envint("BUSBAR_INGEST_CONCURRENCY", 8)
 BUSBAR_INGEST_QUEUE_LIMIT = envint("BUSBAR_INGEST_QUEUE_LIMIT", 64)
 BUSBAR_INGEST_BACKLOG_LIMIT = envint("BUSBAR_INGEST_BACKLOG_LIMIT", 200_000)
 BUSBAR_INGEST_RETRY_AFTER_SECONDS = envint("BUSBAR_INGEST_RETRY_AFTER_SECONDS", 5)
+# Outbound: messages per second sent to the DIP per connection (normal sending and the drain
+# after an outage alike); 0 switches the limit off.
+BUSBAR_OUTBOUND_RATE_PER_SECOND = envint("BUSBAR_OUTBOUND_RATE_PER_SECOND", 400)
 # A received DIP message claimed this many times without finishing is parked as an exception.
 BUSBAR_INBOUND_MAX_ATTEMPTS = envint("BUSBAR_INBOUND_MAX_ATTEMPTS", 5)
 # Inbound messages that wait (state "awaiting", an awaiting-dependency exception) until the

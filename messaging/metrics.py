@@ -80,6 +80,21 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "When the reconciliation controls last ran for the tenant (Unix time).",
             labels=["tenant"],
         ),
+        "drain_backlog": GaugeMetricFamily(
+            "busbar_outbound_drain_backlog",
+            "Messages the latest drain after an outage found waiting on the connection.",
+            labels=["tenant", "connection"],
+        ),
+        "drain_done": GaugeMetricFamily(
+            "busbar_outbound_drain_done",
+            "Messages of that backlog the drain has moved on (sent, rejected or parked).",
+            labels=["tenant", "connection"],
+        ),
+        "draining": GaugeMetricFamily(
+            "busbar_outbound_draining",
+            "1 while a connection's drain after an outage is running, else 0.",
+            labels=["tenant", "connection"],
+        ),
         "heartbeat": GaugeMetricFamily(
             "busbar_beat_heartbeat_timestamp_seconds",
             "When a worker last ran beat's heartbeat task (Unix time).",
@@ -173,6 +188,16 @@ class MessageFlowCollector(Collector):
                 last_run[slug] = max(last_run.get(slug, 0.0), run_at.timestamp())
             for slug, when in sorted(last_run.items()):
                 families["reconciliation_last_run"].add_metric([slug], when)
+            cursor.execute(
+                "SELECT tenant_id, connection_id, drain_backlog, drain_done,"
+                " drain_finished_at IS NULL FROM messaging_connectionbreaker"
+                " WHERE drain_started_at IS NOT NULL"
+            )
+            for tenant_id, connection_id, backlog, done, running in cursor.fetchall():
+                labels = [slugs.get(tenant_id, "unknown"), str(connection_id)]
+                families["drain_backlog"].add_metric(labels, float(backlog))
+                families["drain_done"].add_metric(labels, float(done))
+                families["draining"].add_metric(labels, 1.0 if running else 0.0)
             cursor.execute(
                 "SELECT tenant_id, direction, interface_id,"
                 " extract(epoch FROM expected_cadence) FROM tenants_channel"

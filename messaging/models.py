@@ -131,6 +131,9 @@ class Message(TenantOwned):
     correlation_id = models.CharField(max_length=60, default="")
     mpan = models.CharField(max_length=13, default="")
     business_key = models.CharField(max_length=120, default="")
+    # Outbound: an urgent submission is sent before normal ones (never before an earlier
+    # message with its business key).
+    urgent = models.BooleanField(db_default=False)
     created_at = models.DateTimeField(db_default=Now())
     state = models.CharField(max_length=20)
     attempts = models.IntegerField(default=0)
@@ -457,6 +460,16 @@ class ConnectionBreaker(TenantOwned):
     probe_at = models.DateTimeField(null=True)
     last_error = models.CharField(max_length=500, blank=True)
     updated_at = models.DateTimeField()
+    # The connection's send rate limit, a token bucket shared by every worker: the tokens left
+    # when it was last refilled (on the worker's clock).
+    rate_tokens = models.FloatField(default=0.0)
+    rate_refilled_at = models.DateTimeField(null=True)
+    # The drain after an outage, for the tenant to watch: when it started, the backlog it found
+    # and how many of those it has moved on since (sent, rejected or parked).
+    drain_started_at = models.DateTimeField(null=True)
+    drain_finished_at = models.DateTimeField(null=True)
+    drain_backlog = models.IntegerField(default=0)
+    drain_done = models.IntegerField(default=0)
 
     class Meta:
         constraints = [

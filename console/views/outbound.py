@@ -90,6 +90,7 @@ def outbound_list(request: HttpRequest) -> HttpResponse:
     ]
     context = {
         "counts": counts,
+        "outbox": selectors.list_outbox_status(),
         "rows": rows,
         "state": state,
         "states": [s.value for s in OutboundState],
@@ -97,6 +98,8 @@ def outbound_list(request: HttpRequest) -> HttpResponse:
         "is_operator": _operator(request),
         "form": SubmitForm(channels=_channels()) if _operator(request) else None,
     }
+    if request.htmx and request.GET.get("part") == "outbox":  # type: ignore[attr-defined]
+        return render(request, "console/outbound/list.html#outbox-status", context)
     if request.htmx:  # type: ignore[attr-defined]
         return render(request, "console/outbound/list.html#outbound-table", context)
     return render(request, "console/outbound/list.html", context)
@@ -171,6 +174,7 @@ def outbound_submit(request: HttpRequest) -> HttpResponse:
         "state": "",
         "states": [s.value for s in OutboundState],
         "breakers": [],
+        "outbox": selectors.list_outbox_status(),
         "is_operator": True,
         "form": form,
         "problems": problems,

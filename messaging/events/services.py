@@ -189,6 +189,38 @@ def publish_event(
 
 
 @transaction.atomic
+def publish_events(
+    *,
+    tenant_id: uuid.UUID | str,
+    type: str,
+    events: Iterable[tuple[str, str, str, dict[str, Any]]],
+) -> int:
+    """Publish many of Busbar's own events of one ``type`` at once: ``(subject, source,
+    dedupe_key, payload)`` each, as :func:`publish_event` would one by one, with one feed lock and
+    one fan-out for them all (the outbound worker moves a whole batch at a time). Returns how
+    many were new. Raises ValueError for an unknown type."""
+    if type not in mappings.EventType.ALL:
+        raise ValueError(f"unknown event type {type!r}; known: {', '.join(mappings.EventType.ALL)}")
+    with tenant_context(tenant_id) as tenant:
+        rows = [
+            Event(
+                tenant_id=tenant,
+                uid=uuid.uuid5(EVENT_NAMESPACE, f"{tenant}/publish/{type}/{dedupe_key}")
+                if dedupe_key
+                else uuid.uuid4(),
+                type=type,
+                subject=subject[:40],
+                source=source[:100],
+                payload=payload,
+            )
+            for subject, source, dedupe_key, payload in events
+        ]
+        created = _insert(tenant, rows)
+        _fan_out(tenant, created)
+        return len(created)
+
+
+@transaction.atomic
 def rederive_events(
     *,
     tenant_id: uuid.UUID | str,

@@ -42,6 +42,7 @@ from messaging.dip.webhook import (
 )
 from messaging.inbound import metrics
 from messaging.inbound.registration import resolve_status_token
+from messaging.outbound.loop import apply_status_messages
 from messaging.store.services import InboundMessageFacts, store_inbound_delivery
 from tenants.models import (
     Certificate,
@@ -420,8 +421,10 @@ def receive_status_push(
     now: dt.datetime | None = None,
 ) -> Answer:
     """Handle a push on a connection's status webhook (a ``StandardResponseArray`` about
-    messages Busbar sent). Verified like a message push; each status is recorded against the
-    connection (outbound processing reads them from there) and acknowledged with RCP0000."""
+    messages Busbar sent). Verified like a message push; the statuses are recorded against the
+    connection, applied to the outbound messages they name (``apply_status_messages``: their
+    state moves and each change is published to the tenant's systems) in the same transaction,
+    and acknowledged with RCP0000."""
     resolved = resolve_status_token(token)
     if resolved is None:
         return _refuse(
@@ -534,6 +537,19 @@ def receive_status_push(
                     ],
                 },
             )
+            # In the same transaction as the evidence: the outbound messages these statuses
+            # name move (and their client systems hear of it), or nothing is kept and the DIP,
+            # answered 503, pushes again (the moves are conditional, so a repeat changes nothing).
+            applied = apply_status_messages(tenant_id=tenant_id, entries=entries)
+        logger.info(
+            "webhook.status_applied",
+            extra={
+                "connection_id": connection_id,
+                "acknowledged": len(applied.acknowledged),
+                "rejected": len(applied.rejected),
+                "unmatched": len(applied.unmatched),
+            },
+        )
     except DatabaseError:
         logger.exception("webhook.store_failed", extra={"connection_id": connection_id})
         return Answer(

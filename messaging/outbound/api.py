@@ -58,6 +58,23 @@ class SubmissionInput(serializers.Serializer):
         help_text="orders messages; defaults to the MPAN and interface",
     )
     sub_text = serializers.CharField(required=False, allow_null=True)
+    supersede = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=(
+            "a later version: unsent earlier messages with the same business key are superseded "
+            "(recorded on their timelines) and never sent"
+        ),
+    )
+    urgency = serializers.ChoiceField(
+        choices=["normal", "urgent"],
+        required=False,
+        default="normal",
+        help_text=(
+            "urgent messages are sent, and drained after an outage, before normal ones, but "
+            "never before an earlier message with the same business key"
+        ),
+    )
 
 
 class BatchInput(serializers.Serializer):
@@ -218,6 +235,7 @@ MESSAGE_FIELDS = (
     "correlation_id",
     "mpan",
     "business_key",
+    "urgent",
     "sender_unique_reference",
     "transaction_id",
     "attempts",
@@ -242,6 +260,7 @@ class MessageDetailApi(APIView):
         correlation_id = serializers.CharField()
         mpan = serializers.CharField()
         business_key = serializers.CharField()
+        urgent = serializers.BooleanField()
         sender_unique_reference = serializers.CharField()
         transaction_id = serializers.CharField(allow_null=True)
         attempts = serializers.IntegerField()

@@ -12,10 +12,20 @@ import datetime as dt
 from django.utils import timezone
 
 _offset = dt.timedelta(0)
+_frozen: dt.datetime | None = None
 
 
 def now() -> dt.datetime:
+    if _frozen is not None:
+        return _frozen + _offset
     return timezone.now() + _offset
+
+
+def freeze() -> None:
+    """Stop the decision clock where it is: only :func:`advance` moves it (a rate-limit test
+    must not see the real seconds its own requests take)."""
+    global _frozen
+    _frozen = timezone.now()
 
 
 def advance(delta: dt.timedelta) -> None:
@@ -25,5 +35,6 @@ def advance(delta: dt.timedelta) -> None:
 
 
 def reset() -> None:
-    global _offset
+    global _offset, _frozen
     _offset = dt.timedelta(0)
+    _frozen = None

@@ -43,8 +43,10 @@ FIELDS = frozenset(
         "business_key",
         "sub_text",
         "supersede",
+        "urgency",
     }
 )
+URGENCIES = ("normal", "urgent")
 MAX_RECIPIENTS = 50
 BUSINESS_KEY_RE = re.compile(r"^[\x21-\x7e]{1,120}$")
 
@@ -75,6 +77,8 @@ class Submission:
     sub_text: str | None = None
     # A later version: unsent earlier messages with the same business key are superseded.
     supersede: bool = False
+    # "urgent" goes before "normal" (never before an earlier message with its business key).
+    urgency: str = "normal"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def as_json(self) -> dict[str, Any]:
@@ -90,6 +94,7 @@ class Submission:
             "business_key": self.business_key,
             "sub_text": self.sub_text,
             "supersede": self.supersede,
+            "urgency": self.urgency,
         }
 
     def key_for(self, interface_id: str) -> str:
@@ -187,6 +192,9 @@ def parse_submission(data: Any, path: str = "$") -> tuple[Submission | None, lis
         problems.append(
             Problem(f"{path}.supersede", "needs a business key or an MPAN to know what it replaces")
         )
+    urgency = data.get("urgency", "normal")
+    if urgency not in URGENCIES:
+        problems.append(Problem(f"{path}.urgency", f"must be one of {', '.join(URGENCIES)}"))
     mpan = data.get("mpan")
     distributor = data.get("distributor_dip_id")
     gsp = data.get("gsp_group_id")
@@ -229,6 +237,7 @@ def parse_submission(data: Any, path: str = "$") -> tuple[Submission | None, lis
             business_key=business_key,
             sub_text=sub_text,
             supersede=supersede is True,
+            urgency=str(urgency),
         ),
         [],
     )

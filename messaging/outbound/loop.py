@@ -38,8 +38,7 @@ def publish_state_changes(
         events = importlib.import_module("messaging.events.services")
     except ImportError:
         return 0
-    published = 0
-    for message in Message.objects.filter(id__in=list(message_ids)).only(
+    rows = Message.objects.filter(id__in=list(message_ids)).only(
         "id",
         "tenant_id",
         "interface_id",
@@ -48,27 +47,32 @@ def publish_state_changes(
         "correlation_id",
         "mpan",
         "business_key",
-    ):
-        events.publish_event(
+    )
+    return int(
+        events.publish_events(
             tenant_id=tenant_id,
             type=EVENT_TYPE,
-            subject=str(message.id),
-            source=f"outbound:{message.id}",
-            dedupe_key=f"{message.id}:{state}",
-            payload={
-                "message_id": message.id,
-                "state": state,
-                "reason": reason,
-                "interface_id": message.interface_id,
-                "sender_unique_reference": message.sender_unique_reference,
-                "transaction_id": message.transaction_id,
-                "correlation_id": message.correlation_id,
-                "mpan": message.mpan,
-                "business_key": message.business_key,
-            },
+            events=[
+                (
+                    str(message.id),
+                    f"outbound:{message.id}",
+                    f"{message.id}:{state}",
+                    {
+                        "message_id": message.id,
+                        "state": state,
+                        "reason": reason,
+                        "interface_id": message.interface_id,
+                        "sender_unique_reference": message.sender_unique_reference,
+                        "transaction_id": message.transaction_id,
+                        "correlation_id": message.correlation_id,
+                        "mpan": message.mpan,
+                        "business_key": message.business_key,
+                    },
+                )
+                for message in rows
+            ],
         )
-        published += 1
-    return published
+    )
 
 
 def _move(

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -32,8 +32,10 @@ from core.tenancy import tenant_context
 from messaging import credentials
 from messaging.dip import Action, DipTransportError, SubmitResult, describe
 from messaging.dip.envelope import EnvelopeError, schema_version_for
-from messaging.models import Message
-from messaging.outbound import breaker, clock, loop
+from messaging.exceptions.models import Actor, Category
+from messaging.exceptions.services import ExceptionSpec, raise_exceptions
+from messaging.models import ConnectionBreaker, Message
+from messaging.outbound import breaker, clock, loop, ratelimit
 from messaging.outbound.enrich import (
     Problem,
     Sender,
@@ -45,6 +47,8 @@ from messaging.outbound.enrich import (
 from messaging.store import services as store
 from messaging.store.services import OutboundMessageFacts
 from messaging.store.states import OutboundState
+from messaging.validation import ValidationContext, validate_batch
+from messaging.validation.selectors import get_registry, get_tenant_rules
 from tenants.certificates import CertificateError
 from tenants.models import Channel, ChannelStatus, Connection, Direction
 
@@ -114,6 +118,7 @@ def submit_messages(
                 correlation_id=s.correlation_id or "",
                 mpan=s.mpan or "",
                 business_key=s.key_for(interface_id),
+                urgent=s.urgency == "urgent",
             )
             for s in submissions
         ],
@@ -225,24 +230,110 @@ def prepare_outbound(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> li
             )
             continue
         ready[(message.connection_id, message.channel_id)].append((message.id, body, reference))
+    by_id = {m.id: m for m in messages}
     moved: list[int] = []
     for (connection_id, channel_id), payloads in ready.items():
+        # The exact bytes are stored even when validation refuses them: they are the evidence.
         store.attach_payloads(
             tenant_id=tenant_id,
             connection_id=connection_id,
             channel_id=channel_id,
             payloads=payloads,
         )
+        refused = validate_final_bytes(
+            tenant_id=tenant_id,
+            messages=[by_id[mid] for mid, _, _ in payloads],
+            bodies=[body for _, body, _ in payloads],
+        )
         moved += store.transition(
             tenant_id=tenant_id,
-            message_ids=[mid for mid, _, _ in payloads],
+            message_ids=[mid for mid, _, _ in payloads if mid not in refused],
             from_state=OutboundState.ACCEPTED,
             to_state=OutboundState.READY,
             actor=WORKER,
-            reason="enriched; final bytes stored",
+            reason="enriched and validated; final bytes stored",
             direction="outbound",
         )
     return moved
+
+
+def validate_final_bytes(
+    *, tenant_id: UUID | str, messages: Sequence[Message], bodies: Sequence[bytes]
+) -> set[int]:
+    """Validate the exact bytes about to be signed against the tenant's schema registry (the one
+    inbound uses), as the DIP would judge them. Refused messages move ``accepted -> rejected``
+    with their findings recorded, a data-quality exception for the client listing every problem
+    with its JSON path, and the change published; they are never sent. Returns the refused ids.
+    Runs inside the tenant's context, on messages of one connection and interface."""
+    if not messages:
+        return set()
+    registry = get_registry(tenant_id=tenant_id)
+    connection = messages[0].connection
+    context = ValidationContext(
+        dip_ids=frozenset({connection.identity.dip_id}),
+        role=connection.identity.role_code,
+        environment=connection.environment,
+        direction="out",
+        channel=messages[0].interface_id,
+        history=None,
+        rules=get_tenant_rules(tenant_id=tenant_id),
+    )
+    outcomes = validate_batch(list(bodies), context=context, registry=registry)
+    findings: list[tuple[int, Any]] = []
+    problems: dict[int, list[dict[str, str]]] = {}
+    for message, outcome in zip(messages, outcomes, strict=True):
+        findings.extend((message.id, f) for f in outcome.findings)
+        stopping = [f for f in outcome.findings if f.severity in ("fatal", "error")]
+        if stopping:
+            problems[message.id] = [
+                {"path": f.path, "code": f.code, "message": f.text} for f in stopping
+            ]
+    store.record_findings(tenant_id=tenant_id, findings=findings, registry_version=registry.name)
+    if not problems:
+        return set()
+    refused: set[int] = set()
+    for message_id, listed in problems.items():
+        summary = "; ".join(f"{p['path']}: {p['message']}" for p in listed)
+        reason = f"refused by validation ({registry.name}) before sending: {summary}"[:500]
+        detail = {"category": Category.DATA_QUALITY, "to_act": "client", "problems": listed}
+        moved = store.transition(
+            tenant_id=tenant_id,
+            message_ids=[message_id],
+            from_state=OutboundState.ACCEPTED,
+            to_state=OutboundState.REJECTED,
+            actor=WORKER,
+            reason=reason,
+            detail=detail,
+            direction="outbound",
+            error=reason,
+        )
+        if not moved:
+            continue
+        refused.add(message_id)
+        message = next(m for m in messages if m.id == message_id)
+        raise_exceptions(
+            specs=[
+                ExceptionSpec(
+                    code="OUTBOUND-INVALID",
+                    title=f"refused before sending: {len(listed)} problem(s); {summary}"[:300],
+                    category=Category.DATA_QUALITY,
+                    message_id=message_id,
+                    raw_id=message.raw_id,
+                    connection_id=message.connection_id,
+                    interface_id=message.interface_id,
+                    to_act=Actor.CLIENT,
+                    detail={"problems": listed[:50], "registry": registry.name},
+                )
+            ]
+        )
+        loop.publish_state_changes(
+            tenant_id=tenant_id,
+            message_ids=[message_id],
+            state=OutboundState.REJECTED,
+            reason=reason,
+        )
+    logger.warning("outbound.refused_by_validation", extra={"count": len(refused)})
+    return refused
 
 
 @dataclass
@@ -254,6 +345,9 @@ class SendReport:
     requests: int = 0
     # Connections whose breaker this send closed again (their backlog can drain now).
     recovered: set[int] = field(default_factory=set)
+    # Held back by the rate limit: these may go in ``paced_wait`` seconds.
+    paced: list[int] = field(default_factory=list)
+    paced_wait: float = 0.0
 
 
 def _bytes_of(messages: Sequence[Message]) -> dict[int, bytes]:
@@ -399,15 +493,16 @@ def _apply(
             )
             report.rejected += 1
     if pairs:
+        # One move for the batch: each message's transaction id is on its row (and on the
+        # request's DipExchange); the timeline names the answer that carried it.
         store.set_transaction_ids(tenant_id=tenant_id, pairs=pairs)
-        for message_id, transaction_id in pairs:
-            _move(
-                tenant_id,
-                [message_id],
-                OutboundState.SENT,
-                "accepted by the DIP",
-                {**base, "transaction_id": transaction_id},
-            )
+        _move(
+            tenant_id,
+            [message_id for message_id, _ in pairs],
+            OutboundState.SENT,
+            "accepted by the DIP",
+            base,
+        )
         report.sent += len(pairs)
 
 
@@ -423,18 +518,24 @@ def _category(code: str | None) -> str:
 
 
 def send_outbound(
-    *, tenant_id: UUID | str, message_ids: Sequence[int], report: SendReport | None = None
+    *,
+    tenant_id: UUID | str,
+    message_ids: Sequence[int],
+    report: SendReport | None = None,
+    paced: bool = True,
 ) -> SendReport:
     """Send ready messages, batched per channel, and move each by the DIP's answer.
 
     The claim (ready -> sending) commits before the request leaves, so a worker killed mid-send
     leaves the messages in ``sending`` for the sweeper, which makes them ready again: the resend
     carries the same bytes and sender reference, and a DIP that had accepted them answers MSG1006.
+    Urgent messages go first (see :func:`send_order`); each connection's rate limit decides how
+    many go now, unless the caller took the tokens already (``paced=False``, the drain).
     Must be called outside a tenant context (it opens its own, one per step).
     """
     report = report if report is not None else SendReport()
     with tenant_context(tenant_id):
-        allowed = _gate(tenant_id, message_ids)
+        allowed = _gate(tenant_id, message_ids, paced=paced, report=report)
         claimed = store.claim_due(
             tenant_id=tenant_id,
             direction="outbound",
@@ -453,8 +554,10 @@ def send_outbound(
             direction="outbound",
             reset_attempts=False,
         )
-        messages = list(
-            Message.objects.filter(id__in=ids).select_related("connection__identity").order_by("id")
+        rank = {message_id: n for n, message_id in enumerate(allowed)}
+        messages = sorted(
+            Message.objects.filter(id__in=ids).select_related("connection__identity"),
+            key=lambda m: rank.get(m.id, len(rank)),
         )
     groups: dict[tuple[int, str], list[Message]] = defaultdict(list)
     for message in messages:
@@ -466,41 +569,114 @@ def send_outbound(
 
 
 DRAIN_CHUNK = 500
-DRAIN_RATE = 400.0  # messages per second while a backlog drains after an outage
+# Messages per second while a backlog drains; None: the connection's configured rate limit.
+DRAIN_RATE: float | None = None
+
+
+def send_order(rows: Iterable[tuple[int, str, bool]]) -> list[int]:
+    """The order to send ``(id, business key, urgent)`` rows in: urgent before normal, oldest
+    first within each. A message inherits the urgency of any later message with its business
+    key, so an urgent message pulls its unsent predecessors forward and never overtakes them."""
+    by_id = sorted(rows)
+    pulled: set[int] = set()
+    urgent_keys: set[str] = set()
+    for message_id, key, urgent in reversed(by_id):
+        if urgent or (key and key in urgent_keys):
+            pulled.add(message_id)
+            if key:
+                urgent_keys.add(key)
+    return [row[0] for row in sorted(by_id, key=lambda row: (row[0] not in pulled, row[0]))]
+
+
+def _drain_chunk(connection_id: int) -> list[int]:
+    """The next drain chunk, most urgent and oldest first, with the unsent earlier messages of
+    its business keys (so ordering never stalls it), in send order."""
+    base = Message.objects.filter(
+        connection_id=connection_id, direction="outbound", state=OutboundState.READY
+    )
+    rows = list(
+        base.order_by("-urgent", "id").values_list("id", "business_key", "urgent")[:DRAIN_CHUNK]
+    )
+    # Taken in id order, a normal message's unsent predecessors are in this chunk already; only
+    # an urgent one, taken ahead of its turn, may have some outside it.
+    newest: dict[str, int] = {}
+    for message_id, key, urgent in rows:
+        if key and urgent:
+            newest[key] = max(newest.get(key, 0), message_id)
+    if newest:
+        have = {row[0] for row in rows}
+        for message_id, key, urgent in base.filter(
+            business_key__in=list(newest), id__lt=max(newest.values())
+        ).values_list("id", "business_key", "urgent"):
+            if message_id not in have and message_id < newest[key]:
+                rows.append((message_id, key, urgent))
+    return send_order(rows)
+
+
+def _drain_progress(connection_id: int, **fields: Any) -> None:
+    ConnectionBreaker.objects.filter(connection_id=connection_id).update(**fields)
 
 
 def drain_connection(
-    *, tenant_id: UUID | str, connection_id: int, rate: float | None = None
+    *,
+    tenant_id: UUID | str,
+    connection_id: int,
+    rate: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[SendReport, int], None] | None = None,
 ) -> SendReport:
-    """Send a connection's ready backlog now that the DIP answers: oldest first, in chunks,
-    paced to ``rate`` messages per second so the recovering DIP is not flooded. Stops when the
-    breaker opens again or nothing is left. Must be called outside a tenant context."""
+    """Send a connection's ready backlog now that the DIP answers: most urgent and oldest first
+    (business-key order kept), in chunks paced by the connection's rate limit (``rate`` messages
+    per second when given) so the recovering DIP is not flooded. Stops when the breaker opens
+    again or nothing is left. The progress (backlog found, how many moved on) is kept on the
+    breaker row for the console and the metrics; ``on_progress(report, remaining)`` is called
+    after each chunk. ``sleep`` waits for the rate limit (a test passes one that moves the
+    worker's clock). Must be called outside a tenant context."""
     rate = rate or DRAIN_RATE
     report = SendReport()
+    with tenant_context(tenant_id):
+        backlog = Message.objects.filter(
+            connection_id=connection_id, direction="outbound", state=OutboundState.READY
+        ).count()
+        if backlog:
+            breaker.get_breaker(connection_id=connection_id) or breaker.permit(
+                connection_id=connection_id
+            )
+            _drain_progress(
+                connection_id,
+                drain_started_at=clock.now(),
+                drain_finished_at=None,
+                drain_backlog=backlog,
+                drain_done=0,
+            )
     while True:
-        started = time.monotonic()
         with tenant_context(tenant_id):
             current = breaker.get_breaker(connection_id=connection_id)
             if current is not None and current.state != "closed":
                 return report
-            ids = list(
-                Message.objects.filter(
-                    connection_id=connection_id, direction="outbound", state=OutboundState.READY
-                )
-                .order_by("id")
-                .values_list("id", flat=True)[:DRAIN_CHUNK]
-            )
+            ids = _drain_chunk(connection_id)
             if not ids:
+                _drain_progress(connection_id, drain_finished_at=clock.now())
                 return report
+            grant = ratelimit.take(connection_id=connection_id, wanted=len(ids), rate=rate)
+            ids = ids[: grant.granted]
             # Due now: the wait was the outage's, which is over.
             Message.objects.filter(id__in=ids).update(next_attempt_at=None)
-        before = report.sent + report.rejected + report.failed
-        send_outbound(tenant_id=tenant_id, message_ids=ids, report=report)
-        if report.sent + report.rejected + report.failed == before:
-            return report  # nothing moved (ordering waits, a new failure): leave it to the sweeper
-        pause = len(ids) / rate - (time.monotonic() - started)
-        if pause > 0:
-            time.sleep(pause)
+        if ids:
+            before = report.sent + report.rejected + report.failed
+            send_outbound(tenant_id=tenant_id, message_ids=ids, report=report, paced=False)
+            done = report.sent + report.rejected + report.failed
+            with tenant_context(tenant_id):
+                _drain_progress(connection_id, drain_done=done)
+                remaining = Message.objects.filter(
+                    connection_id=connection_id, direction="outbound", state=OutboundState.READY
+                ).count()
+            if on_progress is not None:
+                on_progress(report, remaining)
+            if done == before:
+                return report  # nothing moved (a new failure): leave it to the sweeper
+        if grant.wait_seconds > 0:
+            sleep(grant.wait_seconds)
 
 
 ORDER_WAIT_SECONDS = 5.0
@@ -509,25 +685,34 @@ PUBLISHED = frozenset({OutboundState.SENT, OutboundState.REJECTED, OutboundState
 UNSENT = (OutboundState.ACCEPTED, OutboundState.READY, OutboundState.SENDING)
 
 
-def _gate(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
-    """The ready messages that may go now: their connection's breaker lets them (one probe when
-    half-open) and no earlier message with the same business key is still unsent. The others get
-    a later ``next_attempt_at`` (no timeline row: nothing happened to them)."""
+def _gate(
+    tenant_id: UUID | str,
+    message_ids: Sequence[int],
+    *,
+    paced: bool = True,
+    report: SendReport | None = None,
+) -> list[int]:
+    """The ready messages that may go now, in send order: their connection's breaker lets them
+    (one probe when half-open, the most urgent), no earlier message with the same business key
+    is still unsent, and (when ``paced``) the connection's rate limit has room. The others get a
+    later ``next_attempt_at`` (no timeline row: nothing happened to them)."""
     rows = list(
         Message.objects.filter(
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=Now()),
             id__in=message_ids,
             direction="outbound",
             state=OutboundState.READY,
-        ).values_list("id", "connection_id", "business_key")
+        ).values_list("id", "connection_id", "business_key", "urgent")
     )
+    order = send_order((message_id, key, urgent) for message_id, _c, key, urgent in rows)
+    rank = {message_id: n for n, message_id in enumerate(order)}
     now = clock.now()
     by_connection: dict[int, list[int]] = defaultdict(list)
-    for message_id, connection_id, _key in rows:
+    for message_id, connection_id, _key, _urgent in rows:
         by_connection[connection_id].append(message_id)
     allowed: set[int] = set()
     for connection_id, ids in by_connection.items():
-        ids.sort()
+        ids.sort(key=rank.__getitem__)
         decision = breaker.permit(connection_id=connection_id, now=now)
         if not decision.send:
             wait = (decision.wait_until - now).total_seconds() if decision.wait_until else 60.0
@@ -547,7 +732,7 @@ def _gate(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
             )
             ids = ids[:1]
         allowed.update(ids)
-    keys = {key for message_id, _c, key in rows if key and message_id in allowed}
+    keys = {key for message_id, _c, key, _u in rows if key and message_id in allowed}
     if keys:
         earlier: dict[str, list[int]] = defaultdict(list)
         for message_id, key in (
@@ -558,7 +743,7 @@ def _gate(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
         ):
             earlier[key].append(message_id)
         blocked = []
-        for message_id, _c, key in sorted(rows):
+        for message_id, _c, key, _u in sorted(rows):
             if (
                 message_id in allowed
                 and key
@@ -572,7 +757,24 @@ def _gate(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
             delay_seconds=ORDER_WAIT_SECONDS,
             error="waiting for an earlier message with the same business key",
         )
-    return sorted(allowed)
+    if paced:
+        for connection_id, ids in by_connection.items():
+            going = [message_id for message_id in ids if message_id in allowed]
+            grant = ratelimit.take(connection_id=connection_id, wanted=len(going))
+            # A prefix of the send order: business-key order survives the cut.
+            held = going[grant.granted :]
+            if held:
+                allowed.difference_update(held)
+                if report is not None:
+                    report.paced += held
+                    report.paced_wait = max(report.paced_wait, grant.wait_seconds)
+                store.schedule_retry(
+                    tenant_id=tenant_id,
+                    message_ids=held,
+                    delay_seconds=max(grant.wait_seconds, 0.001),
+                    error="rate limit: the connection's messages per second are spent",
+                )
+    return sorted(allowed, key=rank.__getitem__)
 
 
 def _send_batch(

@@ -283,6 +283,7 @@ class OutboundMessageFacts:
     correlation_id: str = ""
     mpan: str = ""
     business_key: str = ""
+    urgent: bool = False
 
 
 @transaction.atomic
@@ -322,21 +323,23 @@ def store_outbound_messages(
         "corr": [_fit("correlation_id", m.correlation_id) for m in messages],
         "mpan": [_fit("mpan", m.mpan) for m in messages],
         "bkey": [_fit("business_key", m.business_key) for m in messages],
+        "urgent": [bool(m.urgent) for m in messages],
     }
     sql = (
         """
     WITH input AS (
         SELECT * FROM unnest(%(ord)s::int[], %(iface)s::text[], %(sv)s::text[], %(ev)s::text[],
-            %(corr)s::text[], %(mpan)s::text[], %(bkey)s::text[])
-        AS t(ord, interface_id, schema_version, event_code, correlation_id, mpan, business_key)
+            %(corr)s::text[], %(mpan)s::text[], %(bkey)s::text[], %(urgent)s::boolean[])
+        AS t(ord, interface_id, schema_version, event_code, correlation_id, mpan, business_key,
+             urgent)
     ), numbered AS (
         SELECT busbar_next_id() AS id, * FROM input ORDER BY ord
     ), inserted AS (
         INSERT INTO messaging_message (tenant_id, id, direction, connection_id, channel_id,
             source_raw_id, interface_id, schema_version, event_code, correlation_id, mpan,
-            business_key, state)
+            business_key, urgent, state)
         SELECT %(tenant)s, id, 'outbound', %(connection)s, %(channel)s, %(raw)s, interface_id,
-            schema_version, event_code, correlation_id, mpan, business_key, %(initial)s
+            schema_version, event_code, correlation_id, mpan, business_key, urgent, %(initial)s
         FROM numbered
         RETURNING id, connection_id, interface_id
     )"""

@@ -52,8 +52,14 @@ INBOUND_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 OUTBOUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    # rejected before sending: the final bytes failed validation against the schema registry.
     OutboundState.ACCEPTED: frozenset(
-        {OutboundState.READY, OutboundState.INVALID, OutboundState.SUPERSEDED}
+        {
+            OutboundState.READY,
+            OutboundState.INVALID,
+            OutboundState.REJECTED,
+            OutboundState.SUPERSEDED,
+        }
     ),
     OutboundState.READY: frozenset({OutboundState.SENDING, OutboundState.SUPERSEDED}),
     OutboundState.SENDING: frozenset(

@@ -119,3 +119,50 @@ def test_a_bad_submission_in_the_form_names_each_problem_and_stores_nothing(
     assert "$.primary_recipients[0]" in page
     with tenant_context(world.acme.id):
         assert not Message.objects.exists()
+
+
+def test_the_outbox_depth_and_the_drain_progress_are_visible_to_the_tenant(committed_world, dipsim):
+    import re
+
+    from prometheus_client import REGISTRY
+
+    world = committed_world
+    channel = acme_if041_channel(world.acme.id, dipsim)
+    with tenant_context(world.acme.id):
+        ids = outbound.submit_messages(
+            channel=channel, items=[reading(), reading(), reading()], actor="crm"
+        )
+        outbound.prepare_outbound(tenant_id=world.acme.id, message_ids=ids)
+    bob = signed_in("bob")
+
+    def outbox_row(html: str) -> str:
+        found = re.search(r'<section id="outbox-status".*?</section>', html, re.S)
+        assert found is not None, html
+        return found.group(0)
+
+    waiting = outbox_row(bob.get("/outbound/").content.decode())
+    assert '<td class="outbox-depth">3</td>' in waiting
+    assert "no drain yet" in waiting
+
+    outbound.drain_connection(tenant_id=world.acme.id, connection_id=channel.connection_id)
+    fragment = bob.get("/outbound/?part=outbox", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in fragment  # the polled fragment only
+    drained = outbox_row(fragment)
+    assert '<td class="outbox-depth">0</td>' in drained
+    assert "drained: " in drained
+    assert "3 of 3 (100%)" in drained
+    # globex's page shows none of acme's outbox.
+    assert (
+        f"<td>{channel.connection_id}</td>"
+        not in signed_in("charlie").get("/outbound/").content.decode()
+    )
+
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+    }
+    labels = frozenset({"tenant": "acme", "connection": str(channel.connection_id)}.items())
+    assert samples[("busbar_outbound_drain_backlog", labels)] == 3
+    assert samples[("busbar_outbound_drain_done", labels)] == 3
+    assert samples[("busbar_outbound_draining", labels)] == 0
