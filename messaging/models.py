@@ -426,6 +426,7 @@ class ConnectionBreaker(TenantOwned):
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
+from messaging.validation.models import KeyVersion as KeyVersion  # noqa: E402
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
 from messaging.validation.models import (  # noqa: E402

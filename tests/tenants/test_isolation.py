@@ -18,7 +18,7 @@ from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
-from messaging.models import DipExchange, EvidencePack, TenantValidationSettings
+from messaging.models import DipExchange, EvidencePack, KeyVersion, TenantValidationSettings
 from messaging.outbound import breaker, idempotency
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
@@ -88,6 +88,12 @@ def populate(world):
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
             )
             TenantValidationSettings.objects.create()
+            KeyVersion.objects.create(
+                connection=Connection.objects.get(),
+                key=f"IF-021|{name}|AI|2026-01-01",
+                version="2026-01-02T00:00:00Z",
+                message_id=1,
+            )
             # outbound: a failure counted on the connection's breaker, a client's idempotency key
             breaker.record_failure(connection_id=Connection.objects.get().id, error="timeout")
             idempotency.run_idempotent(
