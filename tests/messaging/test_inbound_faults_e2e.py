@@ -355,3 +355,64 @@ def test_an_ingest_server_killed_after_commit_and_before_enqueue_loses_nothing(f
         what=f"every message delivered; logs:\n{_log_tail(stack)}",
     )
     assert_each_message_once_in_effect(stack, sent)
+
+
+def test_broken_pushes_are_refused_evidenced_and_their_messages_arrive_once_when_requeued(faults):
+    """dipsim pushes batches broken (a corrupted signature, a signature by an expired DIP
+    certificate, a truncated body): the ingest server refuses each, stores none of it and keeps
+    the request's hash and headers as a security event; dipsim parks them. Busbar asks the DIP
+    to requeue those messages, and they arrive, are processed and delivered once."""
+    import httpx
+
+    from core.models import AuditEvent
+    from messaging import credentials
+    from tenants.models import Connection
+
+    stack = faults
+    stack.start_ingest(stack.redis.url)
+    stack.start_worker()
+    wait_for(lambda: _ingest_up(stack.ingest_port), 120, what="the ingest server")
+    _register(stack.stack)
+    actions = ("webhook.bad_signature", "webhook.malformed")
+
+    def refusals() -> list[AuditEvent]:
+        with tenant_context(stack.world.acme.id):
+            return list(AuditEvent.objects.filter(action__in=actions).order_by("occurred_at"))
+
+    broken: list[str] = []
+    for n, kind in enumerate(("bad_signature", "expired_signature", "malformed"), start=1):
+        httpx.post(
+            f"{stack.stack.dipsim_admin}/admin/faults",
+            json={"kind": kind, "direction": "egress", "dip_id": ACME, "remaining": 1},
+        ).raise_for_status()
+        broken += _inject(stack.stack, ACME, 2)
+        wait_for(lambda n=n: len(refusals()) == n, 120, what=f"the {kind} push refused")
+    assert [r.action for r in refusals()] == [
+        "webhook.bad_signature",
+        "webhook.bad_signature",
+        "webhook.malformed",
+    ]
+    for refusal in refusals():
+        assert refusal.category == "security"
+        assert len(refusal.detail["body_sha256"]) == 64
+        assert any(name.lower().startswith("x-dip-") for name in refusal.detail["headers"])
+    assert _states(stack.world.acme.id) == Counter()  # nothing of a refused push is stored
+
+    sent = {ACME: [*broken, *_inject(stack.stack, ACME, 3)]}
+    wait_for(
+        lambda: _states(stack.world.acme.id)["delivered"] == 3,
+        120,
+        what=f"the next push; logs:\n{_log_tail(stack)}",
+    )
+    with tenant_context(stack.world.acme.id):
+        connection = Connection.objects.select_related("identity").get()
+        answer = credentials.dip_client_for(connection=connection).requeue(
+            "IF-021", ACME, transaction_ids=broken
+        )
+    assert answer.status == 200, answer
+    wait_for(
+        lambda: _every_message_delivered(stack, sent),
+        120,
+        what=f"the requeued messages delivered; logs:\n{_log_tail(stack)}",
+    )
+    assert_each_message_once_in_effect(stack, sent)
