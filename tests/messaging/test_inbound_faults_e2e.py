@@ -15,6 +15,7 @@ import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,13 @@ def _client_stats(port: int) -> dict:
         return json.load(response)
 
 
-@pytest.fixture
-def faults(committed_db, settings, tmp_path) -> Iterator[FaultStack]:
-    world = build_world()
-    root, ca_dir, data = tmp_path, tmp_path / "ca", tmp_path / "data"
-    log = root / "logs"
+@pytest.fixture(scope="module")
+def dip_parties(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dipsim's CA, the certificates it issued (the tenants', the ingest server's) and its
+    registry of participants, made once for the module (each is a Python start of dipsim's CLI);
+    every test copies the registry so that no test sees another's messages."""
+    root = tmp_path_factory.mktemp("dip-parties")
+    ca_dir, data = root / "ca", root / "data"
     run_all([dipsim_cli("ca", "init", "--dir", ca_dir)])
     run_all(
         [
@@ -95,7 +98,19 @@ def faults(committed_db, settings, tmp_path) -> Iterator[FaultStack]:
                            "--mpid", mpid, "--role", role, "--api-key", f"key-{dip_id}")
             ]
         )  # fmt: skip
-    private = PrivateRedis(root / "redis")
+    return root
+
+
+@pytest.fixture
+def faults(committed_db, settings, tmp_path, dip_parties) -> Iterator[FaultStack]:
+    import shutil
+
+    world = build_world()
+    root = dip_parties
+    ca_dir, data = root / "ca", tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    log = tmp_path / "logs"
+    private = PrivateRedis(tmp_path / "redis")
     private.start()
     ingest_port, client_port = free_port(), free_port()
     ingest_url = f"https://127.0.0.1:{ingest_port}"
@@ -107,7 +122,7 @@ def faults(committed_db, settings, tmp_path) -> Iterator[FaultStack]:
         BUSBAR_DOWNSTREAM_ALLOW=settings.BUSBAR_DOWNSTREAM_ALLOW,
     )
     secret = generate_secret()
-    (root / "secret").write_text(secret + "\n")
+    (tmp_path / "secret").write_text(secret + "\n")
     procs: list[subprocess.Popen[bytes]] = []
 
     def start_ingest(redis_url: str) -> subprocess.Popen[bytes]:
@@ -144,8 +159,8 @@ def faults(committed_db, settings, tmp_path) -> Iterator[FaultStack]:
             procs.append(dipsim)
             client = subprocess.Popen(
                 [sys.executable, "-m", "sampleclient", "--port", str(client_port),
-                 "--name", "faults", "--secret-file", str(root / "secret"),
-                 "--db", str(root / "received.sqlite")],
+                 "--name", "faults", "--secret-file", str(tmp_path / "secret"),
+                 "--db", str(tmp_path / "received.sqlite")],
                 cwd=REPO_ROOT, stdout=out, stderr=out,
             )  # fmt: skip
             procs.append(client)
@@ -167,12 +182,12 @@ def faults(committed_db, settings, tmp_path) -> Iterator[FaultStack]:
         wait_for(lambda: _reachable(client_port), 120, what="the sample client")
         yield FaultStack(
             world=world,
-            stack=Stack(world, admin.group(1), ingest_url, ca_dir, root),
+            stack=Stack(world, admin.group(1), ingest_url, ca_dir, tmp_path),
             redis=private,
             env=env,
             ingest_port=ingest_port,
             client_port=client_port,
-            client_db=root / "received.sqlite",
+            client_db=tmp_path / "received.sqlite",
             start_ingest=start_ingest,
             start_worker=worker,
             log=log,
@@ -235,7 +250,7 @@ def assert_each_message_once_in_effect(stack: FaultStack, sent: dict[str, list[s
         expected_events |= {f"evt_{uid.hex}" for _source, uid in events}
     stats = _client_stats(stack.client_port)
     assert (stats["duplicates"], stats["refused"]) == (0, 0)
-    with sqlite3.connect(stack.client_db) as db:
+    with closing(sqlite3.connect(stack.client_db)) as db:
         received = [row[0] for row in db.execute("SELECT webhook_id FROM received")]
     assert sorted(received) == sorted(expected_events)
 
