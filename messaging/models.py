@@ -546,6 +546,7 @@ class BreakGlassGrant(TenantOwned):
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
 from messaging.exceptions.models import MessageException  # noqa: E402, F401
 from messaging.reconciliation.models import ReconciliationResult  # noqa: E402, F401
+from messaging.validation.models import KeyVersion as KeyVersion  # noqa: E402
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402
 from messaging.validation.models import (  # noqa: E402

@@ -46,7 +46,8 @@ from messaging.store.services import (
 )
 from messaging.store.states import InboundState
 from messaging.validation import Finding, Severity, Stage, ValidationContext, validate_batch
-from messaging.validation.selectors import get_registry, get_tenant_rules
+from messaging.validation.selectors import StoredKeyHistory, get_registry, get_tenant_rules
+from messaging.validation.services import record_key_versions
 from tenants.models import Connection
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def _context(
         environment=connection.environment,
         direction="in",
         channel=channel,
-        history=None,
+        history=StoredKeyHistory(tenant_id=tenant_id, connection_id=connection.id),
         rules=get_tenant_rules(tenant_id=tenant_id),
     )
 
@@ -252,6 +253,11 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
                 for m in members
             ]
             outcomes = validate_batch(items, context=context, registry=registry)
+            record_key_versions(
+                tenant_id=tenant_id,
+                connection_id=members[0].connection_id,
+                outcomes=[(m.id, o) for m, o in zip(members, outcomes, strict=True)],
+            )
             for message, outcome in zip(members, outcomes, strict=True):
                 findings.extend((message.id, f) for f in outcome.findings)
                 if outcome.ok:

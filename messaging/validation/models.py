@@ -4,9 +4,10 @@ each tenant's validation settings (a tenant table under RLS)."""
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from tenants.models import TenantOwned
+from tenants.models import Connection, TenantOwned
 
 
 class SpecVersion(models.Model):
@@ -94,3 +95,30 @@ class TenantValidationSettings(TenantOwned):
 
     def __str__(self) -> str:
         return f"validation settings of {self.tenant_id}"
+
+
+class KeyVersion(TenantOwned):
+    """The newest version held of one business key on one connection: the history that the
+    contextual stage's duplicate and ordering checks read (one row per key, so a look-up costs
+    one index probe however many messages the key has had).
+
+    Versions are UTC sender timestamps (``YYYY-MM-DDThh:mm:ssZ``), ordered as text. Written by
+    inbound processing in the transaction that moves the message out of ``received``."""
+
+    id = models.BigAutoField(primary_key=True)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=120)
+    version = models.CharField(max_length=20)
+    sender_reference = models.CharField(max_length=200, default="")
+    message_id = models.BigIntegerField()
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "connection", "key"], name="key_version_connection_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.version}"

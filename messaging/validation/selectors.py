@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
+from django.db import connection as db
+
 from messaging.validation import schemas as builtin
-from messaging.validation.models import SpecSchema, SpecVersion, TenantValidationSettings
+from messaging.validation.models import (
+    KeyVersion,
+    SpecSchema,
+    SpecVersion,
+    TenantValidationSettings,
+)
 from messaging.validation.registry import SchemaRegistry
 from messaging.validation.stages import rules_from_json
-from messaging.validation.types import Severity, TenantRules
+from messaging.validation.types import KeyRecord, Severity, TenantRules
 
 _BUILTIN: SchemaRegistry | None = None
 _CACHE: dict[str, tuple[int, str, SchemaRegistry]] = {}
@@ -91,3 +99,26 @@ def get_tenant_rules(*, tenant_id: UUID | str) -> TenantRules:
         late_after_days=found.late_after_days,
         business=rules_from_json(found.business_rules),
     )
+
+
+_KEY_HISTORY_SQL = f"""
+SELECT key, version, sender_reference FROM {KeyVersion._meta.db_table}
+WHERE tenant_id = %s AND connection_id = %s AND key = ANY(%s)
+"""
+
+
+class StoredKeyHistory:
+    """The business-key history of one connection, as the validation engine asks for it (a
+    :class:`~messaging.validation.types.KeyHistory`): one query for all the keys of a batch.
+    Call inside the tenant's context."""
+
+    def __init__(self, *, tenant_id: UUID | str, connection_id: int) -> None:
+        self.tenant_id = str(tenant_id)
+        self.connection_id = connection_id
+
+    def __call__(self, keys: Sequence[str], /) -> Mapping[str, KeyRecord]:
+        if not keys:
+            return {}
+        with db.cursor() as cursor:
+            cursor.execute(_KEY_HISTORY_SQL, [self.tenant_id, self.connection_id, list(keys)])
+            return {key: KeyRecord(version, reference) for key, version, reference in cursor}

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from django.db import connection as db
 from django.db import transaction
 
 from core.audit import record_event
 from messaging.validation import schemas as builtin
-from messaging.validation.models import MpanCheck, SpecSchema, SpecVersion, TenantValidationSettings
+from messaging.validation.models import (
+    KeyVersion,
+    MpanCheck,
+    SpecSchema,
+    SpecVersion,
+    TenantValidationSettings,
+)
 from messaging.validation.openapi import read_spec
 from messaging.validation.selectors import UnknownSpecVersion, get_registry_by_name
-from messaging.validation.stages import rules_from_json
+from messaging.validation.stages import get_ci, rules_from_json
+from messaging.validation.types import ValidationOutcome
 
 logger = logging.getLogger(__name__)
 OWNER = "owner"  # the registry is global and read-only for the runtime role
@@ -157,3 +166,58 @@ def set_tenant_validation(
         },
     )
     return settings
+
+
+# One statement for a batch; a key moves only forward (a late or repeated message leaves the
+# newest version in place, so the next message is compared with the newest the tenant holds).
+_RECORD_KEYS_SQL = f"""
+INSERT INTO {KeyVersion._meta.db_table}
+    (tenant_id, connection_id, key, version, sender_reference, message_id)
+SELECT %s, %s, k.key, k.version, k.reference, k.message_id
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
+    AS k(key, version, reference, message_id)
+ON CONFLICT (tenant_id, connection_id, key) DO UPDATE
+SET version = EXCLUDED.version, sender_reference = EXCLUDED.sender_reference,
+    message_id = EXCLUDED.message_id, updated_at = now()
+WHERE {KeyVersion._meta.db_table}.version < EXCLUDED.version
+"""
+
+
+def record_key_versions(
+    *,
+    tenant_id: UUID | str,
+    connection_id: int,
+    outcomes: Sequence[tuple[int, ValidationOutcome]],
+) -> int:
+    """Remember the business keys and versions of validated messages of one connection, so
+    that later batches see them as history; ``outcomes`` holds (message id, outcome). Messages stopped by a fatal finding are not history (the engine treats them the
+    same way within a batch). Call inside the tenant's context, in the transaction that moves
+    the messages on. Returns the number of keys written."""
+    newest: dict[str, tuple[str, str, int]] = {}
+    for message_id, outcome in outcomes:
+        if outcome.stopped_at is not None:
+            continue
+        s1 = get_ci(get_ci(outcome.payload, "CommonBlock"), "S1")
+        reference = get_ci(s1, "senderUniqueReference")
+        reference = reference if isinstance(reference, str) else ""
+        for key in outcome.business_keys:
+            held = newest.get(key.key)
+            if held is None or held[0] < key.version:
+                newest[key.key] = (key.version, reference, message_id)
+    if not newest:
+        return 0
+    # Sorted, so two batches writing overlapping keys lock them in the same order.
+    keys = sorted(newest)
+    with db.cursor() as cursor:
+        cursor.execute(
+            _RECORD_KEYS_SQL,
+            [
+                str(tenant_id),
+                connection_id,
+                keys,
+                [newest[k][0] for k in keys],
+                [newest[k][1] for k in keys],
+                [newest[k][2] for k in keys],
+            ],
+        )
+    return len(keys)

@@ -259,3 +259,81 @@ def test_a_message_that_follows_another_waits_for_it_and_is_released_when_it_arr
         assert released == [confirmation]
         assert Message.objects.get(id=confirmation).state == "valid"
         assert MessageException.objects.get(message_id=confirmation).state == "resolved"
+
+
+def _sent_at(message, moment):
+    """``message`` re-dated: its sender timestamp (the business key's version) set to ``moment``."""
+    import datetime as dt
+
+    s1 = message["payload"]["CommonBlock"]["S1"]
+    s1["senderTimestamp"] = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return message
+
+
+def _history_codes(tenant_id, transaction_id):
+    with tenant_context(tenant_id):
+        mid = Message.objects.get(transaction_id=transaction_id).id
+        return sorted(
+            Finding.objects.filter(message_id=mid, code__in=_HISTORY_CODES).values_list(
+                "code", "severity"
+            )
+        )
+
+
+_HISTORY_CODES = ("CTX-DUPLICATE", "CTX-OUT-OF-ORDER", "CTX-VERSION-CONFLICT")
+
+
+def test_the_business_key_history_flags_late_and_repeated_messages_across_deliveries(push, world):
+    """Each delivery is processed on its own; the history of keys and versions kept per
+    connection lets a later delivery's contextual stage see what earlier ones held."""
+    import copy
+    import datetime as dt
+
+    from messaging.validation.models import KeyVersion
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    mpan = "2000056535971"
+    first = _sent_at(pushed_if021(mpan=mpan), now - dt.timedelta(hours=2))
+    newer = _sent_at(pushed_if021(mpan=mpan), now - dt.timedelta(hours=1))
+    late = _sent_at(pushed_if021(mpan=mpan), now - dt.timedelta(hours=3))
+    # The DIP's transaction id is new, the sender's reference is the one already received.
+    resent = copy.deepcopy(newer)
+    resent["payload"]["CommonBlock"]["D0"]["transactionID"] = _txn(newer) + "R"
+    other_meter = _sent_at(pushed_if021(mpan="2000056535980"), now - dt.timedelta(hours=4))
+    for message in (first, newer, late, resent, other_meter):
+        report = processing.process_delivery(tenant_id=world.acme.id, raw_id=push(message))
+        assert report.normalised, "a warning never stops a message"
+    assert _history_codes(world.acme.id, _txn(first)) == []
+    assert _history_codes(world.acme.id, _txn(newer)) == []  # in order: no finding
+    assert _history_codes(world.acme.id, _txn(late)) == [("CTX-OUT-OF-ORDER", "warning")]
+    assert _history_codes(world.acme.id, _txn(resent)) == [("CTX-DUPLICATE", "warning")]
+    assert _history_codes(world.acme.id, _txn(other_meter)) == []  # another key: no history
+    with tenant_context(world.acme.id):
+        held = dict(KeyVersion.objects.values_list("key", "version"))
+    # The late message did not move its key back: the newest version stays the one compared.
+    day = first["payload"]["CustomBlock"]["B900"]["settlementDayConsumptionPeriods"][0]
+    [key] = [k for k in held if k.startswith(f"IF-021|{mpan}|")]
+    assert key.endswith(day["settlementDay"]["settlementDayDate"][:10])
+    assert held[key] == (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with tenant_context(world.globex.id):
+        assert not KeyVersion.objects.exists()  # history is the tenant's own
+
+
+def test_one_batch_reads_the_history_once_and_orders_within_itself(push, world):
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    earlier = _sent_at(pushed_if021(), now - dt.timedelta(hours=2))
+    processing.process_delivery(tenant_id=world.acme.id, raw_id=push(earlier))
+    in_order = _sent_at(pushed_if021(), now - dt.timedelta(hours=1))
+    out_of_order = _sent_at(pushed_if021(), now - dt.timedelta(minutes=150))
+    raw_id = push(in_order, out_of_order)
+    with CaptureQueriesContext(connection) as queries:
+        processing.process_delivery(tenant_id=world.acme.id, raw_id=raw_id)
+    reads = [q for q in queries.captured_queries if "FROM messaging_keyversion" in q["sql"]]
+    assert len(reads) == 1
+    assert _history_codes(world.acme.id, _txn(in_order)) == []
+    assert _history_codes(world.acme.id, _txn(out_of_order)) == [("CTX-OUT-OF-ORDER", "warning")]

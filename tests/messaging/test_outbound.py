@@ -645,3 +645,78 @@ def test_the_sweeper_completes_work_whose_tasks_were_lost(committed_world, dipsi
     mine = set(references(tenant, every))
     order = [r for r in arrivals(dipsim, submission()["mpan"]) if r in mine]
     assert order == references(tenant, every)  # the business key's order was kept
+
+
+def test_a_storm_of_5xx_answers_opens_the_breaker_and_loses_or_doubles_nothing(
+    committed_world, dipsim, monkeypatch
+):
+    """Twelve 502 answers in a row (not an outage: the DIP answers, badly): the breaker
+    opens after its threshold, only probes leave while it is open, and when the storm is over
+    every message goes once, in order for its business key."""
+    from messaging.models import DipExchange
+    from messaging.outbound import breaker, clock
+
+    monkeypatch.setattr(outbound, "DRAIN_RATE", 100_000.0)
+    clock.reset()
+    tenant = committed_world.globex.id
+    channel = outbound_channel(tenant, dipsim)
+    mpan = valid_mpan(40)
+    fault(dipsim, kind="error", channel="IF-021", remaining=12, params={"status": 502})
+    with tenant_context(tenant):
+        ids = outbound.submit_messages(
+            channel=channel, items=[submission(mpan=mpan) for _ in range(3)], actor="crm"
+        )
+        outbound.prepare_outbound(tenant_id=tenant, message_ids=ids)
+    recovered: set[int] = set()
+    try:
+        for _minute in range(60):
+            clock.advance(dt.timedelta(minutes=1))
+            with tenant_context(tenant):
+                Message.objects.filter(id__in=ids, state="ready").update(next_attempt_at=None)
+            report = outbound.send_outbound(tenant_id=tenant, message_ids=ids)
+            recovered |= report.recovered
+            if recovered:
+                break
+        assert recovered == {channel.connection_id}
+        outbound.drain_connection(tenant_id=tenant, connection_id=channel.connection_id)
+    finally:
+        clock.reset()
+    assert states(tenant, ids) == ["sent"] * 3
+    assert arrivals(dipsim, mpan) == references(tenant, ids)  # once each, in order
+    with tenant_context(tenant):
+        answers = [e.http_status for e in DipExchange.objects.order_by("id")]
+    assert answers[:12] == [502] * 12
+    assert set(answers[12:]) == {201}
+    # Past the threshold, the breaker let single probes through, never the whole batch again.
+    with tenant_context(tenant):
+        sizes = [len(e.sender_references) for e in DipExchange.objects.order_by("id")]
+    assert sizes[breaker.THRESHOLD : 12] == [1] * (12 - breaker.THRESHOLD)
+    for message_id in ids:
+        assert all("duplicate" not in reason for _f, _t, reason in timeline(tenant, message_id))
+
+
+def test_a_dip_that_holds_the_request_and_closes_without_an_answer_is_retried_once_sent(
+    committed_world, dipsim
+):
+    """dipsim's timeout fault: it holds the request, then closes the connection without an
+    answer and without processing it. Busbar cannot know that: the message waits for a retry
+    marked as maybe delivered, and the resend (same reference) is accepted once."""
+    tenant = committed_world.globex.id
+    channel = outbound_channel(tenant, dipsim)
+    fault(dipsim, kind="timeout", channel="IF-021", remaining=1, params={"seconds": 0.5})
+    with tenant_context(tenant):
+        ids = outbound.submit_messages(channel=channel, items=[submission()], actor="crm")
+    report = run_pipeline(tenant, ids)
+    assert (report.retried, report.sent) == (1, 0)
+    with tenant_context(tenant):
+        retry = Transition.objects.filter(message_id=ids[0], to_state="ready").last()
+        reference = Message.objects.get(id=ids[0]).sender_unique_reference
+    assert retry is not None
+    assert retry.detail["maybe_delivered"] is True
+    with tenant_context(tenant):
+        Message.objects.filter(id=ids[0]).update(next_attempt_at=None)
+    assert outbound.send_outbound(tenant_id=tenant, message_ids=ids).sent == 1
+    assert states(tenant, ids) == ["sent"]
+    assert references(tenant, ids) == [reference]
+    held = Counter(m["senderUniqueReference"] for m in held_by_dipsim(dipsim))
+    assert held[reference] == 1

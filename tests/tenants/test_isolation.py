@@ -23,6 +23,7 @@ from messaging.models import (
     BreakGlassGrant,
     DipExchange,
     EvidencePack,
+    KeyVersion,
     ReconciliationResult,
     TenantValidationSettings,
 )
@@ -101,6 +102,12 @@ def populate(world):
                 reason=f"{name} incident",
                 granted_at=timezone.now(),
                 expires_at=timezone.now() + timedelta(hours=1),
+            )
+            KeyVersion.objects.create(
+                connection=Connection.objects.get(),
+                key=f"IF-021|{name}|AI|2026-01-01",
+                version="2026-01-02T00:00:00Z",
+                message_id=1,
             )
             # outbound: a failure counted on the connection's breaker, a client's idempotency key
             breaker.record_failure(connection_id=Connection.objects.get().id, error="timeout")
