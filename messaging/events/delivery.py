@@ -8,6 +8,8 @@ One round for one tenant (``deliver_due``):
    resolved and checked again and the request goes to an address that passed (DNS rebinding);
    after a failure the endpoint's remaining claimed rows are released untried, so a broken
    endpoint costs one timeout per round, not one per event;
+   An endpoint that takes batches (``events_per_request`` above 1) gets its events in signed
+   requests of that many (``batch_body``); the request's outcome is each of its events' outcome;
 3. record (short transaction): an attempt row per try; delivered, or retried at a full-jitter
    exponential backoff, or parked once the attempts or the time budget are spent; the endpoint's
    circuit opens after ``DOWNSTREAM_CIRCUIT_THRESHOLD`` consecutive failures, and a probe's
@@ -97,6 +99,7 @@ class Job:
     webhook_id: str
     secrets: list[str]
     created_at: datetime
+    events_per_request: int = 1
 
 
 @dataclass
@@ -108,6 +111,8 @@ class Outcome:
     http_status: int | None = None
     latency_ms: int | None = None
     error: str = ""
+    # A batch's events share one request: only its first outcome counts for the circuit.
+    first_of_request: bool = True
 
 
 # --- 1. claim ------------------------------------------------------------------------------------
@@ -123,7 +128,8 @@ WITH picked AS MATERIALIZED (
         WHERE x.tenant_id = e.tenant_id AND x.endpoint_id = e.id AND x.state = 'pending'
           AND x.next_attempt_at <= now() AND (x.lease_until IS NULL OR x.lease_until < now())
         ORDER BY x.next_attempt_at, x.id
-        LIMIT CASE WHEN e.id = ANY(%(probes)s) THEN 1 ELSE %(per_endpoint)s END
+        LIMIT CASE WHEN e.id = ANY(%(probes)s) THEN 1
+              ELSE greatest(%(per_endpoint)s, e.events_per_request * %(requests)s) END
         FOR UPDATE SKIP LOCKED
     ) c
     WHERE e.enabled AND (e.circuit_state = 'closed' OR e.id = ANY(%(probes)s))
@@ -161,6 +167,8 @@ def claim_deliveries(
                     "lease": LEASE.total_seconds(),
                     "probes": probes,
                     "per_endpoint": per_endpoint,
+                    # A batch receiver gets enough for its requests in flight.
+                    "requests": PER_ENDPOINT_IN_FLIGHT,
                     "limit": limit,
                 },
             )
@@ -195,6 +203,7 @@ def _jobs(delivery_ids: list[int]) -> list[Job]:
                 webhook_id=event.webhook_id,
                 secrets=secrets_by_endpoint[d.endpoint_id],
                 created_at=d.created_at,
+                events_per_request=d.endpoint.events_per_request,
             )
         )
     return jobs
@@ -220,70 +229,103 @@ def _pinned_request(
     return pinned, {"Host": host_header}, extensions
 
 
+BATCH_TYPE = "event.batch"
+BATCH_NAMESPACE = uuid.UUID("0b7f3f47-8a3e-4c61-9d7e-5be0d3b1a6f4")
+
+
+def batch_body(jobs: list[Job]) -> tuple[str, bytes]:
+    """The webhook-id and body of one request carrying several events.
+
+    The body is ``{"type": "event.batch", "timestamp": ..., "data": {"events": [...]}}`` with
+    each event's envelope exactly as a single delivery would send it, its ``id`` the one to
+    deduplicate on. The request's own webhook-id is derived from the events it carries, so the
+    same batch sent again has the same id.
+    """
+    webhook_id = "batch_" + uuid.uuid5(BATCH_NAMESPACE, ",".join(j.webhook_id for j in jobs)).hex
+    head = (
+        f'{{"type":"{BATCH_TYPE}","timestamp":"{timezone.now().isoformat()}",'
+        f'"data":{{"count":{len(jobs)},"events":['
+    ).encode()
+    return webhook_id, head + b",".join(j.body for j in jobs) + b"]}}"
+
+
 def send(job: Job) -> Outcome:
-    """One signed POST; never raises (the outcome says what happened)."""
+    """One signed POST of one event; never raises (the outcome says what happened)."""
+    return send_request([job])[0]
+
+
+def send_request(jobs: list[Job]) -> list[Outcome]:
+    """One signed POST carrying these jobs' events (one job: the plain Standard Webhooks body;
+    several: a batch). All of one endpoint. Never raises: every job gets the request's outcome."""
+    job = jobs[0]
     started = timezone.now()
     clock = time.monotonic()
+
+    def outcomes(**kwargs: Any) -> list[Outcome]:
+        return [
+            Outcome(j, started, tried=True, first_of_request=n == 0, **kwargs)
+            for n, j in enumerate(jobs)
+        ]
+
+    if job.events_per_request > 1:
+        webhook_id, body = batch_body(jobs)
+    else:
+        webhook_id, body = job.webhook_id, job.body
     try:
         addresses = netguard.resolve_checked(job.url)
         url, headers, extensions = _pinned_request(job.url, addresses[0])
         headers.update(
             signing.signature_headers(
-                secrets=job.secrets,
-                webhook_id=job.webhook_id,
-                timestamp=int(time.time()),
-                body=job.body,
+                secrets=job.secrets, webhook_id=webhook_id, timestamp=int(time.time()), body=body
             )
         )
         headers["Content-Type"] = "application/json"
-        response = http_client().post(url, content=job.body, headers=headers, extensions=extensions)
+        response = http_client().post(url, content=body, headers=headers, extensions=extensions)
     except netguard.UnsafeURLError as exc:
-        return Outcome(job, started, ok=False, tried=True, error=f"refused: {exc}"[:500])
+        return outcomes(ok=False, error=f"refused: {exc}"[:500])
     except signing.SecretError as exc:
-        return Outcome(job, started, ok=False, tried=True, error=str(exc)[:500])
+        return outcomes(ok=False, error=str(exc)[:500])
     except httpx.HTTPError as exc:
         latency = int((time.monotonic() - clock) * 1000)
         kind = type(exc).__name__
-        return Outcome(
-            job, started, ok=False, tried=True, latency_ms=latency, error=f"{kind}: {exc}"[:500]
-        )
+        return outcomes(ok=False, latency_ms=latency, error=f"{kind}: {exc}"[:500])
     latency = int((time.monotonic() - clock) * 1000)
     ok = 200 <= response.status_code < 300
     error = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
-    return Outcome(
-        job,
-        started,
-        ok=ok,
-        tried=True,
-        http_status=response.status_code,
-        latency_ms=latency,
-        error=error,
-    )
+    return outcomes(ok=ok, http_status=response.status_code, latency_ms=latency, error=error)
 
 
 PER_ENDPOINT_IN_FLIGHT = 8
 
 
+def _requests(jobs: list[Job]) -> list[list[Job]]:
+    """One endpoint's jobs cut into requests of at most its ``events_per_request``."""
+    size = max(1, jobs[0].events_per_request)
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
 def _send_endpoint(jobs: list[Job]) -> list[Outcome]:
     """One endpoint's share of a round. The first request goes alone; only when it succeeds do
     the rest go, up to ``PER_ENDPOINT_IN_FLIGHT`` at a time (receivers must not rely on order:
-    retries reorder anyway). After any failure the jobs not yet started are released untried,
-    so a hung endpoint costs one timeout per round."""
-    first = send(jobs[0])
-    if not first.ok or len(jobs) == 1:
-        return [first] + [Outcome(job, timezone.now(), ok=False, tried=False) for job in jobs[1:]]
+    retries reorder anyway). After any failure the requests not yet started are released
+    untried, so a hung endpoint costs one timeout per round."""
+    requests = _requests(jobs)
+    first = send_request(requests[0])
+    untried = [job for request in requests[1:] for job in request]
+    if not first[0].ok or not untried:
+        return first + [Outcome(job, timezone.now(), ok=False, tried=False) for job in untried]
     failed = threading.Event()
 
-    def attempt(job: Job) -> Outcome:
+    def attempt(request: list[Job]) -> list[Outcome]:
         if failed.is_set():
-            return Outcome(job, timezone.now(), ok=False, tried=False)
-        outcome = send(job)
-        if not outcome.ok:
+            return [Outcome(job, timezone.now(), ok=False, tried=False) for job in request]
+        outcome = send_request(request)
+        if not outcome[0].ok:
             failed.set()
         return outcome
 
-    with ThreadPoolExecutor(max_workers=min(PER_ENDPOINT_IN_FLIGHT, len(jobs) - 1)) as pool:
-        return [first, *pool.map(attempt, jobs[1:])]
+    with ThreadPoolExecutor(max_workers=min(PER_ENDPOINT_IN_FLIGHT, len(requests) - 1)) as pool:
+        return first + [o for done in pool.map(attempt, requests[1:]) for o in done]
 
 
 def send_all(jobs: list[Job]) -> list[Outcome]:
@@ -420,7 +462,7 @@ def _update_circuits(outcomes: list[Outcome], now: datetime) -> None:
     threshold = settings.DOWNSTREAM_CIRCUIT_THRESHOLD
     tried: dict[int, list[Outcome]] = {}
     for o in outcomes:
-        if o.tried:
+        if o.tried and o.first_of_request:
             tried.setdefault(o.job.endpoint_id, []).append(o)
     for endpoint in DownstreamEndpoint.objects.select_for_update().filter(id__in=list(tried)):
         for o in tried[endpoint.id]:

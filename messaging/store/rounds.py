@@ -1,0 +1,50 @@
+"""Fair turns between tenants on a shared queue: at most one queued round per tenant and family.
+
+A family's work (inbound processing, downstream delivery) goes through a FIFO Celery queue. If
+every arrival enqueued its own task, a tenant that floods would put thousands of tasks ahead of
+another tenant's one. Instead a tenant's work is done in *rounds* (claim up to a bounded number
+of its oldest due rows, handle them, claim again next time), and a round is enqueued only while
+the tenant has none queued: a token in Redis (``SET NX`` with an expiry) says one is. The round
+gives the token back when it starts, so work arriving meanwhile queues the next one, behind the
+other tenants' rounds: the queue holds at most one round per tenant and turns go round robin.
+
+The token is only a hint. PostgreSQL holds the truth (the rows and their leases): a token lost
+with Redis, or one whose round was lost, expires after ``TOKEN_SECONDS``, and the sweeper finds
+anything left due meanwhile. A stale token can at worst let a second round of the same tenant
+into the queue, never lose work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from django.core.cache import cache
+
+TOKEN_SECONDS = 60
+
+
+def _key(family: str, tenant_id: UUID | str) -> str:
+    return f"round:{family}:{tenant_id}"
+
+
+def take_turn(family: str, tenant_id: UUID | str) -> bool:
+    """Claim the tenant's queued-round token; False when a round is already queued."""
+    return bool(cache.add(_key(family, tenant_id), 1, TOKEN_SECONDS))
+
+
+def turn_started(family: str, tenant_id: UUID | str) -> None:
+    """The queued round has started: the next arrival may queue another."""
+    cache.delete(_key(family, tenant_id))
+
+
+def request_round(family: str, tenant_id: UUID | str, enqueue: Callable[[str], None]) -> bool:
+    """Enqueue one round for the tenant unless one is already queued; True when enqueued."""
+    if not take_turn(family, tenant_id):
+        return False
+    try:
+        enqueue(str(tenant_id))
+    except BaseException:
+        turn_started(family, tenant_id)  # nothing was queued: let the next arrival try
+        raise
+    return True
