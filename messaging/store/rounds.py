@@ -48,3 +48,25 @@ def request_round(family: str, tenant_id: UUID | str, enqueue: Callable[[str], N
         turn_started(family, tenant_id)  # nothing was queued: let the next arrival try
         raise
     return True
+
+
+# Inbound rounds hold their token while queued *and* running, with a few slots per tenant: a
+# tenant's arrivals are then no-ops while it has that many rounds under way (its backlog is
+# reached by them, oldest first), and the slots let one busy tenant use more than one worker.
+
+
+def take_slot(family: str, tenant_id: UUID | str, slots: int) -> int | None:
+    """Take one of the tenant's ``slots`` round tokens; its number, or None when all are held."""
+    for slot in range(max(1, slots)):
+        if cache.add(f"{_key(family, tenant_id)}:{slot}", 1, TOKEN_SECONDS):
+            return slot
+    return None
+
+
+def keep_slot(family: str, tenant_id: UUID | str, slot: int) -> None:
+    """Renew a held token's expiry (a full round passes it on to the next)."""
+    cache.set(f"{_key(family, tenant_id)}:{slot}", 1, TOKEN_SECONDS)
+
+
+def give_slot(family: str, tenant_id: UUID | str, slot: int) -> None:
+    cache.delete(f"{_key(family, tenant_id)}:{slot}")
