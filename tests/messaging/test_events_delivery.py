@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -25,6 +26,7 @@ from dipsim import messages as dip
 from messaging.events import delivery, endpoints, services
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, DeliveryAttempt, Event
+from messaging.events.selectors import event_envelope
 from messaging.events.signing import generate_secret
 from messaging.models import Message, Transition
 from messaging.store import services as store
@@ -524,11 +526,15 @@ def test_a_batch_endpoint_gets_several_events_per_signed_request_each_with_its_i
         assert body["data"]["count"] == len(body["data"]["events"]) <= 4
         carried += body["data"]["events"]
     with tenant_context(world.acme.id):
-        uids = {f"evt_{e.uid.hex}" for e in Event.objects.filter(id__in=event_ids)}
+        envelopes = {
+            f"evt_{e.uid.hex}": json.loads(DjangoJSONEncoder().encode(event_envelope(e)))
+            for e in Event.objects.filter(id__in=event_ids)
+        }
         states = set(Delivery.objects.values_list("state", "attempts"))
         assert DeliveryAttempt.objects.filter(ok=True).count() == 10
-    # Each event once, as the single delivery's envelope, keeping its own id for deduplication.
-    assert sorted(e["id"] for e in carried) == sorted(uids)
+    # Each event once, as the pull API's envelope, keeping its own id for deduplication.
+    assert sorted(e["id"] for e in carried) == sorted(envelopes)
+    assert all(e == envelopes[e["id"]] for e in carried)
     assert {e["type"] for e in carried} == {EventType.CONSUMPTION_RECORDED}
     assert states == {("delivered", 1)}
 
