@@ -197,6 +197,9 @@ def make_messages(count: int, *, recipient: str, run: str, seed: int) -> list[by
 def signed_pushes(
     messages: list[bytes], batch: int, token: str, key: Any, cert_pem: bytes
 ) -> list[tuple[bytes, dict[str, str]]]:
+    """Pushes of ``batch`` messages, signed now. The DIP's signature date must be within the
+    webhook's clock skew (300 s) when it arrives, so each phase signs its pushes just before it
+    starts, and the burst signs in chunks just ahead of sending (``Burst``)."""
     from messaging.dip.signing import sign_request
 
     url = f"{BASE_URL}/dip/webhooks/{token}"
@@ -208,6 +211,28 @@ def signed_pushes(
         )
         pushes.append((body, {**headers, "Content-Type": "application/json"}))
     return pushes
+
+
+class Burst:
+    """The burst's pushes, signed a chunk at a time just before they are needed (a 100,000
+    burst takes longer to send than the signature date stays acceptable)."""
+
+    CHUNK = 2_000  # messages signed at a time
+
+    def __init__(self, messages: list[bytes], batch: int, token: str, key: Any, cert: bytes):
+        self.messages, self.batch, self.token, self.key, self.cert = (
+            messages,
+            batch,
+            token,
+            key,
+            cert,
+        )
+
+    def chunks(self) -> Any:
+        for i in range(0, len(self.messages), self.CHUNK):
+            yield signed_pushes(
+                self.messages[i : i + self.CHUNK], self.batch, self.token, self.key, self.cert
+            )
 
 
 def received(port: int) -> int:
@@ -473,15 +498,10 @@ def main() -> None:
     )
     warm_a = signed_pushes(a_messages[: args.batch], args.batch, tenants["a"].token, key, cert_pem)
     a_messages = a_messages[args.batch :]
-    sustained = signed_pushes(
-        a_messages[:sustained_count], args.batch, tenants["a"].token, key, cert_pem
-    )
-    burst = signed_pushes(
-        a_messages[sustained_count:], args.batch, tenants["a"].token, key, cert_pem
-    )
+    burst = Burst(a_messages[sustained_count:], args.batch, tenants["a"].token, key, cert_pem)
     b_messages = make_messages(min(b_count, 20_000), recipient=TENANTS["b"], run=run, seed=2)
-    b_pushes = signed_pushes(b_messages, 1, tenants["b"].token, key, cert_pem)
-    warm_b, b_pushes, b_messages = b_pushes[:1], b_pushes[1:], b_messages[1:]
+    warm_b = signed_pushes(b_messages[:1], 1, tenants["b"].token, key, cert_pem)
+    b_messages = b_messages[1:]
     b_refs = [
         json.loads(m)["payload"]["CommonBlock"]["S1"]["senderUniqueReference"] for m in b_messages
     ]
@@ -512,6 +532,9 @@ def main() -> None:
         # 1. sustained
         print(
             f"sustained: {args.rate:,.0f} messages/s offered for {args.seconds:.0f} s", flush=True
+        )
+        sustained = signed_pushes(
+            a_messages[:sustained_count], args.batch, tenants["a"].token, key, cert_pem
         )
         sender = threading.Thread(
             target=lambda: asyncio.run(
@@ -554,9 +577,12 @@ def main() -> None:
 
         def trickle() -> None:
             with httpx.Client(timeout=120) as client:
-                for (body, headers), reference in zip(b_pushes, b_refs, strict=True):
+                for message, reference in zip(b_messages, b_refs, strict=True):
                     if stop_b.is_set():
                         return
+                    [(body, headers)] = signed_pushes(
+                        [message], 1, tenants["b"].token, key, cert_pem
+                    )
                     sent_at[reference] = time.time()
                     client.post(b_url, content=body, headers=headers)
                     stop_b.wait(args.b_every)
@@ -565,9 +591,12 @@ def main() -> None:
         b_thread = threading.Thread(target=trickle, daemon=True)
         b_thread.start()
         pushing_started = time.perf_counter()
-        pusher = threading.Thread(
-            target=lambda: asyncio.run(post_all(a_url, burst, senders=args.senders)), daemon=True
-        )
+
+        def push_burst() -> None:
+            for chunk in burst.chunks():
+                asyncio.run(post_all(a_url, chunk, senders=args.senders))
+
+        pusher = threading.Thread(target=push_burst, daemon=True)
         pusher.start()
         drain = watch(
             tenants["a"].port,

@@ -15,9 +15,9 @@ One round for one tenant (``deliver_due``):
    circuit opens after ``DOWNSTREAM_CIRCUIT_THRESHOLD`` consecutive failures, and a probe's
    success closes it.
 
-Tenants are served one task each (the sweeper enqueues one per tenant with work due), so a
-tenant's broken endpoint delays other tenants by at most one round of its own: one connect or
-read timeout per endpoint.
+Tenants are served in rounds, at most one queued per tenant (``messaging.events.tasks``), so a
+tenant's flood or broken endpoint delays other tenants by at most one round of its own: for a
+broken endpoint, one connect or read timeout.
 """
 
 from __future__ import annotations
