@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--profile", action="store_true", help="print where the time goes")
+    parser.add_argument(
+        "--per-request", type=int, default=1, help="events per signed request (the endpoint's)"
+    )
+    parser.add_argument("--round", type=int, default=100, help="deliveries claimed per round")
     args = parser.parse_args()
 
     services, env = devenv.prepare(dbname=DBNAME)
@@ -101,6 +105,7 @@ def main() -> None:
                     event_types=["*"],
                     actor="bench",
                     secret=secret,
+                    events_per_request=args.per_request,
                 )
             profiler = cProfile.Profile() if args.profile else None
             if profiler:
@@ -118,14 +123,16 @@ def main() -> None:
             started = time.perf_counter()
             delivered = 0
             while delivered < args.messages:
-                result = delivery.deliver_due(tenant_id=tenant.id, limit=100)
+                result = delivery.deliver_due(tenant_id=tenant.id, limit=args.round)
                 delivered += result.delivered
                 if result.claimed == 0:
                     break
             delivering = delivered / (time.perf_counter() - started)
             if profiler:
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+                pstats.Stats(profiler).sort_stats(
+                    os.environ.get("BENCH_SORT", "cumulative")
+                ).print_stats(int(os.environ.get("BENCH_LINES", "35")))
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json") as response:
                 received = json.load(response)["received"]
         finally:
@@ -144,7 +151,8 @@ def main() -> None:
         f" ({recorded / baseline.batched_rows_per_second:.2f} of the batched baseline)"
     )
     print(
-        f"deliver: {delivering:,.0f} events/s to one sample client, {received} verified"
+        f"deliver: {delivering:,.0f} events/s to one sample client ({args.per_request} per"
+        f" request, rounds of {args.round}), {received} verified"
         f" ({delivering / baseline.single_rows_per_second:.2f} of the single-commit baseline)"
     )
     devenv.bootstrap_database(env["BUSBAR_ADMIN_DATABASE_URL"], DBNAME, drop=True)

@@ -18,6 +18,8 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 MAX_BODY = 5 * 1024 * 1024
+# Busbar sends an endpoint that takes batches {"type": "event.batch", "data": {"events": [...]}}.
+BATCH_TYPE = "event.batch"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS received (
@@ -51,12 +53,30 @@ class Store:
 
     def add(self, webhook_id: str, event: dict[str, Any], body: str) -> bool:
         """True when this webhook-id is new; a redelivery changes nothing."""
+        return self.add_many([(webhook_id, event, body)]) == 1
+
+    def add_many(self, events: list[tuple[str, dict[str, Any], str]]) -> int:
+        """Store (event id, event, body) in one transaction, each id once; return how many were
+        new (the rest were redeliveries)."""
+        now = time.time()
         with self.lock:
-            cursor = self.db.execute(
+            before = self.db.total_changes
+            self.db.execute("BEGIN")
+            self.db.executemany(
                 "INSERT OR IGNORE INTO received VALUES (?, ?, ?, ?, ?)",
-                (webhook_id, str(event.get("type")), event.get("subject"), time.time(), body),
+                [(i, str(e.get("type")), e.get("subject"), now, b) for i, e, b in events],
             )
-            return cursor.rowcount == 1
+            self.db.execute("COMMIT")
+            return self.db.total_changes - before
+
+    def bump_by(self, name: str, count: int) -> None:
+        if count:
+            with self.lock:
+                self.db.execute(
+                    "INSERT INTO counters VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, count),
+                )
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -128,8 +148,14 @@ def make_handler(store: Store, verifiers: list[Webhook], name: str) -> type[Base
                 store.bump("refused")
                 self._send(400, b'{"error": "signature did not verify"}')
                 return
-            if not store.add(self.headers["webhook-id"], event, body.decode()):
-                store.bump("duplicates")
+            if isinstance(event, dict) and event.get("type") == BATCH_TYPE:
+                # Several events in one signed request: each is deduplicated on its own id.
+                events = event.get("data", {}).get("events", [])
+                items = [(e["id"], e, json.dumps(e)) for e in events]
+            else:
+                items = [(self.headers["webhook-id"], event, body.decode())]
+            new = store.add_many(items)
+            store.bump_by("duplicates", len(items) - new)
             self._send(200, b'{"ok": true}')
 
         def do_GET(self) -> None:

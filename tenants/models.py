@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
@@ -512,6 +512,9 @@ class CircuitState(models.TextChoices):
     HALF_OPEN = "half_open", "Half-open (one probe in flight)"
 
 
+MAX_EVENTS_PER_REQUEST = 500
+
+
 class DownstreamEndpoint(TenantOwned):
     """One of the tenant's systems that receives Busbar's events as signed webhooks.
 
@@ -537,10 +540,23 @@ class DownstreamEndpoint(TenantOwned):
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_failure_at = models.DateTimeField(null=True, blank=True)
     last_failure = models.CharField(max_length=500, blank=True)
+    # One event per request is the plain Standard Webhooks shape; a receiver that takes a batch
+    # gets up to this many events in one signed request (each with its own id for deduplication),
+    # which is how one endpoint keeps up with a busy tenant (bench/README.md, e2e_bench).
+    events_per_request = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_EVENTS_PER_REQUEST)],
+        help_text="events in one signed request; above 1 the body is an event.batch",
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "name"], name="downstream_endpoint_name"),
+            models.CheckConstraint(
+                condition=models.Q(events_per_request__gte=1)
+                & models.Q(events_per_request__lte=MAX_EVENTS_PER_REQUEST),
+                name="downstream_events_per_request",
+            ),
         ]
 
     def __str__(self) -> str:

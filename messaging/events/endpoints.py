@@ -78,10 +78,21 @@ def _store_secret(endpoint: DownstreamEndpoint, secret: str) -> EndpointSecret:
 
 @transaction.atomic
 def create_endpoint(
-    *, name: str, url: str, event_types: list[str], actor: str, secret: str = ""
+    *,
+    name: str,
+    url: str,
+    event_types: list[str],
+    actor: str,
+    secret: str = "",
+    events_per_request: int = 1,
 ) -> IssuedSecret:
-    """Register an endpoint with a new signing secret (or the given ``whsec_`` one)."""
-    endpoint = DownstreamEndpoint(name=name.strip(), url=url.strip())
+    """Register an endpoint with a new signing secret (or the given ``whsec_`` one).
+
+    ``events_per_request`` above 1 makes the endpoint a batch receiver: each signed request
+    carries up to that many events (``delivery.batch_body``)."""
+    endpoint = DownstreamEndpoint(
+        name=name.strip(), url=url.strip(), events_per_request=events_per_request
+    )
     endpoint.event_types = _check_event_types(event_types)
     endpoint.full_clean(exclude=["tenant"])
     if DownstreamEndpoint.objects.filter(name=endpoint.name).exists():
@@ -97,7 +108,12 @@ def create_endpoint(
         actor=actor,
         object_type="downstream_endpoint",
         object_id=endpoint.id,
-        detail={"name": endpoint.name, "url": endpoint.url, "event_types": endpoint.event_types},
+        detail={
+            "name": endpoint.name,
+            "url": endpoint.url,
+            "event_types": endpoint.event_types,
+            "events_per_request": endpoint.events_per_request,
+        },
     )
     return IssuedSecret(endpoint=endpoint, secret=secret)
 

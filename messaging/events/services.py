@@ -8,16 +8,15 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
-from django.utils import timezone
 
 from core.tenancy import tenant_context
 from messaging.events import mappings
-from messaging.events.models import Delivery, Event
-from messaging.events.tasks import deliver_due_task
+from messaging.events.models import Event
+from messaging.events.tasks import request_delivery_round
 from messaging.models import Message
 from messaging.store.services import message_bytes, raw_body
-from tenants.models import DownstreamEndpoint
 
 # Derived events' ids are uuid5 under this namespace, so the same message, mapping and version
 # always make the same ids (recording twice makes nothing twice).
@@ -75,9 +74,43 @@ def _derive(
 FEED_LOCK = 0x42555342  # first key of the per-tenant advisory lock that orders the feed
 
 
+# The new events and what they are owed, in one statement. The rows travel as one JSON
+# document: as a parameter array, each payload would be quoted element by element on the client
+# (a regular-expression pass per payload, the largest cost of recording in the profile).
+INSERT_EVENTS_SQL = """
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+        ord int, uid uuid, type text, subject text, mapping text, mapping_version smallint,
+        source_message_id bigint, source text, supersedes_id bigint, payload jsonb)
+), fresh AS (
+    SELECT i.*, %(last)s + row_number() OVER (ORDER BY i.ord) AS position FROM input i
+    WHERE NOT EXISTS (
+        SELECT 1 FROM messaging_event e WHERE e.tenant_id = %(tenant)s AND e.uid = i.uid)
+), inserted AS (
+    INSERT INTO messaging_event (tenant_id, uid, type, subject, mapping, mapping_version,
+        source_message_id, source, supersedes_id, payload, position, created_at)
+    SELECT %(tenant)s, uid, type, subject, mapping, mapping_version, source_message_id, source,
+        supersedes_id, payload, position, now()
+    FROM fresh ORDER BY position
+    RETURNING id, uid, type, position, created_at
+), owed AS (
+    INSERT INTO messaging_delivery (tenant_id, event_id, endpoint_id, state, attempts,
+        next_attempt_at, created_at, last_error)
+    SELECT %(tenant)s, i.id, e.id, 'pending', 0, now(), now(), ''
+    FROM inserted i JOIN tenants_downstreamendpoint e
+      ON e.tenant_id = %(tenant)s AND e.enabled
+     AND (i.type = ANY(e.event_types) OR %(wildcard)s = ANY(e.event_types))
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT id, uid, position, created_at, (SELECT count(*) FROM owed) FROM inserted
+"""
+
+
 def _insert(tenant_id: uuid.UUID, events: list[Event]) -> list[Event]:
-    """Insert the events that do not exist yet (by uid) at the end of the tenant's feed; return
-    those inserted, with their ids.
+    """Insert the events that do not exist yet (by uid) at the end of the tenant's feed, each
+    owed to every enabled endpoint subscribed to its type; return those inserted, with their
+    ids. When anything is owed, a delivery round is asked for once the transaction commits.
 
     Positions are handed out under a per-tenant advisory lock held until the caller's transaction
     ends, so one tenant's event writers take turns: a position is never visible before a smaller
@@ -85,7 +118,28 @@ def _insert(tenant_id: uuid.UUID, events: list[Event]) -> list[Event]:
     """
     if not events:
         return []
+    encoder = DjangoJSONEncoder(separators=(",", ":"))
+    unique: dict[uuid.UUID, Event] = {}
+    for event in events:
+        unique.setdefault(event.uid, event)
+    rows = [
+        {
+            "ord": n,
+            "uid": str(e.uid),
+            "type": e.type,
+            "subject": e.subject,
+            "mapping": e.mapping,
+            "mapping_version": e.mapping_version,
+            "source_message_id": e.source_message_id,
+            "source": e.source,
+            "supersedes_id": e.supersedes.id if e.supersedes is not None else None,
+            "payload": e.payload,
+        }
+        for n, e in enumerate(unique.values())
+    ]
     with connection.cursor() as cursor:
+        # Under the lock nobody else can insert these uids: the NOT EXISTS settles concurrent
+        # recording of the same message.
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [FEED_LOCK, str(tenant_id)]
         )
@@ -94,38 +148,29 @@ def _insert(tenant_id: uuid.UUID, events: list[Event]) -> list[Event]:
             [tenant_id],
         )
         last = cursor.fetchone()[0]
-    # Under the lock nobody else can insert these uids: checking here settles concurrent
-    # recording of the same message.
-    existing = set(
-        Event.objects.filter(uid__in=[e.uid for e in events]).values_list("uid", flat=True)
-    )
-    fresh: list[Event] = []
-    for event in events:
-        if event.uid not in existing:
-            existing.add(event.uid)
-            event.position = last + len(fresh) + 1
-            fresh.append(event)
-    return Event.objects.bulk_create(fresh, batch_size=1000)
-
-
-def _fan_out(tenant_id: uuid.UUID, events: list[Event]) -> int:
-    """Owe each event to every enabled endpoint subscribed to its type; enqueue on commit."""
-    if not events:
-        return 0
-    endpoints = list(DownstreamEndpoint.objects.filter(enabled=True).only("id", "event_types"))
-    now = timezone.now()
-    rows = [
-        Delivery(
-            tenant_id=tenant_id, event_id=event.id, endpoint_id=endpoint.id, next_attempt_at=now
+        cursor.execute(
+            INSERT_EVENTS_SQL,
+            {
+                "rows": encoder.encode(rows),
+                "last": last,
+                "tenant": tenant_id,
+                "wildcard": WILDCARD,
+            },
         )
-        for event in events
-        for endpoint in endpoints
-        if event.type in endpoint.event_types or WILDCARD in endpoint.event_types
-    ]
-    Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-    if rows:
-        deliver_due_task.delay_on_commit(str(tenant_id))
-    return len(rows)
+        inserted = cursor.fetchall()
+    by_uid = {row[1]: row for row in inserted}
+    fresh: list[Event] = []
+    for uid, event in unique.items():
+        row = by_uid.get(uid)
+        if row is None:
+            continue
+        event.id, event.position, event.created_at = row[0], row[2], row[3]
+        event._state.adding = False
+        fresh.append(event)
+    fresh.sort(key=lambda e: e.position)
+    if inserted and inserted[0][4]:
+        request_delivery_round(tenant_id)
+    return fresh
 
 
 @transaction.atomic
@@ -142,7 +187,6 @@ def record_events(
     """
     with tenant_context(tenant_id) as tenant:
         created = _insert(tenant, _derive(tenant, messages, None))
-        _fan_out(tenant, created)
         return [e.id for e in created]
 
 
@@ -184,7 +228,6 @@ def publish_event(
                 )
             ],
         )
-        _fan_out(tenant, created)
         return created[0].id if created else Event.objects.get(uid=uid).id
 
 
@@ -254,7 +297,6 @@ def rederive_events(
             if n < len(generation):
                 event.supersedes = generation[n]
         created = _insert(tenant, derived)
-        _fan_out(tenant, created)
         return [e.id for e in created]
 
 

@@ -1,28 +1,48 @@
-"""Background entry points of downstream delivery (queue ``delivery``)."""
+"""Background entry points of downstream delivery (queue ``delivery``).
+
+Each tenant has at most one delivery round queued (``messaging.store.rounds``): a flood of one
+tenant's events, or its broken endpoint, puts one round of its own ahead of another tenant's,
+never a backlog of tasks.
+"""
 
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from celery import shared_task
+from django.db import transaction
 
 from messaging.events import delivery
+from messaging.store import rounds
 
 logger = logging.getLogger(__name__)
 
-ROUND_LIMIT = 100
+FAMILY = "delivery"
+ROUND_LIMIT = 500
+
+
+def request_delivery_round(tenant_id: UUID | str) -> None:
+    """Queue a delivery round for the tenant once the current transaction commits (at once
+    outside one), unless one is already queued."""
+    transaction.on_commit(
+        lambda: rounds.request_round(
+            FAMILY, tenant_id, lambda tenant: deliver_due_task.delay(tenant)
+        )
+    )
 
 
 @shared_task
 def deliver_due_task(tenant_id: str) -> int:
-    """Deliver what is due for one tenant, one round; while rounds deliver something, enqueue the
-    next (a backlog drains round after round; a round that only failed leaves the retries to
-    their schedule and the sweeper). Not ``@tenant_task``: that holds one transaction for the
-    whole task, and no transaction may stay open while webhooks are sent, so each step opens its
-    own tenant context."""
+    """Deliver what is due for one tenant, one round; while rounds deliver something, queue the
+    next (behind the other tenants' rounds: a backlog drains round after round, taking turns; a
+    round that only failed leaves the retries to their schedule and the sweeper). Not
+    ``@tenant_task``: that holds one transaction for the whole task, and no transaction may stay
+    open while webhooks are sent, so each step opens its own tenant context."""
+    rounds.turn_started(FAMILY, tenant_id)
     result = delivery.deliver_due(tenant_id=tenant_id, limit=ROUND_LIMIT)
     if result.delivered:
-        deliver_due_task.delay(tenant_id)
+        request_delivery_round(tenant_id)
     return result.delivered
 
 
@@ -32,5 +52,8 @@ def sweep_deliveries_task() -> int:
     leases a dead worker left behind). Safe to run twice at once: claiming skips locked rows."""
     tenants = delivery.tenants_with_due_deliveries()
     for tenant_id in tenants:
+        # The safety net does not trust the token (its round may have been lost): one round
+        # per tenant per sweep, the token taken so arrivals meanwhile add none.
+        rounds.take_turn(FAMILY, tenant_id)
         deliver_due_task.delay(tenant_id)
     return len(tenants)

@@ -24,7 +24,8 @@ from typing import cast
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
+from django.utils.timezone import now
 
 from core.tenancy import tenant_context
 from messaging.events.services import EventMappingError, record_events
@@ -480,9 +481,50 @@ def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]
         return done
 
 
+def round_size() -> int:
+    """How many received messages one round claims (``process_round``)."""
+    return int(getattr(settings, "BUSBAR_INBOUND_ROUND_SIZE", 500))
+
+
+def process_round(*, tenant_id: UUID | str, limit: int | None = None) -> tuple[ProcessReport, int]:
+    """Claim up to ``limit`` of the tenant's oldest due received messages, whatever delivery
+    they came in, and process them together; return the report and how many were claimed (a
+    full round means more may be waiting)."""
+    limit = limit or round_size()
+    with tenant_context(tenant_id):
+        claimed = claim_due(
+            tenant_id=tenant_id,
+            direction="inbound",
+            state=InboundState.RECEIVED,
+            limit=limit,
+            lease_seconds=lease_seconds(),
+        )
+    most = max_attempts()
+    ids = [c.id for c in claimed if c.attempts <= most]
+    exhausted = [c.id for c in claimed if c.attempts > most]
+    return _process_claimed(tenant_id=tenant_id, ids=ids, exhausted=exhausted), len(claimed)
+
+
+def has_received_due(*, tenant_id: UUID | str) -> bool:
+    """Whether any of the tenant's received messages is due (not leased, no retry pending)."""
+    with tenant_context(tenant_id):
+        return (
+            Message.objects.filter(direction="inbound", state=InboundState.RECEIVED)
+            .filter(models.Q(lease_until__isnull=True) | models.Q(lease_until__lt=now()))
+            .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now()))
+            .exists()
+        )
+
+
 def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> ProcessReport:
     """Claim, validate and normalise these inbound messages; park those out of attempts."""
     ids, exhausted = claim(tenant_id=tenant_id, message_ids=message_ids)
+    return _process_claimed(tenant_id=tenant_id, ids=ids, exhausted=exhausted)
+
+
+def _process_claimed(
+    *, tenant_id: UUID | str, ids: list[int], exhausted: list[int]
+) -> ProcessReport:
     report = ProcessReport()
     if exhausted:
         report.parked = park_messages(

@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -25,6 +26,7 @@ from dipsim import messages as dip
 from messaging.events import delivery, endpoints, services
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, DeliveryAttempt, Event
+from messaging.events.selectors import event_envelope
 from messaging.events.signing import generate_secret
 from messaging.models import Message, Transition
 from messaging.store import services as store
@@ -499,3 +501,60 @@ def test_the_sweeper_enqueues_one_round_per_tenant_with_work_due(world, settings
         Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=5))
     assert tasks.sweep_deliveries_task() == 1
     assert enqueued == [str(world.acme.id)]  # globex has nothing due yet, acme one round
+
+
+def add_batch_endpoint(tenant_id, url: str, per_request: int):
+    with tenant_context(tenant_id):
+        return endpoints.create_endpoint(
+            name="batch", url=url, event_types=["*"], actor="pytest", events_per_request=per_request
+        )
+
+
+def test_a_batch_endpoint_gets_several_events_per_signed_request_each_with_its_id(world, settings):
+    with running_receiver() as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        issued = add_batch_endpoint(world.acme.id, receiver.url, per_request=4)
+        event_ids = record(world.acme.id, count=10)
+        result = delivery.deliver_due(tenant_id=world.acme.id)
+    assert (result.claimed, result.delivered, result.failed) == (10, 10, 0)
+    assert len(receiver.received) == 3  # 4 + 4 + 2
+    carried = []
+    for request in receiver.received:
+        body = Webhook(issued.secret).verify(request.body, request.headers)
+        assert body["type"] == "event.batch"
+        assert request.headers["webhook-id"].startswith("batch_")
+        assert body["data"]["count"] == len(body["data"]["events"]) <= 4
+        carried += body["data"]["events"]
+    with tenant_context(world.acme.id):
+        envelopes = {
+            f"evt_{e.uid.hex}": json.loads(DjangoJSONEncoder().encode(event_envelope(e)))
+            for e in Event.objects.filter(id__in=event_ids)
+        }
+        states = set(Delivery.objects.values_list("state", "attempts"))
+        assert DeliveryAttempt.objects.filter(ok=True).count() == 10
+    # Each event once, as the pull API's envelope, keeping its own id for deduplication.
+    assert sorted(e["id"] for e in carried) == sorted(envelopes)
+    assert all(e == envelopes[e["id"]] for e in carried)
+    assert {e["type"] for e in carried} == {EventType.CONSUMPTION_RECORDED}
+    assert states == {("delivered", 1)}
+
+
+def test_a_failed_batch_counts_once_for_the_circuit_and_releases_the_rest(world, settings):
+    settings.DOWNSTREAM_CIRCUIT_THRESHOLD = 2
+    with running_receiver(statuses=[503, 200]) as receiver:
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        issued = add_batch_endpoint(world.acme.id, receiver.url, per_request=3)
+        record(world.acme.id, count=7)
+        failed = delivery.deliver_due(tenant_id=world.acme.id)
+        with tenant_context(world.acme.id):
+            endpoint = DownstreamEndpoint.objects.get(id=issued.endpoint.id)
+            attempts = sorted(Delivery.objects.values_list("attempts", flat=True))
+        assert (failed.claimed, failed.failed, failed.delivered) == (7, 3, 0)
+        assert len(receiver.received) == 1  # the other two requests were never sent
+        assert (endpoint.circuit_state, endpoint.consecutive_failures) == ("closed", 1)
+        assert attempts == [0, 0, 0, 0, 1, 1, 1]
+        make_due(world.acme.id)
+        again = delivery.deliver_due(tenant_id=world.acme.id)
+    assert (again.delivered, again.failed) == (7, 0)
+    with tenant_context(world.acme.id):
+        assert set(Delivery.objects.values_list("state", flat=True)) == {"delivered"}

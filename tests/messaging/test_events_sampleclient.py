@@ -127,3 +127,41 @@ def test_the_sample_client_imports_nothing_of_busbar():
                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             )  # fmt: skip
             assert not {n.split(".")[0] for n in names} & busbar, f"{source.name} imports {names}"
+
+
+def test_the_sample_client_takes_batches_and_dedupes_each_event(
+    committed_db, settings, sample_client
+):
+    port, secret = sample_client
+    world = build_world()
+    settings.BUSBAR_DOWNSTREAM_ALLOW = f"127.0.0.1:{port}"
+    with tenant_context(world.acme.id):
+        endpoints.create_endpoint(
+            name="sample",
+            url=f"http://127.0.0.1:{port}/hooks",
+            event_types=["*"],
+            actor="pytest",
+            secret=secret,
+            events_per_request=50,
+        )
+    rng = random.Random(2)
+    messages = [
+        (
+            n,
+            dip.if021(
+                sender="1000000002", mpan=dip.make_mpan(rng), day=dt.date(2026, 11, 1), rng=rng
+            ),
+        )
+        for n in range(1, 121)
+    ]
+    services.record_events(tenant_id=world.acme.id, messages=messages)
+    assert delivery.deliver_due(tenant_id=world.acme.id, limit=200).delivered == 120
+    # A batch delivered again (as after a lost answer): every event in it is a redelivery.
+    with tenant_context(world.acme.id):
+        again = list(Delivery.objects.order_by("id").values_list("id", flat=True)[:5])
+        Delivery.objects.filter(id__in=again).update(state="pending")
+    assert delivery.deliver_due(tenant_id=world.acme.id).delivered == 5
+    seen = stats(port)
+    assert seen["received"] == 120
+    assert seen["duplicates"] == 5
+    assert seen["refused"] == 0

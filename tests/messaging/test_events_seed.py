@@ -39,6 +39,7 @@ def test_each_demo_tenant_gets_its_sample_client_as_an_endpoint(db, settings, tm
             True,
         )
         assert endpoints.signing_secrets(endpoint_id=acme.id) == [secrets["acme"]]
+        assert acme.events_per_request == 50  # the demo's sample clients take batches
     # A second run on another port, with a new secret for acme: updated in place.
     renewed = {**secrets, "acme": generate_secret()}
     seed({"acme": 9701, "globex": 8702}, renewed)

@@ -11,7 +11,7 @@ import pytest
 
 from core.tenancy import tenant_context
 from dipsim import messages as dip
-from messaging.events import endpoints, services
+from messaging.events import endpoints, services, tasks
 from messaging.events.mappings import EventType
 from messaging.events.models import Delivery, Event
 from messaging.events.selectors import event_envelope
@@ -214,7 +214,7 @@ def test_delivery_is_enqueued_once_the_transaction_commits(
     world, allow_loopback, django_capture_on_commit_callbacks, monkeypatch
 ):
     sent: list[tuple] = []
-    monkeypatch.setattr(services.deliver_due_task, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(tasks.deliver_due_task, "delay", lambda *args: sent.append(args))
     with tenant_context(world.acme.id):
         add_endpoint("billing", ["*"])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:

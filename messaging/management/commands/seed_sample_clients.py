@@ -28,6 +28,9 @@ from tenants.models import DownstreamEndpoint
 SAMPLE_CLIENT = "Sample client system"
 
 
+DEMO_EVENTS_PER_REQUEST = 50
+
+
 class Command(BaseCommand):
     help = "Register the demo tenants' sample client systems as their downstream endpoints."
 
@@ -47,8 +50,14 @@ class Command(BaseCommand):
     def _register(self, slug: str, url: str, secret: str) -> None:
         endpoint = DownstreamEndpoint.objects.filter(name=SAMPLE_CLIENT).first()
         if endpoint is None:
+            # The sample client takes batches, as a busy tenant's system would (README, Events).
             downstream.create_endpoint(
-                name=SAMPLE_CLIENT, url=url, event_types=["*"], actor="seed", secret=secret
+                name=SAMPLE_CLIENT,
+                url=url,
+                event_types=["*"],
+                actor="seed",
+                secret=secret,
+                events_per_request=DEMO_EVENTS_PER_REQUEST,
             )
             self.stdout.write(f"registered the sample client system of {slug} at {url}")
             return
