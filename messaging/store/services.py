@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+import psycopg
 import zstandard
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
@@ -268,6 +269,220 @@ def store_inbound_delivery(
             message_ids.append(new_keys.get(key) or existing[key])
             duplicate.append(True)
     return StoredDelivery(raw_id=raw_id, message_ids=message_ids, duplicate=duplicate)
+
+
+# --- group receipt ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundDelivery:
+    """One webhook push ready to store: everything CPU-bound (hashing, compression, the answer)
+    was done before it reached the group, so the committing thread only talks to the database."""
+
+    tenant_id: str
+    connection_id: int
+    channel_id: int | None
+    body_zstd: bytes
+    body_sha256: bytes
+    body_size: int
+    headers: dict[str, Any]
+    messages: Sequence[InboundMessageFacts]
+    response_body: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryRefused:
+    """A delivery of a group that the database refused; its neighbours are unaffected."""
+
+    error: Exception
+
+
+# One statement per delivery: the raw blob, the dedupe keys claimed and the narrow message rows.
+# The rollup counters are left out: the group adds them once, for all its deliveries.
+_GROUP_DELIVERY_SQL = """
+    WITH raw AS (
+        INSERT INTO messaging_raw (tenant_id, kind, direction, connection_id, channel_id,
+            body_zstd, body_sha256, body_size, headers, message_count, response_status,
+            response_body)
+        VALUES (%(tenant)s, 'delivery', 'inbound', %(connection)s, %(channel)s, %(zstd)s,
+            %(body_sha)s, %(size)s, %(headers)s, %(count)s, 201, %(response)s)
+        RETURNING id
+    ), input AS (
+        SELECT * FROM unnest(%(ord)s::int[], %(keys)s::text[], %(tx)s::text[], %(off)s::int[],
+            %(len)s::int[], %(sha)s::bytea[], %(iface)s::text[], %(sv)s::text[], %(ev)s::text[],
+            %(sur)s::text[], %(corr)s::text[], %(mpan)s::text[], %(bkey)s::text[])
+        AS t(ord, dedupe_key, transaction_id, raw_offset, raw_length, sha256, interface_id,
+             schema_version, event_code, sender_unique_reference, correlation_id, mpan,
+             business_key)
+    ), first AS (
+        SELECT DISTINCT ON (dedupe_key) * FROM input ORDER BY dedupe_key, ord
+    ), claimed AS (
+        INSERT INTO messaging_inbound_key (tenant_id, dedupe_key, message_id)
+        SELECT %(tenant)s, dedupe_key, busbar_next_id() FROM first ORDER BY ord
+        ON CONFLICT DO NOTHING
+        RETURNING dedupe_key, message_id
+    ), inserted AS (
+        INSERT INTO messaging_message (tenant_id, id, direction, connection_id, channel_id, raw_id,
+            raw_offset, raw_length, sha256, interface_id, schema_version, event_code,
+            transaction_id, sender_unique_reference, correlation_id, mpan, business_key, state)
+        SELECT %(tenant)s, c.message_id, 'inbound', %(connection)s, %(channel)s,
+            (SELECT id FROM raw), f.raw_offset, f.raw_length, f.sha256, f.interface_id,
+            f.schema_version, f.event_code, f.transaction_id, f.sender_unique_reference,
+            f.correlation_id, f.mpan, f.business_key, %(initial)s
+        FROM claimed c JOIN first f USING (dedupe_key)
+    )
+    SELECT r.id, c.dedupe_key, c.message_id FROM raw r LEFT JOIN claimed c ON true"""
+
+_GROUP_ROLLUP_SQL = f"""
+    WITH counts AS (
+        SELECT * FROM unnest(%(connection)s::bigint[], %(iface)s::text[], %(n)s::bigint[])
+        AS t(connection_id, interface_id, n)
+    ), rolled AS (
+        INSERT INTO messaging_flow_rollup AS r
+            (tenant_id, connection_id, interface_id, direction, hour, state, shard, entered)
+        SELECT %(tenant)s, connection_id, interface_id, 'inbound',
+               date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', %(initial)s,
+               {_SHARD_SQL}, n
+        FROM counts ORDER BY connection_id, interface_id
+        ON CONFLICT (tenant_id, connection_id, interface_id, direction, hour, state, shard)
+        DO UPDATE SET entered = r.entered + EXCLUDED.entered
+    )
+    INSERT INTO messaging_state_count AS c
+        (tenant_id, connection_id, interface_id, direction, state, shard, count)
+    SELECT %(tenant)s, connection_id, interface_id, 'inbound', %(initial)s, {_SHARD_SQL}, n
+    FROM counts ORDER BY connection_id, interface_id
+    ON CONFLICT (tenant_id, connection_id, interface_id, direction, state, shard)
+    DO UPDATE SET count = c.count + EXCLUDED.count"""
+
+
+def _delivery_params(delivery: InboundDelivery) -> dict[str, Any]:
+    messages = delivery.messages
+    return {
+        "tenant": delivery.tenant_id,
+        "connection": delivery.connection_id,
+        "channel": delivery.channel_id,
+        "zstd": delivery.body_zstd,
+        "body_sha": delivery.body_sha256,
+        "size": delivery.body_size,
+        "headers": Jsonb(delivery.headers),
+        "count": len(messages),
+        "response": delivery.response_body,
+        "initial": str(INBOUND_INITIAL),
+        "ord": list(range(len(messages))),
+        "keys": [m.dedupe_key for m in messages],
+        "tx": [_fit("transaction_id", m.transaction_id) or None for m in messages],
+        "off": [m.offset for m in messages],
+        "len": [m.length for m in messages],
+        "sha": [m.sha256 for m in messages],
+        "iface": [_fit("interface_id", m.interface_id) for m in messages],
+        "sv": [_fit("schema_version", m.schema_version) for m in messages],
+        "ev": [_fit("event_code", m.event_code) for m in messages],
+        "sur": [_fit("sender_unique_reference", m.sender_unique_reference) for m in messages],
+        "corr": [_fit("correlation_id", m.correlation_id) for m in messages],
+        "mpan": [_fit("mpan", m.mpan) for m in messages],
+        "bkey": [_fit("business_key", m.business_key) for m in messages],
+    }
+
+
+def _store_group_member(cursor: Any, delivery: InboundDelivery) -> StoredDelivery:
+    keys = [m.dedupe_key for m in delivery.messages]
+    cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
+    rows = cursor.fetchall()
+    raw_id = int(rows[0][0])
+    new_keys = {row[1]: int(row[2]) for row in rows if row[1] is not None}
+    missing = sorted(set(keys) - set(new_keys))
+    existing: dict[str, int] = {}
+    if missing:
+        cursor.execute(
+            "SELECT dedupe_key, message_id FROM messaging_inbound_key"
+            " WHERE tenant_id = %s AND dedupe_key = ANY(%s)",
+            [delivery.tenant_id, missing],
+        )
+        existing = {row[0]: int(row[1]) for row in cursor.fetchall()}
+    message_ids: list[int] = []
+    duplicate: list[bool] = []
+    first_seen: set[str] = set()
+    for key in keys:
+        if key in new_keys and key not in first_seen:
+            first_seen.add(key)
+            message_ids.append(new_keys[key])
+            duplicate.append(False)
+        else:
+            message_ids.append(new_keys.get(key) or existing[key])
+            duplicate.append(True)
+    return StoredDelivery(raw_id=raw_id, message_ids=message_ids, duplicate=duplicate)
+
+
+def store_inbound_group(
+    deliveries: Sequence[InboundDelivery],
+) -> list[StoredDelivery | DeliveryRefused]:
+    """Store several deliveries (of any tenants) in one transaction: group commit.
+
+    Each delivery is written under its own savepoint, so one the database refuses is rolled back
+    alone and reported as :class:`DeliveryRefused` while the others are kept; deduplication holds
+    across the group (a transaction id claimed by an earlier delivery of the same group makes a
+    later one a duplicate) and against every earlier group. The rollup counters get one increment
+    per (tenant, connection, interface) for the whole group, added last in a fixed order so two
+    groups committing at once never wait on each other in a cycle.
+
+    Returns one outcome per delivery, in order, once the transaction has committed. Raises
+    DatabaseError when the group could not be committed: then nothing of it is stored.
+    Must be called outside any transaction (the group's is the outermost).
+    """
+    outcomes: list[StoredDelivery | DeliveryRefused | None] = [None] * len(deliveries)
+    # Each tenant's deliveries together (arrival order kept within a tenant, which is all that
+    # deduplication depends on) so the tenant setting is written once per tenant, not per push.
+    order = sorted(range(len(deliveries)), key=lambda i: str(deliveries[i].tenant_id))
+    new_counts: dict[tuple[str, int, str], int] = {}
+    if connection.in_atomic_block:
+        raise RuntimeError("store_inbound_group opens the outermost transaction itself")
+    with transaction.atomic():
+        raw = connection.connection
+        # Server-side binding: the compressed bodies and arrays travel as binary parameters, not
+        # as escaped text spliced into the statement (Django's default client-side cursor).
+        with psycopg.Cursor(raw) as cursor:
+            tenant_set: str | None = None
+            for index in order:
+                delivery = deliveries[index]
+                tenant = str(delivery.tenant_id)
+                if tenant != tenant_set:
+                    cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+                    tenant_set = tenant
+                cursor.execute("SAVEPOINT busbar_delivery")
+                try:
+                    stored = _store_group_member(cursor, delivery)
+                except psycopg.Error as exc:
+                    # If even the rollback fails the connection is gone: the group fails.
+                    cursor.execute("ROLLBACK TO SAVEPOINT busbar_delivery")
+                    tenant_set = None  # the rollback undid the setting with the rest
+                    outcomes[index] = DeliveryRefused(exc)
+                    continue
+                cursor.execute("RELEASE SAVEPOINT busbar_delivery")
+                outcomes[index] = stored
+                for message, duplicate in zip(delivery.messages, stored.duplicate, strict=True):
+                    if not duplicate:
+                        key = (
+                            tenant,
+                            delivery.connection_id,
+                            _fit("interface_id", message.interface_id),
+                        )
+                        new_counts[key] = new_counts.get(key, 0) + 1
+            for tenant in sorted({key[0] for key in new_counts}):
+                rows = sorted((k, n) for k, n in new_counts.items() if k[0] == tenant)
+                if tenant != tenant_set:
+                    cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+                    tenant_set = tenant
+                cursor.execute(
+                    _GROUP_ROLLUP_SQL,
+                    {
+                        "tenant": tenant,
+                        "initial": str(INBOUND_INITIAL),
+                        "connection": [k[1] for k, _ in rows],
+                        "iface": [k[2] for k, _ in rows],
+                        "n": [n for _, n in rows],
+                    },
+                )
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 # --- submission ------------------------------------------------------------------------------
