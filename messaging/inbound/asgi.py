@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import django
+import psycopg
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 django.setup()
@@ -39,6 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
 
 from messaging.inbound import backlog, metrics, receive  # noqa: E402
 from messaging.inbound.registration import STATUS_PATH, WEBHOOK_PATH  # noqa: E402
+from messaging.store.services import open_group_connection  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -168,17 +170,22 @@ class GroupCommitter:
             return group
 
     def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
         while True:
             group = self._next_group()
             if not group:
-                receive.close_connection()
+                if conn is not None:
+                    conn.close()
                 return  # stopping, and everything queued has been answered
             started = time.perf_counter()
             try:
-                answers = receive.commit_group([push for push, _done in group])
+                if conn is None or conn.closed:
+                    conn = open_group_connection()
+                answers = receive.commit_group(conn, [push for push, _done in group])
             except BaseException:  # never leave a sender waiting for an answer that cannot come
-                logger.exception("webhook.group_commit_crashed")
-                receive.close_connection()
+                logger.exception("webhook.group_commit_failed")
+                if conn is not None:
+                    conn.close()
                 answers = [receive.not_stored(push[0].endpoint) for push, _done in group]
             metrics.GROUP_PUSHES.observe(len(group))
             metrics.GROUP_SECONDS.observe(time.perf_counter() - started)

@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import zstandard
 from cryptography import x509
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 
 from core.audit import record_event
 from core.tenancy import tenant_context
@@ -411,20 +412,23 @@ def to_delivery(prepared: PreparedPush) -> InboundDelivery:
     )
 
 
-def commit_group(pushes: Sequence[tuple[PreparedPush, InboundDelivery]]) -> list[Answer]:
+def commit_group(
+    conn: psycopg.Connection[Any], pushes: Sequence[tuple[PreparedPush, InboundDelivery]]
+) -> list[Answer]:
     """Store pushes that arrived together in one transaction and answer each (group commit).
 
     A push the database refuses gets 503 alone; if the group's transaction cannot commit, every
     push in it gets 503 (the DIP pushes again) and none was stored. A 201 is only ever returned
-    after the commit that made its delivery durable.
+    after the commit that made its delivery durable. When it returns 503s for a whole group,
+    ``conn`` is closed (it may be broken or mid-transaction): the caller opens a new one.
     """
     try:
-        outcomes = store_inbound_group([delivery for _prepared, delivery in pushes])
+        outcomes = store_inbound_group(conn, [delivery for _prepared, delivery in pushes])
     except Exception:
         # The connection broke, the commit failed, or anything unforeseen: nothing of the group
         # is stored (its transaction never committed), so nothing of it is acknowledged.
         logger.exception("webhook.group_store_failed", extra={"pushes": len(pushes)})
-        close_connection()
+        conn.close()
         return [not_stored(prepared.endpoint) for prepared, _delivery in pushes]
     answers = []
     for (prepared, _delivery), outcome in zip(pushes, outcomes, strict=True):
@@ -449,15 +453,6 @@ def commit_group(pushes: Sequence[tuple[PreparedPush, InboundDelivery]]) -> list
             )
         )
     return answers
-
-
-def close_connection() -> None:
-    """Drop this thread's database connection (after a failure it may be broken or mid-way
-    through a transaction); the next use opens a fresh one."""
-    try:
-        connection.close()
-    except Exception:  # it is being thrown away either way
-        logger.debug("webhook.close_failed", exc_info=True)
 
 
 def store_push(

@@ -331,7 +331,11 @@ _GROUP_DELIVERY_SQL = """
             f.correlation_id, f.mpan, f.business_key, %(initial)s
         FROM claimed c JOIN first f USING (dedupe_key)
     )
-    SELECT r.id, c.dedupe_key, c.message_id FROM raw r LEFT JOIN claimed c ON true"""
+    SELECT r.id, f.dedupe_key,
+        coalesce(c.message_id, (SELECT k.message_id FROM messaging_inbound_key k
+            WHERE k.tenant_id = %(tenant)s AND k.dedupe_key = f.dedupe_key)),
+        c.message_id IS NOT NULL
+    FROM raw r LEFT JOIN (first f LEFT JOIN claimed c USING (dedupe_key)) ON true"""
 
 _GROUP_ROLLUP_SQL = f"""
     WITH counts AS (
@@ -384,37 +388,30 @@ def _delivery_params(delivery: InboundDelivery) -> dict[str, Any]:
     }
 
 
-def _store_group_member(cursor: Any, delivery: InboundDelivery) -> StoredDelivery:
-    keys = [m.dedupe_key for m in delivery.messages]
-    cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
-    rows = cursor.fetchall()
+def _stored_from_rows(
+    delivery: InboundDelivery, rows: list[tuple[Any, ...]], late: dict[str, int]
+) -> StoredDelivery:
+    """Read one delivery's statement result: (raw id, key, message id, claimed here) per key."""
     raw_id = int(rows[0][0])
-    new_keys = {row[1]: int(row[2]) for row in rows if row[1] is not None}
-    missing = sorted(set(keys) - set(new_keys))
-    existing: dict[str, int] = {}
-    if missing:
-        cursor.execute(
-            "SELECT dedupe_key, message_id FROM messaging_inbound_key"
-            " WHERE tenant_id = %s AND dedupe_key = ANY(%s)",
-            [delivery.tenant_id, missing],
-        )
-        existing = {row[0]: int(row[1]) for row in cursor.fetchall()}
+    ids = {row[1]: int(row[2]) if row[2] is not None else late[row[1]] for row in rows if row[1]}
+    claimed = {row[1] for row in rows if row[1] and row[3]}
     message_ids: list[int] = []
     duplicate: list[bool] = []
     first_seen: set[str] = set()
-    for key in keys:
-        if key in new_keys and key not in first_seen:
-            first_seen.add(key)
-            message_ids.append(new_keys[key])
-            duplicate.append(False)
-        else:
-            message_ids.append(new_keys.get(key) or existing[key])
-            duplicate.append(True)
+    for message in delivery.messages:
+        key = message.dedupe_key
+        message_ids.append(ids[key])
+        duplicate.append(key not in claimed or key in first_seen)
+        first_seen.add(key)
     return StoredDelivery(raw_id=raw_id, message_ids=message_ids, duplicate=duplicate)
 
 
+def _set_tenant(conn: psycopg.Connection[Any], tenant: str) -> None:
+    conn.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
+
+
 def store_inbound_group(
-    deliveries: Sequence[InboundDelivery],
+    conn: psycopg.Connection[Any], deliveries: Sequence[InboundDelivery]
 ) -> list[StoredDelivery | DeliveryRefused]:
     """Store several deliveries (of any tenants) in one transaction: group commit.
 
@@ -425,64 +422,119 @@ def store_inbound_group(
     per (tenant, connection, interface) for the whole group, added last in a fixed order so two
     groups committing at once never wait on each other in a cycle.
 
+    ``conn`` is a psycopg connection of the runtime role in autocommit mode, used by nobody else
+    meanwhile. Everything goes through one pipeline: the deliveries' statements reach the
+    server in one go and the rollups with the COMMIT in a second, so a group costs two round
+    trips however many pushes it holds (a refused delivery adds one). On a busy machine a round
+    trip, not the work, is what a small push costs.
+
     Returns one outcome per delivery, in order, once the transaction has committed. Raises
-    DatabaseError when the group could not be committed: then nothing of it is stored.
-    Must be called outside any transaction (the group's is the outermost).
+    psycopg.Error when the group could not be committed: then nothing of it is stored.
     """
     outcomes: list[StoredDelivery | DeliveryRefused | None] = [None] * len(deliveries)
     # Each tenant's deliveries together (arrival order kept within a tenant, which is all that
     # deduplication depends on) so the tenant setting is written once per tenant, not per push.
-    order = sorted(range(len(deliveries)), key=lambda i: str(deliveries[i].tenant_id))
+    todo = sorted(range(len(deliveries)), key=lambda i: str(deliveries[i].tenant_id))
+    results: dict[int, list[tuple[Any, ...]]] = {}
     new_counts: dict[tuple[str, int, str], int] = {}
-    if connection.in_atomic_block:
-        raise RuntimeError("store_inbound_group opens the outermost transaction itself")
-    with transaction.atomic():
-        raw = connection.connection
-        # Server-side binding: the compressed bodies and arrays travel as binary parameters, not
-        # as escaped text spliced into the statement (Django's default client-side cursor).
-        with psycopg.Cursor(raw) as cursor:
-            tenant_set: str | None = None
-            for index in order:
+    with conn.pipeline() as pipeline:
+        conn.execute("BEGIN")
+        tenant_set: str | None = None
+        while todo:
+            queued: list[tuple[int, psycopg.Cursor[Any]]] = []
+            for index in todo:
                 delivery = deliveries[index]
-                tenant = str(delivery.tenant_id)
-                if tenant != tenant_set:
-                    cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
-                    tenant_set = tenant
-                cursor.execute("SAVEPOINT busbar_delivery")
+                if str(delivery.tenant_id) != tenant_set:
+                    tenant_set = str(delivery.tenant_id)
+                    _set_tenant(conn, tenant_set)
+                # One name per delivery: rolling back to it after a failure fails loudly (and
+                # with it the group) unless the failure was this delivery's own statement.
+                conn.execute(f"SAVEPOINT delivery_{index}")
+                cursor = conn.cursor()
+                cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
+                queued.append((index, cursor))
+                conn.execute(f"RELEASE SAVEPOINT delivery_{index}")
+            try:
+                pipeline.sync()
+                error: psycopg.Error | None = None
+            except psycopg.Error as exc:
+                error = exc
+            todo = []
+            for position, (index, cursor) in enumerate(queued):
                 try:
-                    stored = _store_group_member(cursor, delivery)
-                except psycopg.Error as exc:
-                    # If even the rollback fails the connection is gone: the group fails.
-                    cursor.execute("ROLLBACK TO SAVEPOINT busbar_delivery")
-                    tenant_set = None  # the rollback undid the setting with the rest
-                    outcomes[index] = DeliveryRefused(exc)
-                    continue
-                cursor.execute("RELEASE SAVEPOINT busbar_delivery")
-                outcomes[index] = stored
-                for message, duplicate in zip(delivery.messages, stored.duplicate, strict=True):
-                    if not duplicate:
-                        key = (
-                            tenant,
-                            delivery.connection_id,
-                            _fit("interface_id", message.interface_id),
-                        )
-                        new_counts[key] = new_counts.get(key, 0) + 1
-            for tenant in sorted({key[0] for key in new_counts}):
-                rows = sorted((k, n) for k, n in new_counts.items() if k[0] == tenant)
-                if tenant != tenant_set:
-                    cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [tenant])
-                    tenant_set = tenant
+                    results[index] = cursor.fetchall()
+                except psycopg.ProgrammingError:  # no result: the failure was here
+                    if error is None:
+                        raise
+                    conn.execute(f"ROLLBACK TO SAVEPOINT delivery_{index}")
+                    pipeline.sync()  # raises if the failure was not this delivery's own
+                    tenant_set = None
+                    outcomes[index] = DeliveryRefused(error)
+                    todo = [later for later, _cursor in queued[position + 1 :]]
+                    break
+        # A key claimed by a concurrent group after this statement's snapshot was taken has no
+        # id in the result; read it now that the claim has committed (rare).
+        late_cursors: dict[str, psycopg.Cursor[Any]] = {}
+        for index, rows in results.items():
+            missing = [row[1] for row in rows if row[1] and row[2] is None]
+            if missing:
+                tenant = str(deliveries[index].tenant_id)
+                _set_tenant(conn, tenant)
+                tenant_set = tenant
+                cursor = conn.cursor()
                 cursor.execute(
-                    _GROUP_ROLLUP_SQL,
-                    {
-                        "tenant": tenant,
-                        "initial": str(INBOUND_INITIAL),
-                        "connection": [k[1] for k, _ in rows],
-                        "iface": [k[2] for k, _ in rows],
-                        "n": [n for _, n in rows],
-                    },
+                    "SELECT dedupe_key, message_id FROM messaging_inbound_key"
+                    " WHERE tenant_id = %s AND dedupe_key = ANY(%s)",
+                    [tenant, missing],
                 )
+                late_cursors[f"{tenant}:{index}"] = cursor
+        late: dict[int, dict[str, int]] = {}
+        if late_cursors:
+            pipeline.sync()
+            for name, cursor in late_cursors.items():
+                late[int(name.rpartition(":")[2])] = {
+                    key: int(message_id) for key, message_id in cursor.fetchall()
+                }
+        for index, rows in results.items():
+            delivery = deliveries[index]
+            stored = _stored_from_rows(delivery, rows, late.get(index, {}))
+            outcomes[index] = stored
+            for message, duplicate in zip(delivery.messages, stored.duplicate, strict=True):
+                if not duplicate:
+                    key = (
+                        str(delivery.tenant_id),
+                        delivery.connection_id,
+                        _fit("interface_id", message.interface_id),
+                    )
+                    new_counts[key] = new_counts.get(key, 0) + 1
+        for tenant in sorted({key[0] for key in new_counts}):
+            rows_ = sorted((k, n) for k, n in new_counts.items() if k[0] == tenant)
+            if tenant != tenant_set:
+                tenant_set = tenant
+                _set_tenant(conn, tenant)
+            conn.execute(
+                _GROUP_ROLLUP_SQL,
+                {
+                    "tenant": tenant,
+                    "initial": str(INBOUND_INITIAL),
+                    "connection": [k[1] for k, _ in rows_],
+                    "iface": [k[2] for k, _ in rows_],
+                    "n": [n for _, n in rows_],
+                },
+            )
+        conn.execute("COMMIT")
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def open_group_connection(using: str = "default") -> psycopg.Connection[Any]:
+    """A psycopg connection of its own for a group committer (the role and settings of the
+    Django database ``using``), in autocommit mode: the group manages its transaction in its
+    pipeline. Server-side binding, so compressed bodies travel as binary parameters."""
+    from django.db import connections
+
+    params = connections[using].get_connection_params()
+    params.pop("cursor_factory", None)
+    return psycopg.connect(**params, autocommit=True)
 
 
 # --- submission ------------------------------------------------------------------------------
