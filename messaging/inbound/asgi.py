@@ -84,7 +84,7 @@ Prepared = tuple[receive.PreparedPush, receive.InboundDelivery]
 
 
 def _warm_up() -> None:
-    """Pay the one-time costs before the first push instead of during it: importing the broker
+    """Pay the one-time costs at start-up instead of in the first pushes: importing the broker
     transport and finalising the Celery app (first enqueue), and the first backlog reading.
     Measured on a loaded machine, these took seconds of CPU that the first pushes waited for."""
     from messaging.inbound.tasks import process_delivery_task
@@ -344,7 +344,10 @@ class IngestApp:
         while True:
             message = await receive_()
             if message["type"] == "lifespan.startup":
-                await asyncio.get_running_loop().run_in_executor(self.executor, _warm_up)
+                # Beside the start-up, not before it: the socket opens at once (a slow machine
+                # must not keep the DIP's pushes out), and a push arriving meanwhile waits on
+                # the import lock for what the warm-up is loading rather than loading it twice.
+                threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.executor.shutdown(wait=True)
