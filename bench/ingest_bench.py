@@ -24,6 +24,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +43,7 @@ from bench.pg_baseline import describe, measure  # noqa: E402
 from core.devenv import bootstrap_database, prepare, with_redis_db  # noqa: E402
 
 BASE_URL = "https://ingest.bench:8443"
+WARM_UP = 40  # single-message pushes sent before measuring
 
 
 def free_port() -> int:
@@ -174,6 +176,22 @@ async def send_all(
         return time.perf_counter() - started, latencies, failures
 
 
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """CPU time (user + system) the server's processes have used so far."""
+    import psutil
+
+    processes = [psutil.Process(server.pid)]
+    processes += processes[0].children(recursive=True)
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,6 +203,14 @@ def main() -> None:
     parser.add_argument("--single-senders", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="ingest server processes")
     parser.add_argument("--database", default="busbar_bench_ingest")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="sample the server processes with py-spy meanwhile; collapsed stacks go to FILE",
+    )
+    parser.add_argument(
+        "--only", choices=("batched", "single"), help="run one of the two measurements"
+    )
     args = parser.parse_args()
 
     services, env = prepare(dbname=args.database)
@@ -200,7 +226,9 @@ def main() -> None:
     token, key, cert_pem = set_up(env)
     url = f"{BASE_URL}/dip/webhooks/{token}"
     run = f"{int(time.time()) % 0xFFFFFF:06X}"
-    messages = message_bytes(args.messages + args.single, run)
+    messages = message_bytes(args.messages + args.single + WARM_UP, run)
+    warm_up_bodies = [b"[" + m + b"]" for m in messages[-WARM_UP:]]
+    messages = messages[:-WARM_UP]
     batched_bodies = [
         b"[" + b",".join(messages[i : i + args.batch]) + b"]"
         for i in range(0, args.messages, args.batch)
@@ -212,6 +240,7 @@ def main() -> None:
     )
     batched = signed(url, batched_bodies, key, cert_pem)
     single = signed(url, single_bodies, key, cert_pem)
+    warm_up = signed(url, warm_up_bodies, key, cert_pem)
 
     admin = env["BUSBAR_ADMIN_DATABASE_URL"]
     baseline = measure(
@@ -236,22 +265,49 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}/dip/webhooks/{token}"
-        elapsed, latencies, failures = asyncio.run(send_all(endpoint, batched, args.batch_senders))
-        rate = args.messages / elapsed
-        p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
-        print(
-            f"batched: {rate:,.0f} messages/s in pushes of {args.batch} from"
-            f" {args.batch_senders} senders (p99 {p99 * 1000:.0f} ms, {failures} not 201);"
-            f" ratio to raw batched inserts {rate / baseline.batched_rows_per_second:.2f}"
-        )
-        elapsed, latencies, failures = asyncio.run(send_all(endpoint, single, args.single_senders))
-        rate = len(single) / elapsed
-        cuts = statistics.quantiles(latencies, n=100)
-        print(
-            f"single: {rate:,.0f} requests/s from {args.single_senders} senders, p50"
-            f" {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms ({failures} not 201);"
-            f" ratio to raw single-row commits {rate / baseline.single_rows_per_second:.2f}"
-        )
+        # Warm up both processes (first connections, endpoint cache) on messages not measured.
+        asyncio.run(send_all(endpoint, warm_up, 4))
+        if args.profile:
+            profiler = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
+                 "--format", "raw", "--rate", "200", "--gil", "--nonblocking", "--pid", str(server.pid),
+                 "--output", args.profile],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)  # py-spy attaches
+        if args.only != "single":
+            cpu = server_cpu_seconds(server), time.process_time()
+            elapsed, latencies, failures = asyncio.run(
+                send_all(endpoint, batched, args.batch_senders)
+            )
+            cpu = server_cpu_seconds(server) - cpu[0], time.process_time() - cpu[1]
+            rate = args.messages / elapsed
+            p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
+            print(
+                f"batched: {rate:,.0f} messages/s in pushes of {args.batch} from"
+                f" {args.batch_senders} senders (p99 {p99 * 1000:.0f} ms, {failures} not 201);"
+                f" ratio to raw batched inserts {rate / baseline.batched_rows_per_second:.2f};"
+                f" CPU per message: server {cpu[0] / args.messages * 1e6:.0f} us,"
+                f" client {cpu[1] / args.messages * 1e6:.0f} us"
+            )
+        if args.only != "batched":
+            cpu = server_cpu_seconds(server), time.process_time()
+            elapsed, latencies, failures = asyncio.run(
+                send_all(endpoint, single, args.single_senders)
+            )
+            cpu = server_cpu_seconds(server) - cpu[0], time.process_time() - cpu[1]
+            rate = len(single) / elapsed
+            cuts = statistics.quantiles(latencies, n=100)
+            print(
+                f"single: {rate:,.0f} requests/s from {args.single_senders} senders, p50"
+                f" {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms ({failures} not 201);"
+                f" ratio to raw single-row commits {rate / baseline.single_rows_per_second:.2f};"
+                f" CPU per request: server {cpu[0] / len(single) * 1e3:.2f} ms,"
+                f" client {cpu[1] / len(single) * 1e3:.2f} ms"
+            )
+        if args.profile:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
     finally:
         server.terminate()
         server.wait(15)

@@ -240,7 +240,7 @@ def publish_events(
 ) -> int:
     """Publish many of Busbar's own events of one ``type`` at once: ``(subject, source,
     dedupe_key, payload)`` each, as :func:`publish_event` would one by one, with one feed lock and
-    one fan-out for them all (the outbound worker moves a whole batch at a time). Returns how
+    one delivery round asked for them all (the outbound worker moves a whole batch at a time). Returns how
     many were new. Raises ValueError for an unknown type."""
     if type not in mappings.EventType.ALL:
         raise ValueError(f"unknown event type {type!r}; known: {', '.join(mappings.EventType.ALL)}")
@@ -258,9 +258,7 @@ def publish_events(
             )
             for subject, source, dedupe_key, payload in events
         ]
-        created = _insert(tenant, rows)
-        _fan_out(tenant, created)
-        return len(created)
+        return len(_insert(tenant, rows))
 
 
 @transaction.atomic

@@ -26,6 +26,16 @@ LATENCY = Histogram(
     "Time from a webhook request's body being read to its answer.",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+GROUP_PUSHES = Histogram(
+    "busbar_inbound_group_pushes",
+    "Pushes stored together in one group commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+GROUP_SECONDS = Histogram(
+    "busbar_inbound_group_commit_seconds",
+    "Time to store and commit one group of pushes.",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 def accepted(count: int) -> None:

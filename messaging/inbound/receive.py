@@ -16,10 +16,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+import zstandard
 from cryptography import x509
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -43,7 +45,14 @@ from messaging.dip.webhook import (
 from messaging.inbound import metrics
 from messaging.inbound.registration import resolve_status_token
 from messaging.outbound.loop import apply_status_messages
-from messaging.store.services import InboundMessageFacts, store_inbound_delivery
+from messaging.store.services import (
+    ZSTD_LEVEL,
+    DeliveryRefused,
+    InboundDelivery,
+    InboundMessageFacts,
+    store_inbound_delivery,
+    store_inbound_group,
+)
 from tenants.models import (
     Certificate,
     CertificatePurpose,
@@ -70,6 +79,18 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     delivery_id: int | None = None
     tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedPush:
+    """A push whose signature verified and whose body parsed, ready to store."""
+
+    endpoint: Endpoint
+    headers: Mapping[str, str]
+    body: bytes
+    messages: list[PushedMessage]
+    signer_fingerprint: str
+    answer_body: bytes
 
 
 @dataclass(frozen=True)
@@ -189,7 +210,7 @@ def _refuse(
     )
 
 
-def receive_push(
+def prepare_push(
     *,
     token: str,
     url: str,
@@ -197,15 +218,10 @@ def receive_push(
     body: bytes,
     source_address: str | None = None,
     now: dt.datetime | None = None,
-) -> Answer:
-    """Handle one push to the callback ``url`` (exactly as registered with the DIP) whose path
-    carries ``token``. Returns the answer; never raises for anything the sender sent.
-
-    201 with one RCP0000 entry per message once the delivery is committed (a repeated delivery
-    gets the same answer and stores nothing new); 404 for an unknown token; 400 with RCP9999 for
-    a signature that does not verify; 400/413 with RCP1001/RCP1043 for a body that cannot be
-    accepted; 503 when the database cannot store it (the DIP retries).
-    """
+) -> Answer | PreparedPush:
+    """Everything of a push but storing it: resolve ``token``, verify the signature against the
+    callback ``url`` (exactly as registered with the DIP), parse. Returns the refusal's answer
+    (recorded as an event), or the push ready to store."""
     try:
         endpoint = _load_endpoint(token)
     except DatabaseError:
@@ -274,59 +290,90 @@ def receive_push(
             ),
             extra={"signed_by": verified.fingerprint_sha256},
         )
-    answer_body = accepted_response(messages, responder_dip_id=endpoint.responder_dip_id)
+    return PreparedPush(
+        endpoint=endpoint,
+        headers=headers,
+        body=body,
+        messages=messages,
+        signer_fingerprint=verified.fingerprint_sha256,
+        answer_body=accepted_response(messages, responder_dip_id=endpoint.responder_dip_id),
+    )
+
+
+def receive_push(
+    *,
+    token: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    source_address: str | None = None,
+    now: dt.datetime | None = None,
+) -> Answer:
+    """Handle one push to the callback ``url`` (exactly as registered with the DIP) whose path
+    carries ``token``, in a transaction of its own. Returns the answer; never raises for anything
+    the sender sent. (The ingest server stores pushes in groups instead: ``commit_group``.)
+
+    201 with one RCP0000 entry per message once the delivery is committed (a repeated delivery
+    gets the same answer and stores nothing new); 404 for an unknown token; 400 with RCP9999 for
+    a signature that does not verify; 400/413 with RCP1001/RCP1043 for a body that cannot be
+    accepted; 503 when the database cannot store it (the DIP retries).
+    """
+    prepared = prepare_push(
+        token=token, url=url, headers=headers, body=body, source_address=source_address, now=now
+    )
+    if isinstance(prepared, Answer):
+        return prepared
+    endpoint = prepared.endpoint
     try:
         delivery_id = store_push(
             endpoint=endpoint,
             headers=headers,
             body=body,
-            messages=messages,
-            signer_fingerprint=verified.fingerprint_sha256,
-            answer_body=answer_body,
+            messages=prepared.messages,
+            signer_fingerprint=prepared.signer_fingerprint,
+            answer_body=prepared.answer_body,
         )
     except DatabaseError:
         logger.exception("webhook.store_failed", extra={"channel_id": endpoint.channel_id})
-        metrics.refused("webhook.store_failed")
-        return Answer(
-            503,
-            refusal_response(
-                code=RCP_PROCESSING,
-                reason="the delivery could not be stored; push it again",
-                responder_dip_id=endpoint.responder_dip_id,
-            ),
-            (
-                ("Content-Type", JSON),
-                ("Retry-After", str(settings.BUSBAR_INGEST_RETRY_AFTER_SECONDS)),
-            ),
-        )
-    metrics.accepted(len(messages))
+        return not_stored(endpoint)
+    metrics.accepted(len(prepared.messages))
     return Answer(
         201,
-        answer_body,
+        prepared.answer_body,
         (("Content-Type", JSON),),
         delivery_id=delivery_id,
         tenant_id=endpoint.tenant_id,
     )
 
 
-def store_push(
-    *,
-    endpoint: Endpoint,
-    headers: Mapping[str, str],
-    body: bytes,
-    messages: list[PushedMessage],
-    signer_fingerprint: str,
-    answer_body: bytes,
-) -> int:
-    """Store the delivery (exact bytes, its signature headers, the answer given) and one row per
-    message in one transaction, deduplicated on the DIP transaction id. Returns the delivery's
-    raw id. Raises DatabaseError when it could not be stored (nothing is then half-written)."""
+def not_stored(endpoint: Endpoint) -> Answer:
+    """503 RCP0005-style: the DIP pushes again after ``Retry-After``."""
+    metrics.refused("webhook.store_failed")
+    return Answer(
+        503,
+        refusal_response(
+            code=RCP_PROCESSING,
+            reason="the delivery could not be stored; push it again",
+            responder_dip_id=endpoint.responder_dip_id,
+        ),
+        (
+            ("Content-Type", JSON),
+            ("Retry-After", str(settings.BUSBAR_INGEST_RETRY_AFTER_SECONDS)),
+        ),
+    )
+
+
+def _kept_headers(headers: Mapping[str, str], signer_fingerprint: str) -> dict[str, Any]:
     lowered = {k.lower(): v for k, v in headers.items()}
     kept: dict[str, Any] = {
         name: lowered[name.lower()] for name in EVIDENCE_HEADERS if name.lower() in lowered
     }
     kept["signer_sha256"] = signer_fingerprint
-    facts = [
+    return kept
+
+
+def _facts(body: bytes, messages: list[PushedMessage]) -> list[InboundMessageFacts]:
+    return [
         InboundMessageFacts(
             offset=m.offset,
             length=m.length,
@@ -341,6 +388,88 @@ def store_push(
         )
         for m in messages
     ]
+
+
+_compressors = threading.local()
+
+
+def to_delivery(prepared: PreparedPush) -> InboundDelivery:
+    """The push as the group stores it: hashed and compressed here, on the request's thread,
+    so the thread committing the group spends its time on the database only."""
+    compressor = getattr(_compressors, "zstd", None)
+    if compressor is None:
+        compressor = _compressors.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    endpoint, body = prepared.endpoint, prepared.body
+    return InboundDelivery(
+        tenant_id=endpoint.tenant_id,
+        connection_id=endpoint.connection_id,
+        channel_id=endpoint.channel_id,
+        body_zstd=compressor.compress(body),
+        body_sha256=hashlib.sha256(body).digest(),
+        body_size=len(body),
+        headers=_kept_headers(prepared.headers, prepared.signer_fingerprint),
+        messages=_facts(body, prepared.messages),
+        response_body=prepared.answer_body,
+    )
+
+
+def commit_group(
+    conn: psycopg.Connection[Any], pushes: Sequence[tuple[PreparedPush, InboundDelivery]]
+) -> list[Answer]:
+    """Store pushes that arrived together in one transaction and answer each (group commit).
+
+    A push the database refuses gets 503 alone; if the group's transaction cannot commit, every
+    push in it gets 503 (the DIP pushes again) and none was stored. A 201 is only ever returned
+    after the commit that made its delivery durable. When it returns 503s for a whole group,
+    ``conn`` is closed (it may be broken or mid-transaction): the caller opens a new one.
+    """
+    try:
+        outcomes = store_inbound_group(conn, [delivery for _prepared, delivery in pushes])
+    except Exception:
+        # The connection broke, the commit failed, or anything unforeseen: nothing of the group
+        # is stored (its transaction never committed), so nothing of it is acknowledged.
+        logger.exception("webhook.group_store_failed", extra={"pushes": len(pushes)})
+        conn.close()
+        return [not_stored(prepared.endpoint) for prepared, _delivery in pushes]
+    answers = []
+    for (prepared, _delivery), outcome in zip(pushes, outcomes, strict=True):
+        endpoint = prepared.endpoint
+        if isinstance(outcome, DeliveryRefused):
+            logger.error(
+                "webhook.store_failed",
+                extra={"channel_id": endpoint.channel_id, "error": str(outcome.error)[:300]},
+            )
+            answers.append(not_stored(endpoint))
+            continue
+        if any(outcome.duplicate):
+            metrics.duplicates(sum(outcome.duplicate))
+        metrics.accepted(len(prepared.messages))
+        answers.append(
+            Answer(
+                201,
+                prepared.answer_body,
+                (("Content-Type", JSON),),
+                delivery_id=outcome.raw_id,
+                tenant_id=endpoint.tenant_id,
+            )
+        )
+    return answers
+
+
+def store_push(
+    *,
+    endpoint: Endpoint,
+    headers: Mapping[str, str],
+    body: bytes,
+    messages: list[PushedMessage],
+    signer_fingerprint: str,
+    answer_body: bytes,
+) -> int:
+    """Store the delivery (exact bytes, its signature headers, the answer given) and one row per
+    message in one transaction, deduplicated on the DIP transaction id. Returns the delivery's
+    raw id. Raises DatabaseError when it could not be stored (nothing is then half-written)."""
+    kept = _kept_headers(headers, signer_fingerprint)
+    facts = _facts(body, messages)
     with tenant_context(endpoint.tenant_id):
         stored = store_inbound_delivery(
             tenant_id=endpoint.tenant_id,
