@@ -32,7 +32,7 @@ SEARCH_INDEXES = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0011_same_tenant_keys_for_later_tables"),
+        ("messaging", "0013_business_key_history"),
         ("tenants", "0013_downstream_same_tenant_keys"),
     ]
 

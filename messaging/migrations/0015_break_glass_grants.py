@@ -70,7 +70,7 @@ BACKWARD_SQL = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0011_same_tenant_keys_for_later_tables"),
+        ("messaging", "0014_console_rollups_and_search_indexes"),
         ("tenants", "0013_downstream_same_tenant_keys"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

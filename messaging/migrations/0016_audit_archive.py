@@ -63,7 +63,7 @@ ARCHIVE_SQL = [
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0011_same_tenant_keys_for_later_tables"),
+        ("messaging", "0015_break_glass_grants"),
         ("tenants", "0013_downstream_same_tenant_keys"),
     ]
 

@@ -11,8 +11,8 @@ from core.db import EnableTenantRLS, TenantForeignKey
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0011_same_tenant_keys_for_later_tables"),
-        ("tenants", "0014_channel_changes_and_notification_conditions"),
+        ("messaging", "0016_audit_archive"),
+        ("tenants", "0015_channel_changes_and_notification_conditions"),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ from core.db import EnableTenantRLS, TenantForeignKey
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0013_downstream_same_tenant_keys"),
+        ("tenants", "0014_downstream_events_per_request"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

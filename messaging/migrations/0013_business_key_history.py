@@ -12,7 +12,7 @@ from core.db import EnableTenantRLS, TenantForeignKey
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0011_same_tenant_keys_for_later_tables"),
+        ("messaging", "0012_outbound_urgency_and_rate_limit"),
         ("tenants", "0013_downstream_same_tenant_keys"),
     ]
 
