@@ -133,7 +133,7 @@ class Command(BaseCommand):
                 for person in DEMO_PEOPLE:
                     if person.tenant != spec.slug:
                         continue
-                    username, roles = person.username, [Role(role) for role in person.roles]
+                    username, roles = person.username, [Role(role).value for role in person.roles]
                     user = user_model.objects.filter(username=username).first()
                     if user is None:
                         services.create_user(
@@ -280,5 +280,5 @@ class Command(BaseCommand):
                 )
                 staff.set_password(DEMO_PASSWORD)
                 staff.save()
-            for role in person.roles:
-                staff.groups.add(Group.objects.get(name=StaffRole(role)))
+            for staff_role in person.roles:
+                staff.groups.add(Group.objects.get(name=StaffRole(staff_role)))
