@@ -10,8 +10,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from console.views.home import tenant_required
-from messaging.exceptions.models import Category, ExceptionState
-from messaging.exceptions.selectors import list_exceptions
 from messaging.inbound.selectors import MessageFilter, get_message_detail, list_messages
 from messaging.store.states import InboundState, OutboundState
 from tenants import selectors
@@ -84,25 +82,3 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
         "console/messages/detail.html",
         {"d": detail, "m": detail.message, "may_see_content": _may(request, CONTENT_ROLES)},
     )
-
-
-@tenant_required
-def exception_list(request: HttpRequest) -> HttpResponse:
-    if not _may(request, METADATA_ROLES):
-        return _refuse(request)
-    state = request.GET.get("state", ExceptionState.OPEN)
-    category = request.GET.get("category", "")
-    context = {
-        "exceptions": list_exceptions(
-            state=state if state in ExceptionState.values else None,
-            category=category if category in Category.values else None,
-            limit=200,
-        ),
-        "state": state,
-        "category": category,
-        "categories": Category.choices,
-        "exception_states": ExceptionState.choices,
-    }
-    if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "console/exceptions/list.html#exception-table", context)
-    return render(request, "console/exceptions/list.html", context)

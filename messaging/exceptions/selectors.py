@@ -16,6 +16,7 @@ from messaging.exceptions.models import (
     MessageException,
     Severity,
 )
+from tenants.selectors import in_environment
 
 UNRESOLVED = (ExceptionState.OPEN, ExceptionState.RETRYING)
 # "whose": the client's own queue, Busbar's, the DIP's or a market party's, or the signed-in
@@ -63,7 +64,10 @@ def filter_exceptions(
     filters: ExceptionFilter, *, now: dt.datetime | None = None
 ) -> QuerySet[MessageException]:
     f = filters.clean()
-    qs: QuerySet[MessageException] = MessageException.objects.all()
+    # An API key sees only its environment's exceptions, as with messages.
+    qs: QuerySet[MessageException] = in_environment(
+        MessageException.objects.all(), "connection__environment"
+    )
     if f.state != "all":
         qs = qs.filter(state=f.state)
     if f.category:
@@ -142,7 +146,12 @@ def queue_summary() -> list[dict[str, object]]:
 
 def get_exception(*, exception_id: int) -> MessageException | None:
     """One exception of the current tenant, or None (another tenant's looks the same)."""
-    return MessageException.objects.select_related("assignee__user").filter(id=exception_id).first()
+    return (
+        in_environment(MessageException.objects.all(), "connection__environment")
+        .select_related("assignee__user")
+        .filter(id=exception_id)
+        .first()
+    )
 
 
 def list_handling(*, exception_id: int) -> list[ExceptionHandling]:

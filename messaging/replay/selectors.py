@@ -5,10 +5,13 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from messaging.replay.models import Replay, ReplayState
+from tenants.selectors import in_environment
 
 
 def list_replays(*, state: str | None = None, limit: int = 100) -> list[Replay]:
-    qs: QuerySet[Replay] = Replay.objects.select_related("connection")
+    qs: QuerySet[Replay] = in_environment(
+        Replay.objects.select_related("connection"), "connection__environment"
+    )
     if state:
         qs = qs.filter(state=state)
     return list(qs.order_by("-requested_at", "-id")[:limit])
@@ -16,7 +19,11 @@ def list_replays(*, state: str | None = None, limit: int = 100) -> list[Replay]:
 
 def get_replay(*, replay_id: int) -> Replay | None:
     """One replay of the current tenant, or None (another tenant's looks the same)."""
-    return Replay.objects.select_related("connection").filter(id=replay_id).first()
+    return (
+        in_environment(Replay.objects.select_related("connection"), "connection__environment")
+        .filter(id=replay_id)
+        .first()
+    )
 
 
 def pending_count() -> int:

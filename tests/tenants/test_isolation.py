@@ -17,9 +17,11 @@ from messaging.events import endpoints as downstream
 from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
+from messaging.exceptions.models import ExceptionHandling, MessageException
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import DipExchange, EvidencePack, TenantValidationSettings
 from messaging.outbound import breaker, idempotency
+from messaging.replay.models import Replay
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
 from tenants.models import Channel, Connection, Membership, Notification, Tenant
@@ -86,6 +88,18 @@ def populate(world):
             )
             raise_exceptions(
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
+            )
+            # its handling history, and a replay request waiting for approval
+            ExceptionHandling.objects.create(
+                exception=MessageException.objects.get(), action="commented", actor=name
+            )
+            Replay.objects.create(
+                kind="inbound",
+                connection=Connection.objects.get(),
+                production=True,
+                reason_code="other",
+                reason_text=name,
+                requested_by=name,
             )
             TenantValidationSettings.objects.create()
             # outbound: a failure counted on the connection's breaker, a client's idempotency key
