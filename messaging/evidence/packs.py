@@ -26,11 +26,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import record_event
+from core.models import AuditEvent
 from core.tenancy import tenant_context
 from messaging.evidence import keys, verify_pack
 from messaging.evidence.ledger import _iso, entries_in_window, seal_until_current
 from messaging.evidence.merkle import root_and_proofs
-from messaging.exceptions.models import MessageException
+from messaging.exceptions.models import ExceptionHandling, MessageException
 from messaging.models import (
     EvidencePack,
     PackState,
@@ -39,6 +40,7 @@ from messaging.models import (
     SpecVersion,
     TenantValidationSettings,
 )
+from messaging.replay.models import Replay, ReplayState
 from messaging.store.ids import ID_EPOCH, id_floor, id_time
 from messaging.store.services import decompress
 from tenants.models import Certificate, Tenant
@@ -215,6 +217,65 @@ def _exceptions(pack: EvidencePack) -> Iterator[dict[str, Any]]:
             "created_at": _iso(exc.created_at),
             "resolved_at": _iso(exc.resolved_at),
             "resolution": exc.resolution,
+        }
+
+
+def _exception_handling(pack: EvidencePack) -> Iterator[dict[str, Any]]:
+    """People's handling of exceptions in the period: assignments, comments, resolutions and
+    reprocessing, each naming the audit event the ledger sealed for it."""
+    rows = ExceptionHandling.objects.filter(at__gte=pack.period_from, at__lt=pack.period_to)
+    if pack.interfaces:
+        rows = rows.filter(exception__interface_id__in=pack.interfaces)
+    for step in rows.select_related("exception").order_by("at", "id").iterator(chunk_size=CHUNK):
+        yield {
+            "id": step.id,
+            "exception": step.exception_id,
+            "message": step.exception.message_id,
+            "code": step.exception.code,
+            "action": step.action,
+            "audit_action": f"exception.{step.action}",
+            "actor": step.actor,
+            "at": _iso(step.at),
+            "text": step.text,
+            "detail": step.detail,
+            "audit_event": step.detail.get("audit_event"),
+        }
+
+
+def _replays(pack: EvidencePack) -> Iterator[dict[str, Any]]:
+    """Replays asked for in the period (or still waiting from before it): who asked and why,
+    the checks shown, who approved or refused, every message affected and the outcome, with the
+    audit events the ledger sealed for each step."""
+    rows = Replay.objects.filter(requested_at__lt=pack.period_to).filter(
+        Q(requested_at__gte=pack.period_from) | Q(state=ReplayState.PENDING)
+    )
+    for replay in rows.order_by("id").iterator(chunk_size=CHUNK):
+        events = AuditEvent.objects.filter(
+            object_type="replay", object_id=str(replay.id), action__startswith="replay."
+        ).order_by("occurred_at")
+        yield {
+            "id": replay.id,
+            "kind": replay.kind,
+            "connection": replay.connection_id,
+            "production": replay.production,
+            "reason_code": replay.reason_code,
+            "reason_text": replay.reason_text,
+            "selection": replay.selection,
+            "messages": list(replay.message_ids),
+            "interface": replay.interface_id,
+            "window": [_iso(replay.window_from), _iso(replay.window_to)],
+            "checks": replay.checks,
+            "state": replay.state,
+            "requested_by": replay.requested_by,
+            "requested_at": _iso(replay.requested_at),
+            "decided_by": replay.decided_by,
+            "decided_at": _iso(replay.decided_at),
+            "decision_note": replay.decision_note,
+            "outcome": replay.outcome,
+            "completed_at": _iso(replay.completed_at),
+            "audit_events": [
+                {"id": str(e.id), "action": e.action, "at": _iso(e.occurred_at)} for e in events
+            ],
         }
 
 
@@ -425,6 +486,8 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         writer.write_lines("findings.jsonl", _findings(pack, tid))
         _progress(pack, 50, "exceptions")
         writer.write_lines("exceptions.jsonl", _exceptions(pack))
+        writer.write_lines("exception_handling.jsonl", _exception_handling(pack))
+        writer.write_lines("replays.jsonl", _replays(pack))
         _progress(pack, 55, "certificates")
         writer.write_lines("certificates.jsonl", _certificates())
         _progress(pack, 60, "ledger and proofs")
@@ -460,6 +523,8 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
                 "messages": message_count,
                 "seals": writer.files["ledger/seals.jsonl"]["records"],
                 "ledger_entries": entry_count,
+                "exception_handling": writer.files["exception_handling.jsonl"]["records"],
+                "replays": writer.files["replays.jsonl"]["records"],
             },
             "files": {},
         }

@@ -224,6 +224,7 @@ def _verify_ledger(
         report.count("seals")
 
     sealed_raw: dict[int, dict] = {}
+    sealed_audit: dict[str, str] = {}
     for entry in _jsonl(pack, "ledger/entries.jsonl", report):
         found = seals.get(entry.get("seal", -1))
         record = entry.get("record", {})
@@ -240,9 +241,14 @@ def _verify_ledger(
         root = root_from_proof(leaf_hash(record), entry.get("index", -1), body["size"], proof)
         if root is None or root.hex() != body["root"]:
             report.fail(f"{label}: not included in seal {body['seq']} (its proof fails)")
+        elif record.get("source") == "audit":
+            sealed_audit[str(record.get("id"))] = str(record.get("action"))
         if record.get("source") == "raw":
             sealed_raw[record["id"]] = record
         report.count("ledger entries")
+
+    sealed_until = max((str(s["body"].get("to") or "") for s in seals.values()), default="")
+    _verify_operator_actions(pack, manifest, sealed_audit, sealed_until, report)
 
     included = set(manifest.get("raw_included", []))
     raw_cache: dict[int, bytes] = {}
@@ -276,6 +282,61 @@ def _verify_ledger(
             f"messages.jsonl: {report.checked.get('messages', 0)} messages, the manifest says"
             f" {expected}"
         )
+
+
+def _operator_actions(pack: zipfile.ZipFile, report: Report) -> Iterator[tuple[str, str, str, str]]:
+    """(where, audit event id, action, time) of every person's step the pack reports: the
+    handling of exceptions and each step of each replay."""
+    for step in _jsonl(pack, "exception_handling.jsonl", report):
+        yield (
+            f"exception {step.get('exception')} {step.get('action')}",
+            str(step.get("audit_event") or ""),
+            str(step.get("audit_action") or ""),
+            str(step.get("at") or ""),
+        )
+    for replay in _jsonl(pack, "replays.jsonl", report):
+        for event in replay.get("audit_events") or []:
+            yield (
+                f"replay {replay.get('id')} {event.get('action')}",
+                str(event.get("id") or ""),
+                str(event.get("action") or ""),
+                str(event.get("at") or ""),
+            )
+
+
+def _verify_operator_actions(
+    pack: zipfile.ZipFile,
+    manifest: dict,
+    sealed_audit: dict[str, str],
+    sealed_until: str,
+    report: Report,
+) -> None:
+    """Each exception-handling step and replay step names the audit event the ledger sealed for
+    it: that event must be a sealed entry with the same action. A step after the last seal in the
+    pack is reported as not yet sealed (sealing runs in batches), never as proven."""
+    counts = manifest.get("counts", {})
+    for name, key in (
+        ("exception_handling.jsonl", "exception_handling"),
+        ("replays.jsonl", "replays"),
+    ):
+        if key in counts and name not in manifest.get("files", {}):
+            report.fail(f"{name}: the manifest counts {counts[key]} records but lists no file")
+    pending = 0
+    for where, event_id, action, at in _operator_actions(pack, report):
+        if not event_id:
+            report.fail(f"{where}: names no audit event")
+            continue
+        sealed = sealed_audit.get(event_id)
+        if sealed is not None:
+            if sealed != action:
+                report.fail(f"{where}: its audit event {event_id} was sealed as {sealed!r}")
+            report.count("operator actions sealed")
+        elif sealed_until and at and at < sealed_until:
+            report.fail(f"{where}: its audit event {event_id} is not in the sealed ledger")
+        else:
+            pending += 1
+    if pending:
+        report.notes.append(f"{pending} operator action(s) after the last seal: not yet sealed")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,19 +61,9 @@ def _record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     tenant_id = get_current_tenant_id()
-    ExceptionHandling.objects.bulk_create(
-        ExceptionHandling(
-            exception=e,
-            action=action,
-            actor=by.name[:150],
-            actor_user_id=by.user_id,
-            text=text,
-            detail=detail or {},
-        )
-        for e in exceptions
-    )
+    rows: list[ExceptionHandling] = []
     for exc in exceptions:
-        record_event(
+        event = record_event(
             action=f"exception.{action}",
             actor=by.name,
             actor_user_id=by.user_id,
@@ -88,6 +78,18 @@ def _record(
                 **(detail or {}),
             },
         )
+        # The audit event is what the ledger seals; evidence packs tie the two by its id.
+        rows.append(
+            ExceptionHandling(
+                exception=exc,
+                action=action,
+                actor=by.name[:150],
+                actor_user_id=by.user_id,
+                text=text,
+                detail={**(detail or {}), "audit_event": str(event.id)},
+            )
+        )
+    ExceptionHandling.objects.bulk_create(rows)
     message_ids = sorted({e.message_id for e in exceptions if e.message_id is not None})
     if message_ids and tenant_id is not None:
         reason = f"exception {action}" + (f": {text}" if text else "")
