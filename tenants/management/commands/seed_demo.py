@@ -156,7 +156,11 @@ class Command(BaseCommand):
         files dipsim writes live only in a temporary folder until they are encrypted here."""
         for spec in DEMO:
             with tenant_context(demo_tenant_id(spec.slug)):
-                for connection in Connection.objects.select_related("identity"):
+                # acme's production connection (seed_operations) is not onboarded with dipsim:
+                # it exists to show four-eyes replays.
+                for connection in Connection.objects.select_related("identity").exclude(
+                    environment=Environment.PRD
+                ):
                     identity = connection.identity
                     dcp = []
                     if connection.dcp_id:
