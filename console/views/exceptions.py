@@ -38,7 +38,7 @@ PAGE = 200
 
 
 def _membership(request: HttpRequest) -> Membership:
-    return request.membership  # type: ignore[attr-defined, no-any-return]
+    return request.membership  # type: ignore[attr-defined]
 
 
 def _may_see(request: HttpRequest) -> bool:
@@ -227,10 +227,11 @@ def exception_bulk(request: HttpRequest) -> HttpResponse:
             "changed": bool(confirmed),
             "back": back,
         }
-        template = "console/exceptions/_bulk_confirm.html"
-        return render(
-            request, template if request.htmx else "console/exceptions/bulk.html", context
-        )  # type: ignore[attr-defined]
+        fragment = request.htmx  # type: ignore[attr-defined]
+        template = (
+            "console/exceptions/_bulk_confirm.html" if fragment else "console/exceptions/bulk.html"
+        )
+        return render(request, template, context)
     try:
         messages.success(request, _act(request, selected))
     except HandlingRefused as exc:

@@ -27,7 +27,7 @@ from tenants.models import Channel, Connection, Membership, Role
 
 
 def _membership(request: HttpRequest) -> Membership:
-    return request.membership  # type: ignore[attr-defined, no-any-return]
+    return request.membership  # type: ignore[attr-defined]
 
 
 def _has(request: HttpRequest, *roles: str) -> bool:

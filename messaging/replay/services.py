@@ -572,6 +572,7 @@ def _run_outbound(replay: Replay) -> dict[str, Any]:
             }
             _mark(replay, [message.id], "resent with the same reference")
             continue
+        assert message.channel_id is not None  # the checks block a replay without a channel
         channel = Channel.objects.get(id=message.channel_id)
         [new_id] = submit_messages(
             channel=channel,
@@ -595,7 +596,7 @@ def _run_outbound(replay: Replay) -> dict[str, Any]:
             f"sent again as message {new_id} with new reference {new.sender_unique_reference}",
         )
         store.note_on_timeline(
-            tenant_id=replay.tenant_id,
+            tenant_id=str(replay.tenant_id),
             message_ids=[new_id],
             actor=f"replay {replay.id}",
             reason=f"replay of message {message.id}",

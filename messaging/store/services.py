@@ -702,6 +702,13 @@ def note_on_timeline(
     many messages got the note; ids that name no message of the tenant are skipped."""
     if not message_ids:
         return 0
+    params: dict[str, Any] = {
+        "tenant": str(tenant_id),
+        "ids": list(message_ids),
+        "actor": actor[:150],
+        "reason": reason[:500],
+        "detail": Jsonb(detail) if detail is not None else None,
+    }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
@@ -710,12 +717,6 @@ def note_on_timeline(
             SELECT tenant_id, id, state, state, %(actor)s, %(reason)s, %(detail)s
             FROM messaging_message WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)
             """,
-            {
-                "tenant": str(tenant_id),
-                "ids": list(message_ids),
-                "actor": actor[:150],
-                "reason": reason[:500],
-                "detail": Jsonb(detail) if detail is not None else None,
-            },
+            params,
         )
         return cursor.rowcount

@@ -52,7 +52,7 @@ def _store(connection: Connection, payloads: list[dict[str, Any]], tag: str) -> 
         )
         position += len(item) + 1
     stored = store.store_inbound_delivery(
-        tenant_id=connection.tenant_id,
+        tenant_id=str(connection.tenant_id),
         connection_id=connection.id,
         channel_id=None,
         body=body,
