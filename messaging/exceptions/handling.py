@@ -300,6 +300,6 @@ def reprocess_exceptions(*, exception_ids: Sequence[int], by: Operator) -> Repro
                     [r for r in handled if r.id in ids],
                     action=HandlingAction.REPROCESSED,
                     by=by,
-                    detail={"outcome": outcome, "message_state": None},
+                    detail={"outcome": outcome},
                 )
     return report
