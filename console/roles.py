@@ -33,6 +33,7 @@ AREAS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
     ("messages", "console:messages", "Messages", METADATA_ROLES),
     ("outbound", "console:outbound", "Outbound", METADATA_ROLES),
     ("exceptions", "console:exceptions", "Exceptions", METADATA_ROLES),
+    ("replays", "console:replays", "Replays", METADATA_ROLES),
     ("reconciliation", "console:reconciliation", "Reconciliation", None),
     ("certificates", "console:certificates", "Certificates", None),
     ("evidence", "console:evidence", "Evidence", EVIDENCE_ROLES),

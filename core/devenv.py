@@ -570,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
         manage(env, "seed_demo", "--dip-base-url", dip_url,
                "--dipsim-ca", str(dipsim_ca), "--dipsim-data", str(dipsim_data))
         manage(env, "seed_sample_clients", str(logs / "sampleclients.json"))  # events
+        manage(env, "seed_operations")  # exceptions and a replay waiting for approval
 
         def start(name: str, command: list[str]) -> None:
             out = (logs / f"{name}.log").open("ab")

@@ -19,9 +19,11 @@ from drf_spectacular.views import (
 from core import health
 from messaging import api as messaging_api
 from messaging.events import api as events_api
+from messaging.exceptions import api as exceptions_api
 from messaging.inbound import api as inbound_api
 from messaging.outbound import api as outbound_api
 from messaging.reconciliation import api as reconciliation_api
+from messaging.replay import api as replay_api
 from tenants import api as tenant_api
 from tenants import certificate_api
 
@@ -105,7 +107,14 @@ api_patterns = [
         inbound_api.MessageDetailApi.as_view(),
         name="message-detail",
     ),
-    path("exceptions/", inbound_api.ExceptionListApi.as_view(), name="exception-list"),
+    path("exceptions/", exceptions_api.ExceptionListApi.as_view(), name="exception-list"),
+    path(
+        "exceptions/<int:exception_id>/",
+        exceptions_api.ExceptionDetailApi.as_view(),
+        name="exception-detail",
+    ),
+    path("replays/", replay_api.ReplayListApi.as_view(), name="replay-list"),
+    path("replays/<int:replay_id>/", replay_api.ReplayDetailApi.as_view(), name="replay-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

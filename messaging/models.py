@@ -142,6 +142,8 @@ class Message(TenantOwned):
     state_changed_at = models.DateTimeField(db_default=Now())
     swept_at = models.DateTimeField(null=True)
     last_error = models.TextField(default="")
+    # Set when a replay sent it again (messaging.replay); the replay record says who and why.
+    replayed_at = models.DateTimeField(null=True)
 
     class Meta:
         db_table = "messaging_message"
@@ -544,8 +546,9 @@ class BreakGlassGrant(TenantOwned):
 
 # The stage packages' tables, imported here so that Django finds them in the messaging app.
 from messaging.events.models import Delivery, DeliveryAttempt, Event  # noqa: E402, F401
-from messaging.exceptions.models import MessageException  # noqa: E402, F401
+from messaging.exceptions.models import ExceptionHandling, MessageException  # noqa: E402, F401
 from messaging.reconciliation.models import ReconciliationResult  # noqa: E402, F401
+from messaging.replay.models import Replay  # noqa: E402, F401
 from messaging.validation.models import KeyVersion as KeyVersion  # noqa: E402
 from messaging.validation.models import SpecSchema as SpecSchema  # noqa: E402
 from messaging.validation.models import SpecVersion as SpecVersion  # noqa: E402

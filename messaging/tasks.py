@@ -159,11 +159,13 @@ from messaging.events.tasks import deliver_due_task, sweep_deliveries_task  # no
 # Celery discovers ``messaging.tasks`` only: the stage packages' tasks register by being imported.
 # Downstream delivery's tasks live with their package; importing them here registers them.
 from messaging.inbound import tasks as inbound_tasks  # noqa: E402
+from messaging.replay import tasks as replay_tasks  # noqa: E402
 
 __all__ = [
     "deliver_due_task",
     "ensure_partitions_task",
     "inbound_tasks",
+    "replay_tasks",
     "rotate_certificate_task",
     "sweep_deliveries_task",
     "sweep_task",

@@ -48,7 +48,10 @@ from core.tenancy import tenant_context
 from messaging.events import endpoints as downstream
 from messaging.events import services as events
 from messaging.evidence import packs
+from messaging.exceptions.models import MessageException
+from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import BreakGlassGrant, Event, EvidencePack, PackState
+from messaging.replay.models import Replay
 from messaging.store import services as store
 from tenants import certificates, services
 from tenants.enrolment import hash_token
@@ -106,6 +109,17 @@ console:message-detail           GET   acme  login ok    ok    ok    ok    403  
 console:message-detail           GET   globex login 404  404   404   404   403   404   ok    403   403
 console:exceptions               GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:exceptions-export        GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:exception-bulk           POST  -     login 403   403   ok    403   403   403   403   403   403
+console:exception-detail         GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
+console:exception-detail         GET   globex login 404  404   404   404   403   404   ok    403   403
+console:exception-act            POST  acme  login 403   403   ok    403   403   403   403   403   403
+console:exception-act            POST  globex login 403  403   404   403   403   403   403   403   403
+console:replays                  GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
+console:replay-new               POST  -     login 403   403   ok    403   403   403   403   403   403
+console:replay-detail            GET   acme  login ok    ok    ok    ok    403   ok    404   403   403
+console:replay-detail            GET   globex login 404  404   404   404   403   404   ok    403   403
+console:replay-decide            POST  acme  login 403   403   403   ok    403   403   403   403   403
+console:replay-decide            POST  globex login 403  403   403   404   403   403   403   403   403
 console:outbound                 GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:outbound-export          GET   -     login ok    ok    ok    ok    403   ok    ok    403   403
 console:outbound-submit          POST  -     login 403   403   ok    403   403   403   403   403   403
@@ -219,6 +233,11 @@ messages_list                -      401  401     ok    ok    403    ok    ok    
 messages_read                acme   401  401     ok    ok    403    404   404   401
 messages_read                globex 401  401     404   404   404    404   ok    401
 exceptions_list              -      401  401     ok    ok    403    ok    ok    401
+exception_retrieve           acme   401  401     ok    ok    403    404   404   401
+exception_retrieve           globex 401  401     404   404   403    404   ok    401
+replays_list                 -      401  401     ok    ok    403    ok    ok    401
+replay_retrieve              acme   401  401     ok    ok    403    404   404   401
+replay_retrieve              globex 401  401     404   404   403    404   ok    401
 events_list                  -      401  401     ok    ok    403    ok    ok    401
 event_retrieve               acme   401  401     ok    ok    403    ok    404   401
 event_retrieve               globex 401  401     404   404   403    404   ok    401
@@ -392,6 +411,28 @@ def tenant_objects(matrix: Matrix, owner: str, *, invitee: Any, enrollee: Any, v
         ],
     )
     matrix.objects["message_id", owner] = stored.message_ids[0]
+    # An exception on that message and a production-style replay request waiting for approval.
+    raise_exceptions(
+        specs=[
+            ExceptionSpec(
+                code="CTX-ENVIRONMENT",
+                title="matrix",
+                category="market_operations",
+                message_id=stored.message_ids[0],
+                connection_id=connection.id,
+            )
+        ]
+    )
+    matrix.objects["exception_id", owner] = MessageException.objects.get().id
+    matrix.objects["replay_id", owner] = Replay.objects.create(
+        kind="inbound",
+        connection=connection,
+        production=True,
+        reason_code="other",
+        reason_text="matrix",
+        message_ids=stored.message_ids,
+        requested_by="matrix",
+    ).id
     # The outbound pages name an outbound message (an inbound id would be a 404 for everyone).
     _, (outbound_id,) = store.store_outbound_messages(
         tenant_id=connection.tenant_id,

@@ -20,12 +20,13 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from console.roles import ACTIVITY_ROLES, mask, mask_mpans_in, may_open, may_see_content
+from console.views.exceptions import exception_filter
 from console.views.home import tenant_required
 from console.views.messages import message_filter
 from core.audit import record_event
 from core.models import AuditEvent
 from core.tenancy import tenant_context
-from messaging.exceptions.models import Category, ExceptionState, MessageException
+from messaging.exceptions.selectors import filter_exceptions
 from messaging.inbound.selectors import filter_messages
 from messaging.models import Message
 from messaging.store.states import OutboundState
@@ -186,15 +187,11 @@ EXCEPTION_COLUMNS = [
 def exceptions_export(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if not may_open(request.membership, "exceptions"):  # type: ignore[attr-defined]
         return _refuse(request, "a role that handles messages")
-    qs = MessageException.objects.order_by("-created_at", "-id")
-    state = request.GET.get("state", ExceptionState.OPEN)
-    category = request.GET.get("category", "")
-    if state in ExceptionState.values:
-        qs = qs.filter(state=state)
-    if category in Category.values:
-        qs = qs.filter(category=category)
+    # The same filter as the exceptions page (state, category, severity, whose, past SLA).
+    filters = exception_filter(request, request.GET)
+    qs = filter_exceptions(filters).order_by("-created_at", "-id")
     content = may_see_content(request.membership)  # type: ignore[attr-defined]
-    _record(request, "exceptions", {"state": state, "category": category, "masked": not content})
+    _record(request, "exceptions", {**filters.as_params(), "masked": not content})
     title = EXCEPTION_COLUMNS.index("title")
 
     def rows() -> Iterator[list[Any]]:

@@ -12,8 +12,6 @@ from django.shortcuts import render
 
 from console.roles import METADATA_ROLES, may_see_content
 from console.views.home import tenant_required
-from messaging.exceptions.models import Category, ExceptionState, MessageException
-from messaging.exceptions.selectors import list_exceptions
 from messaging.inbound.selectors import (
     MessageFilter,
     get_message_detail,
@@ -119,36 +117,3 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
             "linked": list_linked_messages(message=detail.message),
         },
     )
-
-
-def exception_filter(q: QueryDict) -> tuple[str, str]:
-    state = q.get("state", ExceptionState.OPEN)
-    category = q.get("category", "")
-    return state, category
-
-
-def exceptions_matching(q: QueryDict, *, limit: int) -> list[MessageException]:
-    state, category = exception_filter(q)
-    return list_exceptions(
-        state=state if state in ExceptionState.values else None,
-        category=category if category in Category.values else None,
-        limit=limit,
-    )
-
-
-@tenant_required
-def exception_list(request: HttpRequest) -> HttpResponse:
-    if not _may(request, METADATA_ROLES):
-        return _refuse(request)
-    state, category = exception_filter(request.GET)
-    context = {
-        "exceptions": exceptions_matching(request.GET, limit=200),
-        "state": state,
-        "category": category,
-        "categories": Category.choices,
-        "exception_states": ExceptionState.choices,
-        "export_query": request.GET.urlencode(),
-    }
-    if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "console/exceptions/list.html#exception-table", context)
-    return render(request, "console/exceptions/list.html", context)

@@ -32,7 +32,7 @@ from messaging import breakglass
 from messaging.evidence import keys, verify_pack
 from messaging.evidence.ledger import _iso, entries_in_window, seal_until_current
 from messaging.evidence.merkle import root_and_proofs
-from messaging.exceptions.models import MessageException
+from messaging.exceptions.models import ExceptionHandling, MessageException
 from messaging.models import (
     BreakGlassGrant,
     EvidencePack,
@@ -43,6 +43,7 @@ from messaging.models import (
     TenantValidationSettings,
 )
 from messaging.reconciliation.models import ReconciliationResult
+from messaging.replay.models import Replay, ReplayState
 from messaging.store.ids import ID_EPOCH, id_floor, id_time
 from messaging.store.services import decompress
 from tenants.models import Certificate, Tenant
@@ -314,6 +315,65 @@ def _open_reconciliation_items(pack: EvidencePack) -> list[dict[str, Any]]:
     ]
 
 
+def _exception_handling(pack: EvidencePack) -> Iterator[dict[str, Any]]:
+    """People's handling of exceptions in the period: assignments, comments, resolutions and
+    reprocessing, each naming the audit event the ledger sealed for it."""
+    rows = ExceptionHandling.objects.filter(at__gte=pack.period_from, at__lt=pack.period_to)
+    if pack.interfaces:
+        rows = rows.filter(exception__interface_id__in=pack.interfaces)
+    for step in rows.select_related("exception").order_by("at", "id").iterator(chunk_size=CHUNK):
+        yield {
+            "id": step.id,
+            "exception": step.exception_id,
+            "message": step.exception.message_id,
+            "code": step.exception.code,
+            "action": step.action,
+            "audit_action": f"exception.{step.action}",
+            "actor": step.actor,
+            "at": _iso(step.at),
+            "text": step.text,
+            "detail": step.detail,
+            "audit_event": step.detail.get("audit_event"),
+        }
+
+
+def _replays(pack: EvidencePack) -> Iterator[dict[str, Any]]:
+    """Replays asked for in the period (or still waiting from before it): who asked and why,
+    the checks shown, who approved or refused, every message affected and the outcome, with the
+    audit events the ledger sealed for each step."""
+    rows = Replay.objects.filter(requested_at__lt=pack.period_to).filter(
+        Q(requested_at__gte=pack.period_from) | Q(state=ReplayState.PENDING)
+    )
+    for replay in rows.order_by("id").iterator(chunk_size=CHUNK):
+        events = AuditEvent.objects.filter(
+            object_type="replay", object_id=str(replay.id), action__startswith="replay."
+        ).order_by("occurred_at")
+        yield {
+            "id": replay.id,
+            "kind": replay.kind,
+            "connection": replay.connection_id,
+            "production": replay.production,
+            "reason_code": replay.reason_code,
+            "reason_text": replay.reason_text,
+            "selection": replay.selection,
+            "messages": list(replay.message_ids),
+            "interface": replay.interface_id,
+            "window": [_iso(replay.window_from), _iso(replay.window_to)],
+            "checks": replay.checks,
+            "state": replay.state,
+            "requested_by": replay.requested_by,
+            "requested_at": _iso(replay.requested_at),
+            "decided_by": replay.decided_by,
+            "decided_at": _iso(replay.decided_at),
+            "decision_note": replay.decision_note,
+            "outcome": replay.outcome,
+            "completed_at": _iso(replay.completed_at),
+            "audit_events": [
+                {"id": str(e.id), "action": e.action, "at": _iso(e.occurred_at)} for e in events
+            ],
+        }
+
+
 def _spec_versions() -> dict[str, Any]:
     """The DIP specification versions in force: the tenant's pin, else the default, else
     Busbar's own schemas; and every imported version with its digest."""
@@ -576,6 +636,8 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         writer.write_lines("findings.jsonl", _findings(pack, tid))
         _progress(pack, 50, "exceptions")
         writer.write_lines("exceptions.jsonl", _exceptions(pack))
+        writer.write_lines("exception_handling.jsonl", _exception_handling(pack))
+        writer.write_lines("replays.jsonl", _replays(pack))
         _progress(pack, 52, "reconciliation")
         statuses: Counter[str] = Counter()
         writer.write_lines("reconciliation.jsonl", _reconciliation(pack, statuses))
@@ -626,6 +688,8 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
                 "break_glass": len(break_glass),
                 "reconciliation_results": writer.files["reconciliation.jsonl"]["records"],
                 "reconciliation_open_items": len(open_items),
+                "exception_handling": writer.files["exception_handling.jsonl"]["records"],
+                "replays": writer.files["replays.jsonl"]["records"],
             },
             "reconciliation": {"by_status": dict(sorted(statuses.items()))},
             "files": {},

@@ -247,6 +247,9 @@ def _verify_ledger(
             sealed_audit[str(record.get("id"))] = record
         report.count("ledger entries")
 
+    sealed_until = max((str(s["body"].get("to") or "") for s in seals.values()), default="")
+    _verify_operator_actions(pack, manifest, sealed_audit, sealed_until, report)
+
     included = set(manifest.get("raw_included", []))
     raw_cache: dict[int, bytes] = {}
     for message in _jsonl(pack, "messages.jsonl", report):
@@ -302,6 +305,63 @@ def _verify_break_glass(
             if sealed.get(field_name) != access.get(field_name):
                 report.fail(f"{label}: its {field_name} differs from the sealed audit event")
         report.count("break-glass accesses")
+
+
+def _operator_actions(pack: zipfile.ZipFile, report: Report) -> Iterator[tuple[str, str, str, str]]:
+    """(where, audit event id, action, time) of every person's step the pack reports: the
+    handling of exceptions and each step of each replay."""
+    for step in _jsonl(pack, "exception_handling.jsonl", report):
+        yield (
+            f"exception {step.get('exception')} {step.get('action')}",
+            str(step.get("audit_event") or ""),
+            str(step.get("audit_action") or ""),
+            str(step.get("at") or ""),
+        )
+    for replay in _jsonl(pack, "replays.jsonl", report):
+        for event in replay.get("audit_events") or []:
+            yield (
+                f"replay {replay.get('id')} {event.get('action')}",
+                str(event.get("id") or ""),
+                str(event.get("action") or ""),
+                str(event.get("at") or ""),
+            )
+
+
+def _verify_operator_actions(
+    pack: zipfile.ZipFile,
+    manifest: dict,
+    sealed_audit: dict[str, dict],
+    sealed_until: str,
+    report: Report,
+) -> None:
+    """Each exception-handling step and replay step names the audit event the ledger sealed for
+    it: that event must be a sealed entry with the same action. A step after the last seal in the
+    pack is reported as not yet sealed (sealing runs in batches), never as proven."""
+    counts = manifest.get("counts", {})
+    for name, key in (
+        ("exception_handling.jsonl", "exception_handling"),
+        ("replays.jsonl", "replays"),
+    ):
+        if key in counts and name not in manifest.get("files", {}):
+            report.fail(f"{name}: the manifest counts {counts[key]} records but lists no file")
+    pending = 0
+    for where, event_id, action, at in _operator_actions(pack, report):
+        if not event_id:
+            report.fail(f"{where}: names no audit event")
+            continue
+        sealed = sealed_audit.get(event_id)
+        if sealed is not None:
+            if sealed.get("action") != action:
+                report.fail(
+                    f"{where}: its audit event {event_id} was sealed as {sealed.get('action')!r}"
+                )
+            report.count("operator actions sealed")
+        elif sealed_until and at and at < sealed_until:
+            report.fail(f"{where}: its audit event {event_id} is not in the sealed ledger")
+        else:
+            pending += 1
+    if pending:
+        report.notes.append(f"{pending} operator action(s) after the last seal: not yet sealed")
 
 
 def main(argv: list[str] | None = None) -> int:

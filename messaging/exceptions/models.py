@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from tenants.models import Connection, TenantOwned
+from tenants.models import Connection, Membership, TenantOwned
 
 
 class Category(models.TextChoices):
@@ -33,6 +33,26 @@ class ExceptionState(models.TextChoices):
     OPEN = "open", "Open"
     RETRYING = "retrying", "Retrying"
     RESOLVED = "resolved", "Resolved"
+
+
+class ResolutionCode(models.TextChoices):
+    """How an exception was closed: a fixed list, so the queue's history can be counted."""
+
+    CORRECTED_AND_REPROCESSED = "corrected_reprocessed", "Corrected and reprocessed"
+    RESENT_BY_SENDER = "resent_by_sender", "Sender sent a corrected message"
+    REPLAYED = "replayed", "Replayed"
+    RAISED_WITH_MARKET_PARTY = "raised_with_party", "Raised with the DIP or market party"
+    ACCEPTED_AS_IS = "accepted_as_is", "Accepted as is (no action needed)"
+    DUPLICATE = "duplicate", "Duplicate of another exception"
+    WITHDRAWN = "withdrawn", "Message withdrawn or superseded"
+    AUTOMATIC = "automatic", "Resolved automatically (the message later succeeded)"
+
+
+class HandlingAction(models.TextChoices):
+    ASSIGNED = "assigned", "Assigned"
+    COMMENTED = "commented", "Commented"
+    RESOLVED = "resolved", "Resolved"
+    REPROCESSED = "reprocessed", "Reprocessed"
 
 
 class MessageException(TenantOwned):
@@ -68,6 +88,13 @@ class MessageException(TenantOwned):
     updated_at = models.DateTimeField(auto_now=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=300, blank=True)
+    resolution_code = models.CharField(max_length=24, choices=ResolutionCode.choices, blank=True)
+    # When it should be resolved by (``messaging.exceptions.sla``), set when it is raised.
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    assignee = models.ForeignKey(
+        Membership, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "messaging_exception"
@@ -92,3 +119,24 @@ class MessageException(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.code} {self.title}"
+
+
+class ExceptionHandling(TenantOwned):
+    """One step of a person handling an exception (assignment, comment, resolution, reprocess):
+    its history, kept for evidence. Append-only by use; the audit log carries the same step."""
+
+    id = models.BigAutoField(primary_key=True)
+    exception = models.ForeignKey(MessageException, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=12, choices=HandlingAction.choices)
+    actor = models.CharField(max_length=150)
+    actor_user_id = models.BigIntegerField(null=True, blank=True)
+    text = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "messaging_exception_handling"
+        indexes = [models.Index(fields=["tenant", "exception", "at"], name="exception_handling")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}"

@@ -15,15 +15,18 @@ from messaging.exceptions.models import (
     Category,
     ExceptionState,
     MessageException,
+    ResolutionCode,
     Severity,
 )
+from messaging.exceptions.sla import sla_due
 
 # Where each category lands by default, and whose it is to act (DESIGN section 4, step 5).
 ROUTES: dict[str, tuple[str, str]] = {
     Category.TECHNICAL: ("provider-support", Actor.PROVIDER),
     Category.MARKET_OPERATIONS: ("market-operations", Actor.MARKET_PARTY),
     Category.DATA_QUALITY: ("client-data-quality", Actor.CLIENT),
-    Category.AWAITING_DEPENDENCY: ("awaiting-dependency", Actor.CLIENT),
+    # The message it waits for comes from another market party; retried automatically.
+    Category.AWAITING_DEPENDENCY: ("awaiting-dependency", Actor.MARKET_PARTY),
 }
 
 
@@ -44,6 +47,7 @@ class ExceptionSpec:
     dependency_key: str = ""
     to_act: str | None = None
     owner_queue: str | None = None
+    direction: str = "in"
 
 
 @transaction.atomic
@@ -51,6 +55,7 @@ def raise_exceptions(*, specs: Iterable[ExceptionSpec]) -> int:
     """Record failures as open exceptions, one per (message, code): a failure already open is
     counted again (``occurrences``) rather than duplicated. Returns how many were new."""
     created = 0
+    now = timezone.now()
     for spec in specs:
         queue, actor = ROUTES[spec.category]
         open_one = MessageException.objects.filter(
@@ -74,6 +79,8 @@ def raise_exceptions(*, specs: Iterable[ExceptionSpec]) -> int:
             title=spec.title[:300],
             detail=dict(spec.detail or {}),
             dependency_key=spec.dependency_key[:200],
+            direction=spec.direction,
+            sla_due_at=sla_due(category=spec.category, severity=spec.severity, raised_at=now),
         )
         created += 1
     return created
@@ -88,6 +95,7 @@ def resolve_exceptions(*, message_ids: Iterable[int], resolution: str) -> int:
         state=ExceptionState.RESOLVED,
         resolved_at=timezone.now(),
         resolution=resolution[:300],
+        resolution_code=ResolutionCode.AUTOMATIC,
         updated_at=timezone.now(),
     )
 

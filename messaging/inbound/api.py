@@ -1,5 +1,5 @@
 """The same reads as the console, for client systems (``read`` scope): messages searched by what
-they are known by, one message with its timeline, findings and payload, and the exception queue."""
+they are known by, one message with its timeline, findings and payload, and the exception queue (``messaging.exceptions.api``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging.exceptions.selectors import list_exceptions
 from messaging.inbound.selectors import MessageFilter, get_message_detail, list_messages
 from messaging.outbound.api import MessageDetailApi as OutboundMessageDetailApi
 from messaging.outbound.api import ReadOrSubmit, outbound_message_response
@@ -138,43 +137,4 @@ class MessageDetailApi(APIView):
         )  # fmt: skip
 
 
-class ExceptionListApi(APIView):
-    """The exception queue (open ones by default; ``state=all`` for every one)."""
-
-    permission_classes = [HasScope]
-    required_scope = ApiScope.READ
-
-    class ExceptionOutput(serializers.Serializer):
-        id = serializers.IntegerField()
-        message_id = serializers.IntegerField(allow_null=True)
-        interface_id = serializers.CharField()
-        transaction_id = serializers.CharField()
-        category = serializers.CharField()
-        severity = serializers.CharField()
-        owner_queue = serializers.CharField()
-        to_act = serializers.CharField()
-        code = serializers.CharField()
-        title = serializers.CharField()
-        state = serializers.CharField()
-        occurrences = serializers.IntegerField()
-        created_at = serializers.DateTimeField()
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("state", str, description="open (default), retrying, resolved, all"),
-            OpenApiParameter("category", str),
-        ],
-        responses=ExceptionOutput(many=True),
-        operation_id="exceptions_list",
-    )
-    def get(self, request: Request) -> Response:
-        state = request.query_params.get("state", "open")
-        rows = list_exceptions(
-            state=None if state == "all" else state,
-            category=request.query_params.get("category") or None,
-            limit=PAGE_SIZE,
-        )
-        return Response(self.ExceptionOutput(rows, many=True).data)
-
-
-__all__ = ["ExceptionListApi", "MessageDetailApi", "MessageListApi"]
+__all__ = ["MessageDetailApi", "MessageListApi"]

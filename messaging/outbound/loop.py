@@ -19,6 +19,7 @@ from uuid import UUID
 from django.db import transaction
 
 from messaging.dip import Action, describe, parse_code
+from messaging.exceptions.routing import raise_outbound_exceptions
 from messaging.models import Message
 from messaging.store import services as store
 from messaging.store.states import OutboundState
@@ -95,6 +96,10 @@ def _move(
         direction="outbound",
         reset_attempts=False,
     )
+    if moved and to_state == OutboundState.REJECTED:
+        raise_outbound_exceptions(
+            tenant_id=tenant_id, message_ids=moved, to_state=to_state, reason=reason, detail=detail
+        )
     if moved:
         publish_state_changes(tenant_id=tenant_id, message_ids=moved, state=to_state, reason=reason)
     return moved

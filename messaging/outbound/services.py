@@ -33,6 +33,7 @@ from messaging import credentials
 from messaging.dip import Action, DipTransportError, SubmitResult, describe
 from messaging.dip.envelope import EnvelopeError, schema_version_for
 from messaging.exceptions.models import Actor, Category
+from messaging.exceptions.routing import raise_outbound_exceptions
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import ConnectionBreaker, Message
 from messaging.outbound import breaker, clock, loop, ratelimit
@@ -383,6 +384,10 @@ def _move(
         error=error,
         reset_attempts=False,
     )
+    if moved and to_state in (OutboundState.REJECTED, OutboundState.FAILED):
+        raise_outbound_exceptions(
+            tenant_id=tenant_id, message_ids=moved, to_state=to_state, reason=reason, detail=detail
+        )
     if moved and to_state in PUBLISHED:
         loop.publish_state_changes(
             tenant_id=tenant_id, message_ids=moved, state=to_state, reason=reason[:500]

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.audit import record_event
+from messaging.exceptions.sla import past_sla_queryset
 from messaging.models import BreakerState, ConnectionBreaker
 from messaging.reconciliation.controls import CONTROLS, Verdict
 from messaging.reconciliation.models import Control, ReconciliationResult, ResultStatus
@@ -24,6 +25,7 @@ from tenants.models import CircuitState, DownstreamEndpoint, Role
 logger = logging.getLogger(__name__)
 
 OPERATIONS_ROLES = [Role.TENANT_ADMIN, Role.MESSAGE_OPERATOR]
+PAST_SLA_CONDITION = "exceptions_past_sla"
 
 
 def run_reconciliation(
@@ -61,6 +63,7 @@ def run_reconciliation(
         if Control.CADENCE in names:
             notify_quiet_channels(results=results, now=now)
         notify_open_circuits(now=now)
+        notify_exceptions_past_sla(now=now)
         gaps = [r for r in results if r.control == Control.DIP_RECORD and r.detail.get("requeued")]
         for result in gaps:
             record_event(
@@ -132,6 +135,33 @@ def notify_quiet_channels(*, results: list[ReconciliationResult], now: datetime)
             )
         else:
             notices.clear(condition=condition, now=now)
+
+
+def notify_exceptions_past_sla(*, now: datetime) -> None:
+    """Unresolved exceptions past their SLA notify the people who handle them: one notice for
+    the tenant naming how many and the most overdue (one per exception would bury a busy desk),
+    repeated at the notice service's interval while any stays overdue, cleared when none does.
+    Runs inside the tenant's context."""
+    overdue = past_sla_queryset(now)
+    count = overdue.count()
+    if not count:
+        notices.clear(condition=PAST_SLA_CONDITION, now=now)
+        return
+    lines = [
+        f"- {exc.code} {exc.interface_id} due {exc.sla_due_at:%Y-%m-%d %H:%M} UTC"
+        f" ({exc.get_to_act_display()} to act): {exc.title[:120]}"
+        for exc in overdue[:5]
+        if exc.sla_due_at
+    ]
+    notices.notify(
+        condition=PAST_SLA_CONDITION,
+        roles=[Role.MESSAGE_OPERATOR, Role.TENANT_ADMIN],
+        level="critical" if overdue.filter(severity="fatal").exists() else "warning",
+        title=f"{count} exception{'s' if count != 1 else ''} past {'their' if count != 1 else 'its'} SLA",
+        body="The most overdue:\n" + "\n".join(lines) + "\nSee the Exceptions page, Past SLA.",
+        object_type="exception",
+        now=now,
+    )
 
 
 def notify_open_circuits(*, now: datetime) -> None:

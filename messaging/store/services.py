@@ -1030,3 +1030,36 @@ def ensure_partitions(*, months_ahead: int = 3) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT busbar_ensure_partitions(%s)", [months_ahead])
         return int(cursor.fetchone()[0])
+
+
+def note_on_timeline(
+    *,
+    tenant_id: UUID | str,
+    message_ids: Sequence[int],
+    actor: str,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """Append a timeline row that moves nothing (``from_state = to_state``, the message's current
+    state): what a person did about the message (assigned, commented, replayed). Returns how
+    many messages got the note; ids that name no message of the tenant are skipped."""
+    if not message_ids:
+        return 0
+    params: dict[str, Any] = {
+        "tenant": str(tenant_id),
+        "ids": list(message_ids),
+        "actor": actor[:150],
+        "reason": reason[:500],
+        "detail": Jsonb(detail) if detail is not None else None,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO messaging_transition (tenant_id, message_id, from_state, to_state, actor,
+                                              reason, detail)
+            SELECT tenant_id, id, state, state, %(actor)s, %(reason)s, %(detail)s
+            FROM messaging_message WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)
+            """,
+            params,
+        )
+        return cursor.rowcount

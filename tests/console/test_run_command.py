@@ -513,3 +513,70 @@ def test_the_demo_runs_reconciliation_and_holds_a_production_change_awaiting_app
     assert len(pending) == 1
     assert "Approve and apply" in pending[0]
     assert "UIT sign-off complete" in pending[0]
+
+
+def test_bob_triages_an_exception_and_asks_for_a_replay_that_alice_approves(
+    running_busbar, browser
+):
+    """Two people in two browsers: bob (message operator) takes the exception that is acme's own
+    to act on, comments and resolves it; he asks for a production replay, sees the checks first,
+    and cannot approve it himself; alice (approver) approves it and the worker runs it."""
+    url = running_busbar.url
+    bob = running_busbar.page(browser)
+    sign_in(bob, url, "bob")
+    bob.goto(url + "exceptions/")
+    yours = bob.locator("[data-whose=yours]")
+    assert yours.get_attribute("data-count") == "1"  # the demo's one exception that is acme's
+    yours.click()
+    bob.wait_for_url("**whose=yours")
+    bob.locator("#exception-table tbody tr[data-to-act=client] a").first.click()
+    bob.wait_for_url("**/exceptions/*/")
+    assert "BUS-NEGATIVE-CONSUMPTION" in bob.locator("h1").inner_text()
+    bob.select_option("[data-testid=assignee]", label="bob")
+    bob.click("button:has-text('Assign')")
+    assert bob.locator("[data-testid=exception-assignee]").inner_text() == "bob"
+    bob.fill("textarea[name=text] >> nth=0", "asked billing whether the reading is a refund")
+    bob.click("button:has-text('Comment')")
+    bob.select_option("select[name=code]", "accepted_as_is")
+    bob.fill("textarea[name=text] >> nth=1", "a refund, correct as sent")
+    bob.click("button:has-text('Resolve')")
+    assert bob.locator("[data-testid=exception-state]").inner_text() == "resolved"
+    history = bob.locator("#history tbody").inner_text()
+    assert "Assigned" in history and "Commented" in history and "Resolved" in history  # noqa: PT018
+
+    # The demo's pending production replay names the message; bob asks for another replay of it.
+    bob.goto(url + "replays/")
+    bob.locator("#pending-replays tbody tr a").first.click()
+    message_id = bob.locator("#replay-messages tbody tr a").first.inner_text().split()[0]
+    assert bob.locator("[data-testid=approve]").count() == 0  # his own kind of request: no button
+    bob.goto(url + "replays/new/")
+    bob.fill("[data-testid=replay-ids]", message_id)
+    bob.select_option("[data-testid=replay-reason]", "downstream_data_loss")
+    bob.fill("[data-testid=replay-reason-text]", "billing restored from a backup")
+    bob.click("[data-testid=replay-submit]")
+    checks = bob.locator("#replay-checks")
+    assert "idempotent" in checks.inner_text()
+    assert "production" in checks.inner_text()
+    bob.click("[data-testid=replay-submit]")  # now "Request this replay"
+    bob.wait_for_url("**/replays/*/")
+    replay_url = bob.url
+    assert bob.locator("[data-testid=replay-state]").inner_text() == "Waiting for approval"
+    assert bob.locator("[data-testid=approve]").count() == 0  # four eyes: not his to approve
+
+    alice = running_busbar.page(browser)
+    sign_in(alice, url, "alice")
+    alice.goto(replay_url)
+    alice.fill("[data-testid=decision-note]", "checked with billing")
+    alice.click("[data-testid=approve]")
+    alice.wait_for_url(replay_url)
+    assert alice.locator("[data-testid=replay-approver]").inner_text().startswith("alice")
+
+    def finished() -> bool:
+        alice.goto(replay_url)
+        return alice.locator("[data-testid=replay-state]").inner_text() == "Completed"
+
+    wait_for(finished, timeout=60, what="the worker to run the approved replay", poll=1)
+    replayed_at = alice.locator("#replay-messages tbody tr td").nth(2).inner_text()
+    assert replayed_at != "—"  # the message carries the replay's mark
+    bob.close()
+    alice.close()

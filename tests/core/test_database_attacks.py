@@ -677,6 +677,7 @@ MESSAGE_COLUMNS = sorted(
     [
         *("state", "attempts", "lease_until", "next_attempt_at", "state_changed_at"),
         *("last_error", "swept_at"),
+        "replayed_at",  # the mark a replay leaves (messaging.replay)
         # written once
         *("raw_id", "raw_offset", "raw_length", "sha256", "transaction_id"),
         "sender_unique_reference",

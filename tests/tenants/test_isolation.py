@@ -17,6 +17,7 @@ from messaging.events import endpoints as downstream
 from messaging.events import services as events
 from messaging.events.models import Delivery, DeliveryAttempt
 from messaging.evidence import ledger, retention
+from messaging.exceptions.models import ExceptionHandling, MessageException
 from messaging.exceptions.services import ExceptionSpec, raise_exceptions
 from messaging.models import (
     AuditArchive,
@@ -28,6 +29,7 @@ from messaging.models import (
     TenantValidationSettings,
 )
 from messaging.outbound import breaker, idempotency
+from messaging.replay.models import Replay
 from messaging.store import services as store
 from tenants import certificates, enrolment, services
 from tenants.models import Channel, ChannelChange, Connection, Membership, Notification, Tenant
@@ -94,6 +96,18 @@ def populate(world):
             )
             raise_exceptions(
                 specs=[ExceptionSpec(code="RCP1001", title=name, category="technical")]
+            )
+            # its handling history, and a replay request waiting for approval
+            ExceptionHandling.objects.create(
+                exception=MessageException.objects.get(), action="commented", actor=name
+            )
+            Replay.objects.create(
+                kind="inbound",
+                connection=Connection.objects.get(),
+                production=True,
+                reason_code="other",
+                reason_text=name,
+                requested_by=name,
             )
             TenantValidationSettings.objects.create()
             BreakGlassGrant.objects.create(
