@@ -396,7 +396,9 @@ def test_past_sla_finds_the_overdue_ones_for_notifications(push, world):
     assert past_sla(world.globex.id, timezone.now() + dt.timedelta(days=30)) == []
 
 
-def test_exceptions_past_sla_notify_the_desk_once_and_clear_when_resolved(push, world):
+def test_exceptions_past_sla_notify_the_desk_once_and_clear_when_resolved(
+    push, world, django_capture_on_commit_callbacks
+):
     """The reconciliation run notifies operators and admins of overdue exceptions in one notice
     (console and email), does not repeat it on the next run, and clears it once none is overdue."""
     tid = world.acme.id
@@ -405,7 +407,8 @@ def test_exceptions_past_sla_notify_the_desk_once_and_clear_when_resolved(push, 
     exc = _exception(tid, ids[0])
     late = exc.created_at + dt.timedelta(hours=sla_hours(exc.category, exc.severity) + 1)
     with tenant_context(tid):
-        run_reconciliation(now=late, controls=[Control.CADENCE])
+        with django_capture_on_commit_callbacks(execute=True):
+            run_reconciliation(now=late, controls=[Control.CADENCE])
         notice = Notification.objects.get(
             condition="exceptions_past_sla", role=Role.MESSAGE_OPERATOR
         )
@@ -414,7 +417,8 @@ def test_exceptions_past_sla_notify_the_desk_once_and_clear_when_resolved(push, 
         assert notice.resolved_at is None
         sent = len(mail.outbox)
         assert any("past its SLA" in m.subject for m in mail.outbox)
-        run_reconciliation(now=late + dt.timedelta(minutes=15), controls=[Control.CADENCE])
+        with django_capture_on_commit_callbacks(execute=True):
+            run_reconciliation(now=late + dt.timedelta(minutes=15), controls=[Control.CADENCE])
         assert Notification.objects.filter(condition="exceptions_past_sla").count() == 2  # 2 roles
         assert len(mail.outbox) == sent  # not again
         handling.resolve_by_person(
