@@ -56,9 +56,10 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
         "rows": _rows(timezone.now()),
         "is_certificate_admin": admin,
         "connections": connections,
-        "api_key_form": ApiKeyForm(connections=connections) if admin else None,
-        "csr_form": CsrForm(connections=connections) if admin else None,
-        "import_form": ImportForm(connections=connections) if admin else None,
+        # Three forms on one page: each its own id prefix, so every label points at its own field.
+        "api_key_form": ApiKeyForm(connections=connections, auto_id="apikey_%s") if admin else None,
+        "csr_form": CsrForm(connections=connections, auto_id="csr_%s") if admin else None,
+        "import_form": ImportForm(connections=connections, auto_id="import_%s") if admin else None,
         "notifications": selectors.list_notifications(membership=request.membership),  # type: ignore[attr-defined]
     }
     if request.htmx:  # type: ignore[attr-defined]

@@ -26,17 +26,18 @@ ARTEFACTS = ROOT / "var" / "artefacts" / "browser"
 
 # The demo's people (core/devenv.py's seed): what each may open, and what it may not.
 MENUS = {
-    "alice": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Certificates"}
-    | {"Evidence", "Downstream", "Settings", "Activity"},
-    "bob": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Certificates"}
-    | {"Downstream", "Settings"},
-    "victor": {"Overview", "Flows", "Certificates", "Downstream", "Settings"},
-    "audrey": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Certificates"}
-    | {"Evidence", "Downstream", "Settings", "Activity"},
+    "alice": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Replays"}
+    | {"Reconciliation", "Certificates", "Evidence", "Downstream", "Settings", "Activity"},
+    "bob": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Replays"}
+    | {"Reconciliation", "Certificates", "Downstream", "Settings"},
+    "victor": {"Overview", "Flows", "Reconciliation", "Certificates", "Downstream", "Settings"},
+    "audrey": {"Overview", "Flows", "Messages", "Outbound", "Exceptions", "Replays"}
+    | {"Reconciliation", "Certificates", "Evidence", "Downstream", "Settings", "Activity"},
 }
 REFUSED = {
     "bob": ["activity/", "evidence/"],
-    "victor": ["messages/", "outbound/", "exceptions/", "activity/", "messages/export.csv"],
+    "victor": ["messages/", "outbound/", "exceptions/", "replays/", "activity/"]
+    + ["messages/export.csv"],
 }
 MPAN_CELL = re.compile(r"^\d{13}$")
 

@@ -287,8 +287,11 @@ def test_alice_rotates_a_certificate_and_the_worker_canaries_it_against_dipsim(
     page = running_busbar.page(browser)
     sign_in(page, running_busbar.url, "alice")
     page.goto(running_busbar.url + "certificates/")
-    page.select_option("#id_purpose", "signing")
-    page.set_input_files("#id_bundle", str(bundle))
+    # The demo's UIT connection, whose signing certificate is active (acme also has a PRD one).
+    uit = page.locator("#import_connection option", has_text="UIT").first.get_attribute("value")
+    page.select_option("#import_connection", uit)
+    page.select_option("#import_purpose", "signing")
+    page.set_input_files("#import_bundle", str(bundle))
     page.click("button:text-is('Import')")
     page.wait_for_url("**/certificates/*/")
     assert "Imported; it is staged" in page.content()

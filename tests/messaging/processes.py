@@ -152,10 +152,14 @@ def enqueueing_on(redis_url: str) -> Iterator[None]:
     from core.celery import app
 
     def reset() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps its pools in a registry keyed by connection: closing the app's pool alone
+        # left a closed pool there, which every later enqueue to the same broker then got
+        # ("Acquire on closed pool"). Empty the registry, so both directions start afresh.
+        from kombu import pools
+
         app._pool = None
         app.amqp._producer_pool = None
+        pools.reset()
 
     saved = app.conf.broker_url
     reset()
