@@ -36,8 +36,10 @@ MENUS = {
 }
 REFUSED = {
     "bob": ["activity/", "evidence/"],
-    "victor": ["messages/", "outbound/", "exceptions/", "replays/", "activity/"]
-    + ["messages/export.csv"],
+    "victor": [
+        *("messages/", "outbound/", "exceptions/", "replays/", "activity/"),
+        "messages/export.csv",
+    ],
 }
 MPAN_CELL = re.compile(r"^\d{13}$")
 
