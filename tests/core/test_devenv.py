@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from core.devenv import with_redis_db
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -71,9 +72,15 @@ def test_nothing_running_means_embedded_servers_under_the_data_folder(tmp_path):
         assert (var / "postgres" / "PG_VERSION").exists()
     finally:
         devenv(var, pg_port, redis_port, "stop")
+    # A server's socket closes as its process exits, which may trail `stop`'s return by a moment
+    # on a loaded machine: wait (bounded) for each port to close.
     for port in (pg_port, redis_port):
-        with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+        def closed(port: int = port) -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) != 0
+
+        wait_for(closed, timeout=30, what=f"port {port} to close after stop")
 
 
 def test_env_prints_only_shell_code_and_its_notices_go_to_stderr():
