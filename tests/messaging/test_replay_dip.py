@@ -26,6 +26,12 @@ from messaging.store import services as store
 from tenants import certificates, services
 from tenants.models import Connection
 from tests.messaging.conftest import SUP_API_KEY, SUP_DIP_ID, Dipsim
+from tests.messaging.test_inbound_e2e import (  # noqa: F401 (the stack fixture)
+    ACME,
+    _inject,
+    _register,
+    stack,
+)
 from tests.messaging.test_outbound import (
     fault,
     held_by_dipsim,
@@ -33,6 +39,8 @@ from tests.messaging.test_outbound import (
     run_pipeline,
     submission,
 )
+from tests.messaging.test_reconciliation_dip import _held, _parked
+from tests.waiting import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +51,15 @@ def _fresh_pool():
 
 
 @pytest.fixture(autouse=True)
-def _no_faults(dipsim):
-    httpx.delete(f"{dipsim.admin_url}/admin/faults")
+def _no_faults(request):
+    """The module's dipsim is shared: no test leaves a fault behind (the stack has its own)."""
+    if "dipsim" not in request.fixturenames:
+        yield
+        return
+    admin = request.getfixturevalue("dipsim").admin_url
+    httpx.delete(f"{admin}/admin/faults")
     yield
-    httpx.delete(f"{dipsim.admin_url}/admin/faults")
+    httpx.delete(f"{admin}/admin/faults")
 
 
 def _operator(world) -> Operator:
@@ -322,3 +335,30 @@ def test_a_window_request_the_dip_refuses_is_recorded_as_failed(committed_world,
         assert DipExchange.objects.filter(
             connection_id=acme.id, operation="requeue", http_status=503
         ).exists()
+
+
+def test_a_requeue_window_request_has_the_dip_push_the_lost_messages_to_busbar_again(stack):  # noqa: F811
+    """The whole way: dipsim pushes to Busbar's ingest server, which refuses the pushes (bad
+    signatures) so dipsim parks them; the requeue window request has them pushed again, and
+    they arrive in acme's store."""
+    _register(stack)
+    acme = stack.world.acme.id
+    httpx.post(
+        f"{stack.dipsim_admin}/admin/faults",
+        json={"kind": "bad_signature", "direction": "egress", "dip_id": ACME},
+        timeout=10,
+    ).raise_for_status()
+    start = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=1)
+    lost = _inject(stack, ACME, 2)
+    wait_for(lambda: len(_parked(stack.dipsim_admin)) >= 2, timeout=60, what="parked pushes")
+    httpx.delete(f"{stack.dipsim_admin}/admin/faults", timeout=10).raise_for_status()
+    assert _held(acme, lost) == set()
+    end = timezone.now() + dt.timedelta(minutes=1)
+    with tenant_context(acme):
+        connection = Connection.objects.get(identity__dip_id=ACME)
+    request = _window_request(stack.world, connection, "dip_requeue", start, end)
+    assert execute_replay_task(str(acme), request.id) == "completed"
+    wait_for(lambda: _held(acme, lost) == set(lost), timeout=60, what="the requeued messages")
+    with tenant_context(acme):
+        assert Replay.objects.get(id=request.id).outcome["requeued"] == 2
+        assert DipExchange.objects.filter(operation="requeue", http_status=200).count() == 1
