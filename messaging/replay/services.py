@@ -607,20 +607,53 @@ def _run_outbound(replay: Replay) -> dict[str, Any]:
 
 
 def _run_window(replay: Replay) -> dict[str, Any]:
-    """Ask the DIP. This runs in a worker, never in a web request."""
+    """Ask the DIP. This runs in a worker, never in a web request. The call leaves a
+    ``DipExchange`` whatever the answer; an answer other than success fails the replay."""
     from messaging.credentials import dip_client_for
+    from messaging.dip import DipTransportError
+    from messaging.exchanges import record_call, record_failure
+    from messaging.models import ExchangeOperation
 
     connection = Connection.objects.select_related("identity").get(id=replay.connection_id)
-    client = dip_client_for(connection=connection)
     recipient = connection.identity.dip_id
-    criteria: dict[str, Any] = {
-        "datetime_from": replay.window_from,
-        "datetime_to": replay.window_to,
-    }
-    if replay.kind == ReplayKind.DIP_REQUEUE:
-        answer = client.requeue(replay.interface_id, recipient, **criteria)
-        return {"verb": "requeue", "http_status": answer.status}
-    answer = client.replay(replay.interface_id, recipient, **criteria)
+    requeue = replay.kind == ReplayKind.DIP_REQUEUE
+    operation = ExchangeOperation.REQUEUE if requeue else ExchangeOperation.REPLAY
+    started_at = timezone.now()
+    with dip_client_for(connection=connection) as client:
+        ask = client.requeue if requeue else client.replay
+        try:
+            answer = ask(
+                replay.interface_id,
+                recipient,
+                datetime_from=replay.window_from,
+                datetime_to=replay.window_to,
+            )
+        except DipTransportError as exc:
+            record_failure(
+                connection=connection,
+                operation=operation,
+                error=exc,
+                started_at=started_at,
+                interface_id=replay.interface_id,
+            )
+            raise ReplayRefused(f"the DIP gave no answer to the {operation}: {exc.reason}") from exc
+    record_call(
+        connection=connection,
+        operation=operation,
+        response=answer,
+        started_at=started_at,
+        interface_id=replay.interface_id,
+    )
+    if not answer.ok:
+        reason = f": {answer.reason}" if answer.reason else ""
+        raise ReplayRefused(f"the DIP answered the {operation} with HTTP {answer.status}{reason}")
+    if requeue:
+        outcome: dict[str, Any] = {"verb": "requeue", "http_status": answer.status}
+        # How many the DIP will push again, when its answer says (dipsim's does).
+        count = answer.data.get("requeued") if isinstance(answer.data, dict) else None
+        if isinstance(count, int):
+            outcome["requeued"] = count
+        return outcome
     returned = answer.data if isinstance(answer.data, list) else []
     ids = [_transaction_id(item) for item in returned]
     held = set(
