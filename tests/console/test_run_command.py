@@ -529,7 +529,9 @@ def test_bob_triages_an_exception_and_asks_for_a_replay_that_alice_approves(
     sign_in(bob, url, "bob")
     bob.goto(url + "exceptions/")
     yours = bob.locator("[data-whose=yours]")
-    assert yours.get_attribute("data-count") == "1"  # the demo's one exception that is acme's
+    # The demo seeds one exception that is acme's own to act on; the simulated market's live
+    # traffic can add more of the same rule while the stack runs, so there is at least one.
+    assert int(yours.get_attribute("data-count") or 0) >= 1
     yours.click()
     bob.wait_for_url("**whose=yours")
     bob.locator("#exception-table tbody tr[data-to-act=client] a").first.click()
