@@ -55,6 +55,7 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest_bench import migrate_with_dip_signer  # noqa: E402
 from bench.pg_baseline import describe, measure  # noqa: E402
 from core.devenv import bootstrap_database, prepare, with_redis_db  # noqa: E402
 from dipsim import messages as dip  # noqa: E402
@@ -92,46 +93,13 @@ class Stack:
 def set_up(env: dict[str, str], tenants: dict[str, Tenant], per_request: int) -> tuple[Any, bytes]:
     """Migrate; create each tenant with an IF-021 channel trusting a fresh CA and an endpoint at
     its sample client; return the DIP signing key and certificate."""
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--database", "owner", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-    )
-    import logging
-
-    import django
-
-    django.setup()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    ca, key, leaf = migrate_with_dip_signer(env)
+    from cryptography.hazmat.primitives import serialization
 
     from core.tenancy import tenant_context
     from messaging.events import endpoints
     from tenants import certificates, services
 
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca = (
-        x509.CertificateBuilder().subject_name(name("bench DIP CA")).issuer_name(name("bench DIP CA"))
-        .public_key(ca_key.public_key()).serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    leaf = (
-        x509.CertificateBuilder().subject_name(name("bench DIP signing")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(2)
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
     for t in tenants.values():
         tenant = services.create_tenant(slug=f"bench-{t.slug}", name=f"Bench {t.slug.upper()}")
         with tenant_context(tenant.id):

@@ -52,9 +52,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def set_up(env: dict[str, str]) -> tuple[str, Any, Any]:
-    """Migrate, then create a tenant with an IF-021 inbound channel trusting a fresh CA; return
-    the channel's token, the signing key and its certificate PEM."""
+def migrate_with_dip_signer(env: dict[str, str]) -> tuple[Any, Any, Any]:
+    """Migrate the benchmark's database, set Django up, and make a fresh DIP CA with a signing
+    key and certificate under it: (CA certificate, signing key, signing certificate). Shared by
+    the benchmarks that push signed DIP webhooks."""
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--database", "owner", "--noinput", "-v", "0"],
         cwd=ROOT,
@@ -68,12 +69,9 @@ def set_up(env: dict[str, str]) -> tuple[str, Any, Any]:
     django.setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
-
-    from core.tenancy import tenant_context
-    from tenants import certificates, services
 
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -94,6 +92,18 @@ def set_up(env: dict[str, str]) -> tuple[str, Any, Any]:
         .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
+    return ca, key, leaf
+
+
+def set_up(env: dict[str, str]) -> tuple[str, Any, Any]:
+    """Migrate, then create a tenant with an IF-021 inbound channel trusting a fresh CA; return
+    the channel's token, the signing key and its certificate PEM."""
+    ca, key, leaf = migrate_with_dip_signer(env)
+    from cryptography.hazmat.primitives import serialization
+
+    from core.tenancy import tenant_context
+    from tenants import certificates, services
+
     tenant = services.create_tenant(slug="bench", name="Bench Supply")
     with tenant_context(tenant.id):
         identity = services.create_identity(mpid="BNCH", role_code="SUP", dip_id="1000000001")
