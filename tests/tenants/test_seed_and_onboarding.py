@@ -10,7 +10,16 @@ from core.devenv import DEMO_BANNER
 from core.tenancy import tenant_context, user_context
 from tenants.demo_people import ROLE_WORDS
 from tenants.management.commands.seed_demo import demo_tenant_id
-from tenants.models import Channel, DipIdentity, Membership, Role, StaffRole, Tenant
+from tenants.models import (
+    Channel,
+    ChannelChange,
+    Connection,
+    DipIdentity,
+    Membership,
+    Role,
+    StaffRole,
+    Tenant,
+)
 
 
 def counts() -> dict[str, int]:
@@ -124,3 +133,19 @@ def test_make_runs_banner_names_every_demo_login_with_its_roles(db):
     assert {value: words.lower() for value, words in ROLE_WORDS.items()} == {
         value: label.lower() for value, label in labels.items()
     }
+
+
+def test_a_demo_seeded_before_the_production_change_existed_gains_it(db):
+    """`make run` on an existing demo database seeds what later versions added: acme's production
+    connection with bob's proposal awaiting approval."""
+    call_command("seed_demo")
+    with tenant_context(demo_tenant_id("acme")):
+        ChannelChange.objects.all().delete()
+        production = Connection.objects.filter(environment="PRD")
+        Channel.objects.filter(connection__in=production).delete()
+        production.delete()
+    call_command("seed_demo")
+    with tenant_context(demo_tenant_id("acme")):
+        [pending] = ChannelChange.objects.filter(state="proposed")
+        assert pending.channel.connection.environment == "PRD"
+        assert pending.proposed_by_name == "bob"

@@ -104,6 +104,8 @@ class Command(BaseCommand):
                         services.update_connection(
                             connection=connection, dip_base_url=dip_base_url, actor="seed"
                         )
+                    if spec.slug == "acme":  # a demo seeded before this part existed gets it too
+                        self._production_change_awaiting_approval(dip_base_url)
                     continue
             tenant = services.create_tenant(
                 slug=spec.slug, name=spec.name, tenant_id=tenant_id, actor="seed"
@@ -151,8 +153,11 @@ class Command(BaseCommand):
 
     def _production_change_awaiting_approval(self, dip_base_url: str) -> None:
         """acme's production connection (not yet connected: the simulator plays UIT only) with a
-        channel whose going live bob has proposed and an approver (alice) has still to approve."""
+        channel whose going live bob has proposed and an approver (alice) has still to approve.
+        Left alone when acme already has a production connection (idempotent)."""
         identity = DipIdentity.objects.get(mpid="ACME", role_code="SUP")
+        if Connection.objects.filter(identity=identity, environment=Environment.PRD).exists():
+            return
         connection = services.create_connection(
             identity=identity,
             environment=Environment.PRD,
