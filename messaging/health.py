@@ -219,13 +219,23 @@ def get_tenant_health(*, now: datetime) -> TenantHealth:
             if count:
                 flows[key].latency_ms = age_sum / count
 
+        # The newest hour a message entered each flow: one backward probe of the rollup's key per
+        # flow, which stops at the flow's latest traffic (a busy flow reads its last hour only).
+        # Every flow that ever moved a message has its counters in messaging_state_count (kept
+        # by the same statements, never deleted), a few rows per flow.
         cursor.execute(
-            "SELECT connection_id, interface_id, direction, max(hour) FROM messaging_flow_rollup"
-            " WHERE tenant_id = %s AND hour >= %s"
-            " AND state IN ('received', 'accepted') AND entered > 0 GROUP BY 1, 2, 3",
-            [tenant, current_hour - LAST_TRAFFIC_LOOKBACK],
+            "SELECT f.connection_id, f.interface_id, f.direction,"
+            " (SELECT max(r.hour) FROM messaging_flow_rollup r"
+            "  WHERE r.tenant_id = %s AND r.connection_id = f.connection_id"
+            "  AND r.interface_id = f.interface_id AND r.direction = f.direction"
+            "  AND r.hour >= %s AND r.state IN ('received', 'accepted') AND r.entered > 0)"
+            " FROM (SELECT DISTINCT connection_id, interface_id, direction"
+            "  FROM messaging_state_count WHERE tenant_id = %s) AS f",
+            [tenant, current_hour - LAST_TRAFFIC_LOOKBACK, tenant],
         )
         for conn_id, interface_id, direction, hour in cursor.fetchall():
+            if hour is None:
+                continue
             flow(conn_id, interface_id, direction).last_traffic = min(
                 hour + timedelta(hours=1), now
             )

@@ -246,3 +246,65 @@ def test_another_tenants_flows_never_show(world):
     page = signed_in("charlie").get("/").content.decode()
     assert "IF-033" not in page
     assert "ACME" not in page
+
+
+def test_the_overview_reads_the_rollups_of_the_hours_it_shows_not_the_whole_history(world):
+    """With a month of rollups kept, the overview's reads of them are bounded by the hour (an
+    index led by tenant_id and hour), not by walking every hour the flow keeps."""
+    tenant = world.acme.id
+    now = timezone.now()
+    with tenant_context(tenant):
+        conn = Connection.objects.get()
+        receive(tenant, conn.id, 2)
+        hours = [now - timedelta(hours=h) for h in range(30 * 24)]
+        FlowRollup.objects.bulk_create(
+            FlowRollup(
+                connection_id=conn.id,
+                interface_id=interface,
+                direction="inbound",
+                hour=hour.replace(minute=0, second=0, microsecond=0),
+                state=state,
+                shard=shard,
+                entered=1,
+            )
+            for hour in hours
+            for interface in ("IF-033", "IF-036")
+            for state in ("received", "delivered")
+            for shard in range(4)
+        )
+        CodeRollup.objects.bulk_create(
+            CodeRollup(
+                connection_id=conn.id,
+                interface_id="IF-033",
+                direction="inbound",
+                hour=hour.replace(minute=0, second=0, microsecond=0),
+                kind="finding",
+                stage="semantic",
+                code=f"SEM-00{shard}",
+                shard=shard,
+                count=1,
+            )
+            for hour in hours
+            for shard in range(8)
+        )
+        with CaptureQueriesContext(connection) as queries:
+            health = get_tenant_health(now=now)
+        flows = {f.interface_id: f for f in health.flows}
+        assert flows["IF-033"].volume == 4 * 24  # the last 24 hours of the month only
+        reads = re.compile(r"messaging_(flow|code)_rollup")
+        rollup_reads = [q["sql"] for q in queries if reads.search(q["sql"])]
+        assert len(rollup_reads) == 3  # the hourly flows, the last traffic, the codes
+        with connection.cursor() as cursor:
+            for sql in rollup_reads:
+                table = reads.search(sql).group(0)
+                cursor.execute(
+                    "SELECT pg_total_relation_size(%s) / current_setting('block_size')::int",
+                    [table],
+                )
+                (whole,) = cursor.fetchone()
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
+                plan = cursor.fetchone()[0][0]["Plan"]
+                read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+                # A tenth of the month is three days: a read bounded by the hour stays far under
+                # it; a walk of the flows' keys or of the table does not.
+                assert read < whole / 10, (sql, read, whole)
