@@ -237,6 +237,81 @@ def test_a_pack_verifies_offline_with_the_published_key(committed_db, settled_no
     call_command("verify_evidence", str(pack), "--key", str(key))
 
 
+def test_the_summary_sums_the_raw_payloads_in_one_row(committed_db, settled_now) -> None:
+    # One row per delivery would grow the summary, and the memory to draw its PDF, with traffic.
+    world = build_world()
+    _traffic(world.acme.id)
+    pack = _pack(world)
+    with zipfile.ZipFile(pack) as z:
+        summary = z.read("summary.html").decode()
+        manifest = json.loads(z.read("manifest.json"))
+    raw_files = {n: f for n, f in manifest["files"].items() if n.startswith("raw/")}
+    assert len(raw_files) == 2
+    assert not any(name in summary for name in raw_files)
+    total = sum(f["size"] for f in raw_files.values())
+    assert f"<tr><td>raw/*.bin (2 payload files)</td><td></td><td>{total}</td>" in summary
+    assert "<td>messages.jsonl</td>" in summary
+
+
+def test_a_pack_holds_the_payload_of_a_message_sent_after_its_period(
+    committed_db, settled_now, tmp_path
+) -> None:
+    """An outbound message accepted in the period may get its final bytes after it ends: the
+    pack widens its ledger to that blob's seal and carries the blob."""
+    world = build_world()
+    with tenant_context(world.acme.id):
+        conn = Connection.objects.get()
+        channel = Channel.objects.get(connection=conn)
+        _, ids = store.store_outbound_messages(
+            tenant_id=world.acme.id,
+            connection_id=conn.id,
+            channel_id=channel.id,
+            source_body=b'{"messages": []}',
+            headers={},
+            messages=[store.OutboundMessageFacts(interface_id="IF-021")],
+        )
+    period_to = datetime.now(UTC) + timedelta(milliseconds=5)
+    sealed_to = period_to + timedelta(milliseconds=5)
+    while datetime.now(UTC) <= sealed_to + timedelta(milliseconds=5):
+        pass  # the payload's id must fall after the period and after the first seal
+    with tenant_context(world.acme.id):
+        # A seal ending just after the period: the payload is then only in a later seal, one
+        # the period alone would not bring into the pack.
+        assert ledger.seal_tenant(tenant_id=world.acme.id, now=sealed_to) is not None
+        raw_id = store.attach_payloads(
+            tenant_id=world.acme.id,
+            connection_id=conn.id,
+            channel_id=channel.id,
+            payloads=[(ids[0], b'{"a":1}', "S-1")],
+        )
+        pack = EvidencePack.objects.create(
+            requested_by="audrey",
+            period_from=period_to - timedelta(hours=1),
+            period_to=period_to,
+            include_payloads=True,
+        )
+    assert raw_id >= id_floor(sealed_to)
+    done = packs.generate_pack(tenant_id=world.acme.id, pack_id=pack.id)
+    assert done is not None
+    assert done.message_count == 1
+    path = packs.pack_path(done)
+    with zipfile.ZipFile(path) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        assert z.read(f"raw/{raw_id}.bin") == b'{"a":1}'
+        sealed = [
+            json.loads(line)["record"] for line in z.read("ledger/entries.jsonl").splitlines()
+        ]
+    assert raw_id in manifest["raw_included"]
+    assert {"source": "raw", "id": raw_id} in [
+        {"source": r["source"], "id": r["id"]} for r in sealed if r["source"] == "raw"
+    ]
+    key = tmp_path / "evidence-key.pem"
+    key.write_bytes(keys.public_key_pem())
+    result = _run_standalone(path, tmp_path, "--key", str(key))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 messages" in result.stdout
+
+
 def _pdf_outline(pdf: bytes) -> list[str]:
     """The bookmark titles WeasyPrint makes from a PDF's headings (they sit in compressed object
     streams; titles are plain PDF strings for ASCII text)."""
