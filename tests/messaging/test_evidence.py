@@ -253,6 +253,60 @@ def test_the_summary_sums_the_raw_payloads_in_one_row(committed_db, settled_now)
     assert "<td>messages.jsonl</td>" in summary
 
 
+def test_a_pack_for_one_interface_holds_only_its_messages_timeline_and_findings(
+    committed_db, settled_now
+) -> None:
+    world = build_world()
+    if021 = _traffic(world.acme.id)
+    with tenant_context(world.acme.id):
+        item = json.dumps({"payload": "other"}).encode()
+        other = store.store_inbound_delivery(
+            tenant_id=world.acme.id,
+            connection_id=Connection.objects.get().id,
+            channel_id=None,
+            body=b"[" + item + b"]",
+            headers={},
+            messages=[
+                store.InboundMessageFacts(
+                    offset=1,
+                    length=len(item),
+                    sha256=hashlib.sha256(item).digest(),
+                    transaction_id="T-IF-033-1",
+                    interface_id="IF-033",
+                )
+            ],
+        ).message_ids
+        store.transition(
+            tenant_id=world.acme.id,
+            message_ids=other,
+            from_state="received",
+            to_state="valid",
+            actor="validator",
+        )
+        finding = SimpleNamespace(
+            stage="semantic", severity="warning", code="W1", path="$", text="odd", rule="r2"
+        )
+        store.record_findings(tenant_id=world.acme.id, findings=[(other[0], finding)])
+        pack = EvidencePack.objects.create(
+            requested_by="audrey",
+            period_from=datetime.now(UTC) - timedelta(hours=1),
+            period_to=datetime.now(UTC),
+            interfaces=["IF-033"],
+        )
+    done = packs.generate_pack(tenant_id=world.acme.id, pack_id=pack.id)
+    assert done is not None
+    assert done.message_count == 1
+    with zipfile.ZipFile(packs.pack_path(done)) as z:
+        lines = {
+            name: [json.loads(line) for line in z.read(name).splitlines()]
+            for name in ("messages.jsonl", "timeline.jsonl", "findings.jsonl")
+        }
+    assert [m["id"] for m in lines["messages.jsonl"]] == other
+    assert [t["message"] for t in lines["timeline.jsonl"]] == other
+    assert [(f["message"], f["code"]) for f in lines["findings.jsonl"]] == [(other[0], "W1")]
+    assert if021[0] not in {t["message"] for t in lines["timeline.jsonl"]}
+
+
 def test_a_pack_holds_the_payload_of_a_message_sent_after_its_period(
     committed_db, settled_now, tmp_path
 ) -> None:
