@@ -570,7 +570,7 @@ def _summary_html(
         else "<p>None: provider support read no message content in this period.</p>"
     )
     # One row per file, except the raw payloads: one per delivery, so listing each would grow the
-    # summary (and the memory and time to draw it as PDF, about 75 KB and 20 ms a row) with the
+    # summary (and the memory and time to draw it as PDF, about 80 KB and 18 ms a row) with the
     # traffic. They are summed in one row; manifest.json lists each with its digest.
     listed = {n: f for n, f in manifest["files"].items() if not n.startswith(RAW_FOLDER)}
     raw_files = len(manifest["files"]) - len(listed)
