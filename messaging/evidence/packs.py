@@ -15,6 +15,7 @@ import logging
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ logger = logging.getLogger(__name__)
 
 VERIFIER_SOURCE = Path(verify_pack.__file__)
 PUBLIC_KEY_FILE = "evidence-public-key.pem"
+RAW_FOLDER = "raw/"
 CHUNK = 2000
+# Raw blobs are whole compressed deliveries (tens of KB each, up to the webhook's body limit):
+# fetched a few at a time, so one fetch holds a few MB however many blobs the period has.
+RAW_CHUNK = 16
 
 
 class PackWriter:
@@ -82,12 +87,27 @@ class PackWriter:
         self.zip.close()
 
 
-def _rows(sql: str, params: list[Any]) -> Iterator[tuple]:
+def _rows(sql: str, params: list[Any], *, chunk: int = CHUNK) -> Iterator[tuple]:
     """Stream a query in chunks with a server-side cursor (bounded memory)."""
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
-        while rows := cursor.fetchmany(CHUNK):
+        while rows := cursor.fetchmany(chunk):
             yield from rows
+
+
+@dataclass
+class IdRange:
+    """The lowest and highest id seen: all the pack needs of its messages' raw blobs (their
+    times widen the ledger span), kept in two numbers rather than a set that grows with them."""
+
+    low: int | None = None
+    high: int | None = None
+
+    def add(self, value: int) -> None:
+        if self.low is None or value < self.low:
+            self.low = value
+        if self.high is None or value > self.high:
+            self.high = value
 
 
 def _progress(pack: EvidencePack, percent: int, stage: str) -> None:
@@ -102,7 +122,7 @@ def _interface_filter(pack: EvidencePack) -> tuple[str, list[Any]]:
 
 
 def _messages(
-    pack: EvidencePack, tenant: str, counts: Counter[str], raw_ids: set[int]
+    pack: EvidencePack, tenant: str, counts: Counter[str], raw_ids: IdRange
 ) -> Iterator[dict[str, Any]]:
     where, extra = _interface_filter(pack)
     for row in _rows(
@@ -141,15 +161,24 @@ def _messages(
 
 
 def _by_message(pack: EvidencePack, tenant: str, sql: str) -> Iterator[tuple]:
-    """Rows of a per-message table for the pack's messages (joined, streamed)."""
-    where, extra = _interface_filter(pack)
-    return _rows(
-        sql.format(
-            messages="SELECT id FROM messaging_message WHERE tenant_id = %s AND id >= %s"
-            " AND id < %s" + where
-        ),
-        [tenant, tenant, id_floor(pack.period_from), id_floor(pack.period_to), *extra],
-    )
+    """Rows of a per-message table for the pack's messages (streamed).
+
+    The pack's messages are those whose id falls in the period, so a row belongs to one when its
+    ``message_id`` does (its foreign key guarantees the message). Said as a range on the row's own
+    indexed column, not ``message_id IN (SELECT ... FROM messaging_message)``: under a server-side
+    cursor PostgreSQL planned that semi-join to rescan the messages for every row, 21 s for
+    20,000 transitions and quadratic beyond. Only an interface filter needs the messages table.
+    """
+    low, high = id_floor(pack.period_from), id_floor(pack.period_to)
+    where = "message_id >= %s AND message_id < %s"
+    params: list[Any] = [tenant, low, high]
+    if pack.interfaces:
+        where += (
+            " AND message_id IN (SELECT id FROM messaging_message WHERE tenant_id = %s"
+            " AND id >= %s AND id < %s AND interface_id = ANY(%s))"
+        )
+        params += [tenant, low, high, list(pack.interfaces)]
+    return _rows(sql.format(messages=where), params)
 
 
 def _transitions(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
@@ -157,7 +186,7 @@ def _transitions(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
         pack,
         tenant,
         "SELECT id, message_id, at, from_state, to_state, actor, reason, detail"
-        " FROM messaging_transition WHERE tenant_id = %s AND message_id IN ({messages})"
+        " FROM messaging_transition WHERE tenant_id = %s AND {messages}"
         " ORDER BY id",
     ):
         yield {
@@ -177,7 +206,7 @@ def _findings(pack: EvidencePack, tenant: str) -> Iterator[dict[str, Any]]:
         pack,
         tenant,
         "SELECT message_id, run_at, registry_version, stage, severity, code, path, text, rule"
-        " FROM messaging_finding WHERE tenant_id = %s AND message_id IN ({messages})"
+        " FROM messaging_finding WHERE tenant_id = %s AND {messages}"
         " ORDER BY id",
     ):
         message_id, run_at, version, stage, severity, code, path, text, rule = row
@@ -409,29 +438,40 @@ def _certificates() -> Iterator[dict[str, Any]]:
         }
 
 
+def _seals(span: tuple[datetime, datetime]) -> Any:
+    """The seals overlapping ``span``, in chain order."""
+    first, last = span
+    return Seal.objects.filter(window_to__gt=first, window_from__lte=last).order_by("seq")
+
+
 def _ledger(
-    pack: EvidencePack,
     tenant: str,
     writer: PackWriter,
     span: tuple[datetime, datetime],
-    sealed_audit: set[str] | None = None,
-) -> tuple[list[int], int]:
+    sealed_audit: set[str],
+) -> int:
     """Every seal overlapping ``span`` (the period, widened to the raw blobs its messages point
     at: an outbound message's final bytes may be sent after the period ends), with all their
-    entries and inclusion proofs. Returns the raw blob ids sealed in the pack and the entry count.
+    entries and inclusion proofs. Returns the entry count. ``sealed_audit`` holds the ids of audit
+    events the pack reports on; those the ledger seals are left in it, the others removed.
+
+    Seals are read twice (their records, then their entries) rather than held: a month of a busy
+    tenant has thousands. One seal's leaves and proofs are in memory at a time.
     """
-    first, last = span
-    seals = list(Seal.objects.filter(window_to__gt=first, window_from__lte=last).order_by("seq"))
     writer.write_lines(
         "ledger/seals.jsonl",
-        ({"body": s.body, "signature": s.signature, "key_id": s.key_id} for s in seals),
+        (
+            {"body": s.body, "signature": s.signature, "key_id": s.key_id}
+            for s in _seals(span).iterator(chunk_size=CHUNK)
+        ),
     )
-    raw_ids: list[int] = []
+    wanted = set(sealed_audit)
+    sealed_audit.clear()
     count = 0
 
     def entries() -> Iterator[dict[str, Any]]:
         nonlocal count
-        for seal in seals:
+        for seal in _seals(span).iterator(chunk_size=CHUNK):
             leaves = [
                 bytes(h)
                 for h in SealLeaf.objects.filter(seal_seq=seal.seq)
@@ -444,9 +484,7 @@ def _ledger(
                     tenant_id=tenant, window_from=seal.window_from, window_to=seal.window_to
                 )
             ):
-                if entry.source == "raw":
-                    raw_ids.append(int(entry.ref))
-                elif entry.source == "audit" and sealed_audit is not None:
+                if entry.source == "audit" and entry.ref in wanted:
                     sealed_audit.add(entry.ref)
                 count += 1
                 yield {
@@ -457,7 +495,34 @@ def _ledger(
                 }
 
     writer.write_lines("ledger/entries.jsonl", entries())
-    return raw_ids, count
+    return count
+
+
+def _raw_payloads(tenant: str, span: tuple[datetime, datetime]) -> Iterator[tuple[int, bytes]]:
+    """(id, stored body) of every raw blob the pack's seals hold, in id order: seal by seal, each
+    by its id range (the ledger's own rule for which raw blobs a window holds), so no list of ids
+    is kept. Blobs whose body was purged by retention are left out."""
+    windows = _seals(span).values_list("window_from", "window_to")
+    for window_from, window_to in windows.iterator(chunk_size=CHUNK):
+        for raw_id, body in _rows(
+            "SELECT id, body_zstd FROM messaging_raw WHERE tenant_id = %s AND id >= %s"
+            " AND id < %s AND body_zstd IS NOT NULL ORDER BY id",
+            [tenant, id_floor(window_from), id_floor(window_to)],
+            chunk=RAW_CHUNK,
+        ):
+            yield raw_id, bytes(body)
+
+
+def _break_glass_event_ids(pack: EvidencePack) -> set[str]:
+    """The ids of the break-glass audit events in the period (what ``_break_glass`` reports)."""
+    return {
+        str(event_id)
+        for event_id in AuditEvent.objects.filter(
+            action__in=breakglass.ACTIONS,
+            occurred_at__gte=pack.period_from,
+            occurred_at__lt=pack.period_to,
+        ).values_list("id", flat=True)
+    }
 
 
 def _summary_html(
@@ -504,11 +569,22 @@ def _summary_html(
         if break_glass
         else "<p>None: provider support read no message content in this period.</p>"
     )
+    # One row per file, except the raw payloads: one per delivery, so listing each would grow the
+    # summary (and the memory and time to draw it as PDF, about 80 KB and 18 ms a row) with the
+    # traffic. They are summed in one row; manifest.json lists each with its digest.
+    listed = {n: f for n, f in manifest["files"].items() if not n.startswith(RAW_FOLDER)}
+    raw_files = len(manifest["files"]) - len(listed)
+    raw_bytes = sum(f["size"] for n, f in manifest["files"].items() if n.startswith(RAW_FOLDER))
     files = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{f.get('records', '')}</td><td>{f['size']}</td>"
         f"<td><code>{f['sha256'][:16]}…</code></td></tr>"
-        for n, f in sorted(manifest["files"].items())
+        for n, f in sorted(listed.items())
     )
+    if raw_files:
+        files += (
+            f"<tr><td>{RAW_FOLDER}*.bin ({raw_files} payload files)</td><td></td>"
+            f"<td>{raw_bytes}</td><td>each in manifest.json</td></tr>"
+        )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Busbar evidence: {html.escape(tenant.name)}</title>
@@ -626,7 +702,7 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
     counts: Counter[str] = Counter()
     try:
         _progress(pack, 5, "messages")
-        referenced: set[int] = set()
+        referenced = IdRange()
         message_count = writer.write_lines(
             "messages.jsonl", _messages(pack, tid, counts, referenced)
         )
@@ -649,22 +725,22 @@ def _write_pack(pack: EvidencePack, tenant: Tenant, path: Path) -> dict[str, Any
         _progress(pack, 55, "certificates")
         writer.write_lines("certificates.jsonl", _certificates())
         _progress(pack, 60, "ledger and proofs")
-        times = [id_time(r) for r in referenced] or [pack.period_from]
-        span = (min(pack.period_from, *times), max(pack.period_to, *times))
-        sealed_audit: set[str] = set()
-        raw_ids, entry_count = _ledger(pack, tid, writer, span, sealed_audit)
+        span = (pack.period_from, pack.period_to)
+        if referenced.low is not None and referenced.high is not None:
+            span = (
+                min(pack.period_from, id_time(referenced.low)),
+                max(pack.period_to, id_time(referenced.high)),
+            )
+        sealed_audit = _break_glass_event_ids(pack)
+        entry_count = _ledger(tid, writer, span, sealed_audit)
         _progress(pack, 75, "break-glass accesses")
         break_glass = _break_glass(pack, sealed_audit)
         writer.write_lines("break_glass.jsonl", break_glass)
         included: list[int] = []
         if pack.include_payloads:
             _progress(pack, 80, "raw payloads")
-            for raw_id, body in _rows(
-                "SELECT id, body_zstd FROM messaging_raw WHERE tenant_id = %s AND id = ANY(%s)"
-                " AND body_zstd IS NOT NULL ORDER BY id",
-                [tid, sorted(set(raw_ids))],
-            ):
-                writer.write_bytes(f"raw/{raw_id}.bin", decompress(bytes(body)))
+            for raw_id, body in _raw_payloads(tid, span):
+                writer.write_bytes(f"{RAW_FOLDER}{raw_id}.bin", decompress(body))
                 included.append(raw_id)
         _progress(pack, 92, "summary and signature")
         writer.write_bytes(PUBLIC_KEY_FILE, keys.public_key_pem())
