@@ -15,12 +15,11 @@ on it).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
@@ -28,7 +27,7 @@ from django.db import models, transaction
 from django.utils.timezone import now
 
 from core.tenancy import tenant_context
-from messaging.events.services import EventMappingError, record_events
+from messaging.events.services import derive_events, record_derived_events
 from messaging.exceptions.models import Category
 from messaging.exceptions.services import (
     ExceptionSpec,
@@ -46,7 +45,14 @@ from messaging.store.services import (
     transition,
 )
 from messaging.store.states import InboundState
-from messaging.validation import Finding, Severity, Stage, ValidationContext, validate_batch
+from messaging.validation import (
+    Finding,
+    Severity,
+    Stage,
+    ValidationContext,
+    jsonparse,
+    validate_batch,
+)
 from messaging.validation.selectors import StoredKeyHistory, get_registry, get_tenant_rules
 from messaging.validation.services import record_key_versions
 from tenants.models import Connection
@@ -74,6 +80,9 @@ class ProcessReport:
     invalid: list[int] = field(default_factory=list)
     parked: list[int] = field(default_factory=list)
     normalised: list[int] = field(default_factory=list)
+    # Each validated message's parsed JSON element by id, handed on to normalisation so that a
+    # round parses every message once (a message JSON could not parse has none).
+    elements: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -249,10 +258,15 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
         refused: dict[int, Finding] = {}
         for (_connection_id, channel), members in groups.items():
             context = _context(members[0].connection, channel, tenant_id)
-            items = [
-                message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
-                for m in members
-            ]
+            items: list[Any] = []
+            for m in members:
+                raw = message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
+                try:
+                    report.elements[m.id] = jsonparse.loads(raw)
+                except (ValueError, RecursionError):
+                    items.append(raw)  # the syntactic stage parses it again and says why not
+                else:
+                    items.append(report.elements[m.id])
             outcomes = validate_batch(items, context=context, registry=registry)
             record_key_versions(
                 tenant_id=tenant_id,
@@ -410,35 +424,52 @@ def release_awaiting(*, tenant_id: UUID | str, keys: set[str]) -> list[int]:
     return moved
 
 
-def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
+# What normalising reads of each message (the whole row is wider: its search columns).
+_NORMALISE_FIELDS = (
+    "id",
+    "tenant_id",
+    "raw_id",
+    "raw_offset",
+    "raw_length",
+    "connection_id",
+    "interface_id",
+    "transaction_id",
+)
+
+
+def normalise(
+    *,
+    tenant_id: UUID | str,
+    message_ids: Sequence[int],
+    elements: Mapping[int, Any] | None = None,
+) -> list[int]:
     """Record the normalised events of valid messages (``messaging.events``) and move them
     ``valid -> normalised`` in one transaction; a message no mapping can read moves to
     ``failed`` with a data-quality exception instead. Returns the ids normalised now (a repeat
-    finds them moved on and does nothing)."""
+    finds them moved on and does nothing).
+
+    ``elements`` are messages' JSON elements as validation parsed them (by id); the others are
+    read from their raw bytes."""
+    elements = elements or {}
     with tenant_context(tenant_id):
         rows = list(
-            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID).order_by(
-                "id"
-            )
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID)
+            .only(*_NORMALISE_FIELDS)
+            .order_by("id")
         )
         if not rows:
             return []
         bodies: dict[int, bytes] = {}
         payloads: list[tuple[int, dict]] = []
         for row in rows:
+            if row.id in elements:
+                payloads.append((row.id, payload_of(elements[row.id])))
+                continue
             if row.raw_id is not None and row.raw_id not in bodies:
                 bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
             body = bodies.get(row.raw_id) if row.raw_id is not None else None
             payloads.append((row.id, message_payload(message=row, body=body)))
-        failures: dict[int, str] = {}
-        try:
-            with transaction.atomic():
-                record_events(tenant_id=tenant_id, messages=payloads)
-        except EventMappingError as exc:
-            failures = dict(exc.failures)
-            record_events(
-                tenant_id=tenant_id, messages=[p for p in payloads if p[0] not in failures]
-            )
+        events, failures = derive_events(tenant_id=tenant_id, messages=payloads)
         done = transition(
             tenant_id=tenant_id,
             message_ids=[r.id for r in rows if r.id not in failures],
@@ -478,6 +509,15 @@ def normalise(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]
                     for mid in failed
                 ]
             )
+        # Last, because it takes the tenant's feed lock, which every other writer of the tenant's
+        # events waits for until this transaction commits (positions are handed out in commit
+        # order). Only the messages this transaction moved get their events: one that moved on
+        # meanwhile had them recorded by whoever moved it.
+        moved = set(done)
+        record_derived_events(
+            tenant_id=tenant_id,
+            events=[e for e in events if e.source_message_id in moved],
+        )
         return done
 
 
@@ -536,7 +576,9 @@ def _process_claimed(
         done = validate_messages(tenant_id=tenant_id, message_ids=ids)
         report.valid, report.invalid, report.awaiting = done.valid, done.invalid, done.awaiting
         if report.valid:
-            report.normalised = normalise(tenant_id=tenant_id, message_ids=report.valid)
+            report.normalised = normalise(
+                tenant_id=tenant_id, message_ids=report.valid, elements=done.elements
+            )
     logger.info(
         "inbound.processed",
         extra={
@@ -558,6 +600,10 @@ def process_delivery(*, tenant_id: UUID | str, raw_id: int) -> ProcessReport:
 
 def message_payload(*, message: Message, body: bytes | None = None) -> dict:
     """The message's payload object, parsed from its exact stored bytes (``{"payload": ...}``)."""
-    element = json.loads(message_bytes(message, body=body))
+    return payload_of(jsonparse.loads(message_bytes(message, body=body)))
+
+
+def payload_of(element: Any) -> dict:
+    """The payload object of a parsed message element (``{"payload": ...}``), else ``{}``."""
     payload = element.get("payload") if isinstance(element, dict) else None
     return payload if isinstance(payload, dict) else {}
