@@ -230,6 +230,7 @@ def test_an_inbound_round_that_normalises_behind_a_late_committer_lands_after_it
         token=channel.webhook_token, url=url, headers=signer.headers(url, body), body=body
     )
     assert answer.status == 201, answer.body
+    assert answer.delivery_id is not None
     ids = processing.delivery_message_ids(tenant_id=world.acme.id, raw_id=answer.delivery_id)
     claimed, _ = processing.claim(tenant_id=world.acme.id, message_ids=ids)
     validated = processing.validate_messages(tenant_id=world.acme.id, message_ids=claimed)
