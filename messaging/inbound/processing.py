@@ -55,7 +55,7 @@ from messaging.validation import (
 )
 from messaging.validation.selectors import StoredKeyHistory, get_registry, get_tenant_rules
 from messaging.validation.services import record_key_versions
-from tenants.models import Connection
+from tenants.models import Channel, Connection
 
 logger = logging.getLogger(__name__)
 
@@ -238,26 +238,38 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
     report = ProcessReport()
     with tenant_context(tenant_id):
         rows = list(
-            Message.objects.filter(id__in=list(message_ids), state=InboundState.RECEIVED)
-            .select_related("connection__identity", "channel")
-            .order_by("id")
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.RECEIVED).order_by(
+                "id"
+            )
         )
         if not rows:
             return report
+        # A round's messages share a connection or two: each is read once, not joined to every
+        # row (building those objects per row cost more than validating some of the rows).
+        connections = {
+            c.id: c
+            for c in Connection.objects.select_related("identity").filter(
+                id__in={r.connection_id for r in rows}
+            )
+        }
+        channels = dict(
+            Channel.objects.filter(
+                id__in={r.channel_id for r in rows if r.channel_id is not None}
+            ).values_list("id", "interface_id")
+        )
         registry = get_registry(tenant_id=tenant_id)
         bodies: dict[int, bytes] = {}
         groups: dict[tuple[int, str | None], list[Message]] = defaultdict(list)
         for row in rows:
             if row.raw_id is not None and row.raw_id not in bodies:
                 bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
-            groups[(row.connection_id, row.channel.interface_id if row.channel else None)].append(
-                row
-            )
+            channel_interface = channels[row.channel_id] if row.channel_id is not None else None
+            groups[(row.connection_id, channel_interface)].append(row)
         findings: list[tuple[int, Finding]] = []
         specs: list[ExceptionSpec] = []
         refused: dict[int, Finding] = {}
-        for (_connection_id, channel), members in groups.items():
-            context = _context(members[0].connection, channel, tenant_id)
+        for (connection_id, channel), members in groups.items():
+            context = _context(connections[connection_id], channel, tenant_id)
             items: list[Any] = []
             for m in members:
                 raw = message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
@@ -424,19 +436,6 @@ def release_awaiting(*, tenant_id: UUID | str, keys: set[str]) -> list[int]:
     return moved
 
 
-# What normalising reads of each message (the whole row is wider: its search columns).
-_NORMALISE_FIELDS = (
-    "id",
-    "tenant_id",
-    "raw_id",
-    "raw_offset",
-    "raw_length",
-    "connection_id",
-    "interface_id",
-    "transaction_id",
-)
-
-
 def normalise(
     *,
     tenant_id: UUID | str,
@@ -453,9 +452,9 @@ def normalise(
     elements = elements or {}
     with tenant_context(tenant_id):
         rows = list(
-            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID)
-            .only(*_NORMALISE_FIELDS)
-            .order_by("id")
+            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID).order_by(
+                "id"
+            )
         )
         if not rows:
             return []
