@@ -208,7 +208,10 @@ def record_derived_events(*, tenant_id: uuid.UUID | str, events: list[Event]) ->
     those created now.
 
     This takes the tenant's feed lock, which is held until the caller's transaction ends and makes
-    every other writer of the tenant's feed wait: call it as the last step of that transaction.
+    every other writer of the tenant's feed wait. Take it before any state move of the same
+    transaction (``store.transition`` locks the rollup counters' rows), as every other writer does:
+    the delivery worker holds an endpoint's row while it moves messages, and the deliveries
+    inserted here need that row, so the other order can deadlock.
     """
     with tenant_context(tenant_id) as tenant:
         return [e.id for e in _insert(tenant, events)]

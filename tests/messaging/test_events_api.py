@@ -216,9 +216,8 @@ def test_an_events_detail_says_where_it_went(world, keys, settings):
 def test_an_inbound_round_that_normalises_behind_a_late_committer_lands_after_it(
     world, keys, settings
 ):
-    """Normalising takes the feed's position lock as its last step, and still waits there for a
-    writer that took its place first: the round's events land after that writer's, never behind a
-    cursor that already passed it."""
+    """A round's normalisation waits for a writer that took its place in the feed first: the
+    round's events land after that writer's, never behind a cursor that already passed it."""
     settings.BUSBAR_WEBHOOK_BASE_URL = BASE_URL
     receive.forget_endpoints()
     channel = inbound_channel(world.acme.id)
