@@ -274,11 +274,13 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
             for m in members:
                 raw = message_bytes(m, body=bodies[m.raw_id]) if m.raw_id is not None else b""
                 try:
-                    report.elements[m.id] = jsonparse.loads(raw)
+                    element = jsonparse.loads(raw)
                 except (ValueError, RecursionError):
                     items.append(raw)  # the syntactic stage parses it again and says why not
-                else:
-                    items.append(report.elements[m.id])
+                    continue
+                report.elements[m.id] = element
+                # Validation reads a str as JSON text: a JSON string element goes as its bytes.
+                items.append(raw if isinstance(element, str) else element)
             outcomes = validate_batch(items, context=context, registry=registry)
             record_key_versions(
                 tenant_id=tenant_id,
