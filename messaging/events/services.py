@@ -3,7 +3,6 @@ with a newer mapping, and owe each one to every endpoint subscribed to its type.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +16,7 @@ from messaging.events.models import Event
 from messaging.events.tasks import request_delivery_round
 from messaging.models import Message
 from messaging.store.services import message_bytes, raw_body
+from messaging.validation import jsonparse
 
 # Derived events' ids are uuid5 under this namespace, so the same message, mapping and version
 # always make the same ids (recording twice makes nothing twice).
@@ -42,6 +42,16 @@ def _derived_uid(
 def _derive(
     tenant_id: uuid.UUID, messages: Iterable[tuple[int, dict[str, Any]]], version: int | None
 ) -> list[Event]:
+    events, failures = _derive_all(tenant_id, messages, version)
+    if failures:
+        raise EventMappingError(failures)
+    return events
+
+
+def _derive_all(
+    tenant_id: uuid.UUID, messages: Iterable[tuple[int, dict[str, Any]]], version: int | None
+) -> tuple[list[Event], dict[int, str]]:
+    """The events of the messages that map, and why each of the others does not."""
     events: list[Event] = []
     failures: dict[int, str] = {}
     for message_id, payload in messages:
@@ -66,9 +76,7 @@ def _derive(
             )
             for n, d in enumerate(derived)
         )
-    if failures:
-        raise EventMappingError(failures)
-    return events
+    return events, failures
 
 
 FEED_LOCK = 0x42555342  # first key of the per-tenant advisory lock that orders the feed
@@ -83,7 +91,9 @@ WITH input AS (
         ord int, uid uuid, type text, subject text, mapping text, mapping_version smallint,
         source_message_id bigint, source text, supersedes_id bigint, payload jsonb)
 ), fresh AS (
-    SELECT i.*, %(last)s + row_number() OVER (ORDER BY i.ord) AS position FROM input i
+    SELECT i.*, (SELECT coalesce(max(position), 0) FROM messaging_event
+                 WHERE tenant_id = %(tenant)s) + row_number() OVER (ORDER BY i.ord) AS position
+    FROM input i
     WHERE NOT EXISTS (
         SELECT 1 FROM messaging_event e WHERE e.tenant_id = %(tenant)s AND e.uid = i.uid)
 ), inserted AS (
@@ -137,25 +147,18 @@ def _insert(tenant_id: uuid.UUID, events: list[Event]) -> list[Event]:
         }
         for n, e in enumerate(unique.values())
     ]
+    document = encoder.encode(rows)
     with connection.cursor() as cursor:
         # Under the lock nobody else can insert these uids: the NOT EXISTS settles concurrent
-        # recording of the same message.
+        # recording of the same message. The lock is its own statement: the insert's snapshot,
+        # which reads the feed's last position, must be taken once the lock is held (one taken
+        # before waiting for it would miss the positions of the writer waited for).
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [FEED_LOCK, str(tenant_id)]
         )
         cursor.execute(
-            "SELECT coalesce(max(position), 0) FROM messaging_event WHERE tenant_id = %s",
-            [tenant_id],
-        )
-        last = cursor.fetchone()[0]
-        cursor.execute(
             INSERT_EVENTS_SQL,
-            {
-                "rows": encoder.encode(rows),
-                "last": last,
-                "tenant": tenant_id,
-                "wildcard": WILDCARD,
-            },
+            {"rows": document, "tenant": tenant_id, "wildcard": WILDCARD},
         )
         inserted = cursor.fetchall()
     by_uid = {row[1]: row for row in inserted}
@@ -188,6 +191,30 @@ def record_events(
     with tenant_context(tenant_id) as tenant:
         created = _insert(tenant, _derive(tenant, messages, None))
         return [e.id for e in created]
+
+
+def derive_events(
+    *, tenant_id: uuid.UUID | str, messages: list[tuple[int, dict[str, Any]]]
+) -> tuple[list[Event], dict[int, str]]:
+    """What ``record_events`` derives, without the database: the events of the messages that map
+    (newest mapping per interface) and, by message id, why each of the others does not. Store
+    them with :func:`record_derived_events`."""
+    return _derive_all(uuid.UUID(str(tenant_id)), messages, None)
+
+
+@transaction.atomic
+def record_derived_events(*, tenant_id: uuid.UUID | str, events: list[Event]) -> list[int]:
+    """Store events from :func:`derive_events` (as ``record_events`` does); returns the ids of
+    those created now.
+
+    This takes the tenant's feed lock, which is held until the caller's transaction ends and makes
+    every other writer of the tenant's feed wait. Take it before any state move of the same
+    transaction (``store.transition`` locks the rollup counters' rows), as every other writer does:
+    the delivery worker holds an endpoint's row while it moves messages, and the deliveries
+    inserted here need that row, so the other order can deadlock.
+    """
+    with tenant_context(tenant_id) as tenant:
+        return [e.id for e in _insert(tenant, events)]
 
 
 @transaction.atomic
@@ -319,7 +346,7 @@ def stored_payloads(
                 raise LookupError(f"message {message_id} is not one of this tenant's")
             if message.raw_id is not None and message.raw_id not in bodies:
                 bodies[message.raw_id] = raw_body(tenant_id=tenant, raw_id=message.raw_id)
-            data = json.loads(message_bytes(message, body=bodies.get(message.raw_id or -1)))
+            data = jsonparse.loads(message_bytes(message, body=bodies.get(message.raw_id or -1)))
             payload = data.get("payload") if isinstance(data, dict) else None
             if not isinstance(payload, dict):
                 raise LookupError(f"message {message_id}'s bytes hold no DIP payload")

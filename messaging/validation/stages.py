@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from messaging.validation import jsonparse
 from messaging.validation.registry import SchemaRegistry, SchemaUnusable
 from messaging.validation.types import (
     BusinessKey,
@@ -127,7 +127,7 @@ def parse_payload(raw: Any) -> tuple[dict[str, Any] | None, Finding | None]:
     value = raw
     if isinstance(raw, bytes | bytearray | memoryview | str):
         try:
-            value = json.loads(bytes(raw) if isinstance(raw, memoryview) else raw)
+            value = jsonparse.loads(raw)
         except (ValueError, RecursionError) as err:
             text = (
                 f"not JSON: {err}"

@@ -14,8 +14,17 @@ from core.tenancy import tenant_context
 from dipsim import messages as dip
 from messaging.events import endpoints, services
 from messaging.events.mappings import EventType
+from messaging.inbound import processing, receive
 from tenants import services as tenant_services
 from tests.conftest import build_world
+from tests.messaging.inbound_helpers import (
+    BASE_URL,
+    DipSigner,
+    body_of,
+    inbound_channel,
+    pushed_if021,
+    trust,
+)
 
 
 @pytest.fixture
@@ -202,3 +211,74 @@ def test_an_events_detail_says_where_it_went(world, keys, settings):
             "last_error": "",
         }
     ]
+
+
+def test_an_inbound_round_that_normalises_behind_a_late_committer_lands_after_it(
+    world, keys, settings
+):
+    """A round's normalisation waits for a writer that took its place in the feed first: the
+    round's events land after that writer's, never behind a cursor that already passed it."""
+    settings.BUSBAR_WEBHOOK_BASE_URL = BASE_URL
+    receive.forget_endpoints()
+    channel = inbound_channel(world.acme.id)
+    signer = DipSigner()
+    trust(world.acme.id, channel.connection, signer.ca)
+    url = f"{BASE_URL}/dip/webhooks/{channel.webhook_token}"
+    body = body_of(pushed_if021(), pushed_if021())
+    answer = receive.receive_push(
+        token=channel.webhook_token, url=url, headers=signer.headers(url, body), body=body
+    )
+    assert answer.status == 201, answer.body
+    assert answer.delivery_id is not None
+    ids = processing.delivery_message_ids(tenant_id=world.acme.id, raw_id=answer.delivery_id)
+    claimed, _ = processing.claim(tenant_id=world.acme.id, message_ids=ids)
+    validated = processing.validate_messages(tenant_id=world.acme.id, message_ids=claimed)
+    assert sorted(validated.valid) == sorted(ids)
+    assert set(validated.elements) == set(ids)  # parsed once, handed on to normalisation
+
+    holding, release = threading.Event(), threading.Event()
+    normalised: list[int] = []
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                services.publish_event(
+                    tenant_id=world.acme.id,
+                    type=EventType.OUTBOUND_STATE_CHANGED,
+                    payload={},
+                    source="slow",
+                )
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def round_normalising() -> None:
+        try:
+            normalised.extend(
+                processing.normalise(
+                    tenant_id=world.acme.id, message_ids=ids, elements=validated.elements
+                )
+            )
+        finally:
+            connection.close()
+
+    slow = threading.Thread(target=slow_writer)
+    slow.start()
+    assert holding.wait(10)
+    waiting = threading.Thread(target=round_normalising)
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # the round waits for the writer ahead of it
+    assert api(keys["acme"]).get("/api/v1/events/").json()["events"] == []
+    release.set()
+    slow.join(10)
+    waiting.join(10)
+    assert sorted(normalised) == sorted(ids)
+    feed = api(keys["acme"]).get("/api/v1/events/").json()["events"]
+    assert [(e["type"], e["source_message_id"]) for e in feed] == [
+        (EventType.OUTBOUND_STATE_CHANGED, None),
+        *[(EventType.CONSUMPTION_RECORDED, i) for i in sorted(ids)],
+    ]
+    assert feed[0]["source"] == "slow"
+    receive.forget_endpoints()
