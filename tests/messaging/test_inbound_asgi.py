@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from messaging.inbound import backlog
-from messaging.inbound.asgi import IngestApp
+from messaging.inbound import backlog, receive
+from messaging.inbound.asgi import FollowUps, IngestApp
 
 
 def _call(method: str, path: str, **kwargs):
@@ -80,3 +81,26 @@ def test_an_oversized_body_is_413_without_being_read(settings):
     backlog.set_for_tests(0)
     answer = _call("POST", "/dip/webhooks/unknown", content=b"[" + b" " * 5000 + b"]")
     assert answer.status_code == 413
+
+
+def test_follow_ups_are_one_per_tenant_for_what_was_stored_meanwhile(monkeypatch):
+    """While one follow-up is being published, later deliveries of the same tenant collapse into
+    one follow-up naming the latest (a round processes every received message of the tenant)."""
+    sent: list[tuple[str, int]] = []
+    first_sending = threading.Event()
+    release = threading.Event()
+
+    def enqueue(tenant_id: str, delivery_id: int) -> None:
+        sent.append((tenant_id, delivery_id))
+        first_sending.set()
+        release.wait(10)
+
+    monkeypatch.setattr(receive, "enqueue_processing", enqueue)
+    follow_ups = FollowUps()
+    follow_ups.add("tenant-a", 1)
+    assert first_sending.wait(10)
+    for tenant_id, delivery_id in [("tenant-a", 3), ("tenant-b", 2), ("tenant-a", 5)]:
+        follow_ups.add(tenant_id, delivery_id)
+    release.set()
+    follow_ups.stop()
+    assert sent == [("tenant-a", 1), ("tenant-a", 5), ("tenant-b", 2)]
