@@ -46,6 +46,21 @@ BASE_URL = "https://ingest.bench:8443"
 WARM_UP = 40  # single-message pushes sent before measuring
 
 
+# The ingest app's ASGI servers, as the command that starts one on loopback.
+SERVERS = {
+    "uvicorn": lambda port, workers: [
+        sys.executable, "-m", "uvicorn", "messaging.inbound.asgi:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--no-access-log",
+        "--log-level", "warning",
+    ],
+    "granian": lambda port, workers: [
+        str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host",
+        "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-ws",
+        "--log-level", "warning", "messaging.inbound.asgi:app",
+    ],
+}  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -221,6 +236,12 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("batched", "single"), help="run one of the two measurements"
     )
+    parser.add_argument(
+        "--server",
+        choices=tuple(SERVERS),
+        default="uvicorn",
+        help="the HTTP server in front of the ingest app (default: uvicorn)",
+    )
     args = parser.parse_args()
 
     services, env = prepare(dbname=args.database)
@@ -262,11 +283,8 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "messaging.inbound.asgi:app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(args.workers), "--no-access-log",
-         "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env},
-    )  # fmt: skip
+        SERVERS[args.server](port, args.workers), cwd=ROOT, env={**os.environ, **env}
+    )
     try:
         for _ in range(200):
             try:

@@ -227,6 +227,11 @@ class FollowUps:
     sweeper finds the received messages.
     """
 
+    # After sending, the thread waits this long before the next sending, so a busy server
+    # publishes at most a few follow-ups per tenant a second whatever its push rate; the rounds
+    # they start take far longer than this.
+    INTERVAL_SECONDS = 0.05
+
     def __init__(self) -> None:
         self._due: dict[str, int] = {}  # tenant -> the latest stored delivery
         self._wake = threading.Condition()
@@ -259,6 +264,9 @@ class FollowUps:
                 return  # stopping, and every follow-up has been sent
             for tenant_id, delivery_id in due.items():
                 receive.enqueue_processing(tenant_id, delivery_id)
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait_for(lambda: self._stopping, timeout=self.INTERVAL_SECONDS)
 
     def stop(self) -> None:
         """Send what is due, then end the thread."""

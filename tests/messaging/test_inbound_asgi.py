@@ -104,3 +104,20 @@ def test_follow_ups_are_one_per_tenant_for_what_was_stored_meanwhile(monkeypatch
     release.set()
     follow_ups.stop()
     assert sent == [("tenant-a", 1), ("tenant-a", 5), ("tenant-b", 2)]
+
+
+def test_the_backlog_gauge_keeps_one_broker_connection_and_replaces_a_broken_one():
+    backlog.read_backlog()
+    client = backlog._broker["client"]
+    assert backlog.read_backlog() >= 0
+    assert backlog._broker["client"] is client  # not a new connection per reading
+
+    class Broken:
+        def llen(self, key):
+            raise ConnectionError("the broker went away")
+
+    backlog._broker["client"] = Broken()
+    with pytest.raises(ConnectionError):
+        backlog.read_backlog()
+    assert backlog.read_backlog() >= 0  # a new connection, read from the real Redis
+    assert not isinstance(backlog._broker["client"], Broken)
