@@ -1,7 +1,8 @@
 """How fast Busbar's DIP webhook durably acknowledges pushes, as ratios to raw PostgreSQL.
 
-Starts the ingest server (``uvicorn messaging.inbound.asgi:app``, plain HTTP on loopback: in
-production nginx ends TLS in front of it) against a fresh benchmark database, with one tenant and
+Starts the ingest server (granian with ``messaging.inbound.asgi:app``, as Busbar runs it;
+``--server uvicorn`` to compare), plain HTTP on loopback (in production nginx ends TLS in front
+of it), against a fresh benchmark database, with one tenant and
 one IF-021 inbound channel whose trust anchor signed the requests. Then, with every request
 signed beforehand (X-DIP-* headers, RSA-2048, as the DIP sends them) so the client spends the
 shared CPU on sending only:
@@ -264,8 +265,8 @@ def main() -> None:
     parser.add_argument(
         "--server",
         choices=tuple(SERVERS),
-        default="uvicorn",
-        help="the HTTP server in front of the ingest app (default: uvicorn)",
+        default="granian",
+        help="the HTTP server in front of the ingest app (default: granian, as Busbar runs it)",
     )
     args = parser.parse_args()
 

@@ -1,4 +1,4 @@
-"""The DIP webhook's own lean ASGI app: ``uvicorn messaging.inbound.asgi:app``.
+"""The DIP webhook's own lean ASGI app: ``granian --interface asgi messaging.inbound.asgi:app``.
 
 It serves only ``POST /dip/webhooks/<token>`` (and ``/dip/webhooks/status/<token>``), plus
 ``/healthz`` and ``/metrics``. No middleware, sessions or templates: the body is read with a hard
@@ -12,7 +12,7 @@ unprocessed backlog is deeper than ``BUSBAR_INGEST_BACKLOG_LIMIT``, the answer i
 that is not stored, and the process never falls over under a flood.
 
 TLS and the DIP's client certificate are checked by the server in front (nginx's mutual-TLS
-server in production, ``uvicorn --ssl-cert-reqs 2 --ssl-ca-certs <DIP CA>`` in development);
+server in production, granian's ``--ssl-ca <DIP CA> --ssl-client-verify`` in development);
 this app checks the message signature of every request.
 """
 
@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import django
@@ -38,6 +39,7 @@ from django.conf import settings  # noqa: E402  (after django.setup())
 from django.db import close_old_connections  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
 
+from core.clientaddr import client_address  # noqa: E402
 from messaging.inbound import backlog, metrics, receive  # noqa: E402
 from messaging.inbound.registration import STATUS_PATH, WEBHOOK_PATH  # noqa: E402
 from messaging.store.services import open_group_connection  # noqa: E402
@@ -66,6 +68,17 @@ def _callback_url(scope: Scope, headers: dict[str, str]) -> str:
     if not base:
         base = f"{scope.get('scheme', 'https')}://{headers.get('host', '')}"
     return base + path
+
+
+def _client_address(scope: Scope, headers: dict[str, str]) -> str | None:
+    """The sender's address: behind nginx, the one it forwarded, believed under the same rule
+    as the web's (``core.clientaddr``: only from a ``BUSBAR_TRUSTED_PROXIES`` peer)."""
+    client = scope.get("client")
+    meta = {
+        "REMOTE_ADDR": client[0] if client else "",
+        "HTTP_X_FORWARDED_FOR": headers.get("x-forwarded-for", ""),
+    }
+    return client_address(SimpleNamespace(META=meta))
 
 
 async def _answer(send: Send, status: int, body: bytes = b"", headers: Any = ()) -> None:
@@ -361,7 +374,6 @@ class IngestApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        client = scope.get("client")
         started = time.perf_counter()
         self.waiting += 1
         try:
@@ -373,7 +385,7 @@ class IngestApp:
                 _callback_url(scope, headers),
                 headers,
                 body,
-                client[0] if client else None,
+                _client_address(scope, headers),
             )
             if isinstance(outcome, receive.Answer):
                 answer = outcome
@@ -390,7 +402,6 @@ class IngestApp:
     async def _too_large(
         self, send: Send, kind: str, token: str, headers: dict[str, str], scope: Scope
     ) -> None:
-        client = scope.get("client")
         await asyncio.get_running_loop().run_in_executor(
             self.executor,
             receive.refuse_oversized,
@@ -398,7 +409,7 @@ class IngestApp:
             token,
             headers,
             self.max_body,
-            client[0] if client else None,
+            _client_address(scope, headers),
         )
         await _answer(send, 413, headers=[("Connection", "close")])
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from messaging.inbound import backlog, receive
-from messaging.inbound.asgi import FollowUps, IngestApp
+from messaging.inbound.asgi import FollowUps, IngestApp, _client_address
 
 
 def _call(method: str, path: str, **kwargs):
@@ -121,3 +121,14 @@ def test_the_backlog_gauge_keeps_one_broker_connection_and_replaces_a_broken_one
         backlog.read_backlog()
     assert backlog.read_backlog() >= 0  # a new connection, read from the real Redis
     assert not isinstance(backlog._broker["client"], Broken)
+
+
+def test_the_senders_address_is_forwarded_only_by_a_trusted_proxy(settings):
+    """Behind nginx the DIP's address is the forwarded one, believed as the web believes it."""
+    settings.TRUSTED_PROXIES = ["127.0.0.1/32"]
+    via_nginx = {"client": ("127.0.0.1", 50000)}
+    forwarded = {"x-forwarded-for": "203.0.113.9"}
+    assert _client_address(via_nginx, forwarded) == "203.0.113.9"
+    direct = {"client": ("198.51.100.7", 50000)}
+    assert _client_address(direct, forwarded) == "198.51.100.7"  # anyone can send the header
+    assert _client_address({}, {}) is None
