@@ -1,6 +1,6 @@
 """End to end: DIP pushes of real IF-021 messages to delivered events at the tenant's system.
 
-Real processes against a fresh benchmark database: the ingest server (uvicorn
+Real processes against a fresh benchmark database: the ingest server (granian
 ``messaging.inbound.asgi:app``, plain HTTP on loopback: in production nginx ends TLS in front of
 it), one Celery worker for the ``inbound`` queue and one for ``delivery`` (Redis broker, a
 database and key prefix of their own), PostgreSQL, and one sample client per tenant
@@ -55,7 +55,7 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import migrate_with_dip_signer  # noqa: E402
+from bench.ingest_bench import SERVERS, migrate_with_dip_signer  # noqa: E402
 from bench.pg_baseline import describe, measure  # noqa: E402
 from core.devenv import bootstrap_database, prepare, with_redis_db  # noqa: E402
 from dipsim import messages as dip  # noqa: E402
@@ -259,9 +259,7 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
 
     port = int(stack.ingest.rsplit(":", 1)[1])
     # fmt: off
-    start("ingest", [sys.executable, "-m", "uvicorn", "messaging.inbound.asgi:app",
-                     "--host", "127.0.0.1", "--port", str(port), "--workers", str(ingest_workers),
-                     "--no-access-log", "--log-level", "warning"])
+    start("ingest", SERVERS["granian"](port, ingest_workers))
     for family, concurrency in (("inbound", inbound), ("delivery", delivery)):
         start(f"worker-{family}", [sys.executable, "-m", "celery", "-A", "core", "worker",
                                    "-Q", family, "-n", f"bench-{family}-{os.getpid()}@%h",

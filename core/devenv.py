@@ -669,12 +669,15 @@ def _ingest_port(preferred: int) -> int:
 def ingest_command(
     *, host: str, port: int, certfile: Path, keyfile: Path, client_ca: Path, workers: int = 1
 ) -> list[str]:
-    """The DIP webhook's server: uvicorn over TLS requiring a client certificate from
-    ``client_ca`` (``ssl.CERT_REQUIRED``), as nginx's :8443 server does in production."""
-    return [PYTHON, "-m", "uvicorn", "messaging.inbound.asgi:app", "--host", host,
-            "--port", str(port), "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile),
-            "--ssl-ca-certs", str(client_ca), "--ssl-cert-reqs", "2", "--workers", str(workers),
-            "--no-access-log", "--timeout-keep-alive", "30"]  # fmt: skip
+    """The DIP webhook's server: granian over TLS requiring a client certificate from
+    ``client_ca``, as nginx's :8443 server does in production. Granian (HTTP in Rust) rather
+    than uvicorn: the ingest benchmark measured about half the server CPU per single-message
+    push and twice the requests per second with it, the same app behind both."""
+    return [str(Path(PYTHON).parent / "granian"), "--interface", "asgi", "--host", host,
+            "--port", str(port), "--ssl-certificate", str(certfile), "--ssl-keyfile", str(keyfile),
+            "--ssl-ca", str(client_ca), "--ssl-client-verify", "--ssl-protocol-min", "tls1.2",
+            "--workers", str(workers), "--no-ws", "--log-level", "warning",
+            "messaging.inbound.asgi:app"]  # fmt: skip
 
 
 # --- sample client systems (normalised events' downstream webhooks) --------------------------

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from messaging.dip.envelope import dip_timestamp
 
@@ -62,7 +65,6 @@ class PushedMessage:
     sender_dip_id: str | None
     correlation_id: str | None
     mpan: str | None
-    payload: Mapping[str, Any]
 
 
 def _get(block: Any, name: str) -> Any:
@@ -126,6 +128,86 @@ def _split_array(text: str) -> list[tuple[Any, int, int]]:
     return items
 
 
+def _split_exact(text: str) -> list[tuple[Any, int, int]]:
+    """Each element of the array with its byte range, by the standard library's parser: exact
+    in what it accepts and in the error it names for what it refuses."""
+    elements = _split_array(text)
+    if text.isascii():
+        return [(value, start, end - start) for value, start, end in elements]
+    out: list[tuple[Any, int, int]] = []
+    byte_pos, char_pos = 0, 0
+    for value, start, end in elements:
+        # Character positions to byte positions, walking forward once.
+        byte_pos += len(text[char_pos:start].encode())
+        size = len(text[start:end].encode())
+        out.append((value, byte_pos, size))
+        byte_pos += size
+        char_pos = end
+    return out
+
+
+# Where one message of a push ends and the next begins, as the DIP lays them out: a "}", a ","
+# and the next element's '{"payload":', with JSON whitespace between. Found from each
+# '"payload"' (bytes.find, one per message) rather than by a regular expression over the whole
+# body, which costs ten times more. A match inside a message (a string holding those
+# characters) leaves a piece that does not parse alone, and the exact parser decides.
+_PAYLOAD_KEY = b'"payload"'
+_BEFORE_KEY = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{[ \t\n\r]*\Z")
+_AFTER_KEY = re.compile(rb'"payload"[ \t\n\r]*:')
+_LOOK_BACK = 64
+_JSON_WS = b" \t\n\r"
+
+
+def _separators(body: bytes, first: int, last: int) -> list[tuple[int, int]]:
+    """(end of one element, start of the next) for each separator between ``first``/``last``."""
+    cuts: list[tuple[int, int]] = []
+    key = body.find(_PAYLOAD_KEY, first + 1, last)
+    while key != -1:
+        window = max(first, key - _LOOK_BACK)
+        before = _BEFORE_KEY.search(body, window, key)
+        if before is not None and _AFTER_KEY.match(body, key):
+            brace = body.rfind(b"{", window, key)
+            cuts.append((before.start() + 1, brace))
+        key = body.find(_PAYLOAD_KEY, key + len(_PAYLOAD_KEY), last)
+    return cuts
+
+
+def _split_fast(body: bytes) -> list[tuple[Any, int, int]] | None:
+    """Each element of the array with its byte range, or None when this quick way cannot vouch
+    for the body (then the exact parser decides, and names any problem).
+
+    The elements are cut at the separators between messages and each is parsed alone with
+    orjson, a compiled parser (a fifth of a batched push's CPU went to the standard library's
+    per-element ``raw_decode``). If every piece parses as one JSON value, the body is exactly
+    ``[`` piece ``,`` piece ... ``]``: a cut inside a message would leave a piece that is not a
+    whole value. orjson refuses a few things the standard parser accepts (NaN, lone surrogates,
+    numbers beyond a double): those bodies, like every malformed one, go the exact way. (It
+    reads an integer beyond 64 bits as a float; nothing the webhook keeps is a number, and the
+    message itself is kept as its exact bytes.)
+    """
+    if b"\x00" in body:
+        return None
+    start = len(body) - len(body.lstrip(_JSON_WS))
+    end = len(body.rstrip(_JSON_WS))
+    if end - start < 2 or body[start] != ord("[") or body[end - 1] != ord("]"):
+        return None
+    first = end - 1 - len(body[start + 1 : end - 1].lstrip(_JSON_WS))
+    last = start + 1 + len(body[start + 1 : end - 1].rstrip(_JSON_WS))
+    if first >= last:
+        return None  # an empty array
+    bounds: list[tuple[int, int]] = []
+    piece = first
+    for end, start_next in _separators(body, first, last):
+        bounds.append((piece, end))
+        piece = start_next
+    bounds.append((piece, last))
+    view = memoryview(body)
+    try:
+        return [(orjson.loads(view[a:b]), a, b - a) for a, b in bounds]
+    except orjson.JSONDecodeError:
+        return None
+
+
 def parse_push(body: bytes, *, max_messages: int = 10_000) -> list[PushedMessage]:
     """Parse a pushed ``DIPMessageEgressArray``; return one :class:`PushedMessage` per element.
 
@@ -134,34 +216,25 @@ def parse_push(body: bytes, *, max_messages: int = 10_000) -> list[PushedMessage
     (400, RCP1043) when a message has no usable ``D0.transactionID`` (Busbar deduplicates on it,
     so a message without one cannot be acknowledged safely). A batch is accepted or refused whole.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DeliveryError(f"the body is not UTF-8 (byte {err.start})") from err
-    if "\x00" in text:
-        raise DeliveryError("the body contains a NUL character")
-    elements = _split_array(text)
+    elements = _split_fast(body)
+    if elements is None:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DeliveryError(f"the body is not UTF-8 (byte {err.start})") from err
+        if "\x00" in text:
+            raise DeliveryError("the body contains a NUL character")
+        elements = _split_exact(text)
     if not elements:
         raise DeliveryError("the array holds no message")
     if len(elements) > max_messages:
         raise DeliveryError(
             f"the array holds {len(elements)} messages, more than {max_messages}", status=413
         )
-    ascii_only = text.isascii()
     messages: list[PushedMessage] = []
     missing: list[int] = []
     seen: set[str] = set()
-    byte_pos, char_pos = 0, 0
-    for index, (element, start, end) in enumerate(elements):
-        if ascii_only:
-            offset, size = start, end - start
-        else:
-            # Character positions to byte positions, walking forward once.
-            byte_pos += len(text[char_pos:start].encode())
-            size = len(text[start:end].encode())
-            offset = byte_pos
-            byte_pos += size
-            char_pos = end
+    for index, (element, offset, size) in enumerate(elements):
         payload = _get(element, "payload")
         if not isinstance(element, dict) or not isinstance(payload, dict):
             raise DeliveryError(f"message {index} is not an object with a payload object")
@@ -192,7 +265,6 @@ def parse_push(body: bytes, *, max_messages: int = 10_000) -> list[PushedMessage
                 correlation_id=_text(_get(s1, "senderCorrelationID"), 60)
                 or _text(_get(d0, "initialCorrelationID"), 60),
                 mpan=_text(mpan, 13),
-                payload=payload,
             )
         )
     if missing:

@@ -1,4 +1,4 @@
-"""The DIP webhook's own lean ASGI app: ``uvicorn messaging.inbound.asgi:app``.
+"""The DIP webhook's own lean ASGI app: ``granian --interface asgi messaging.inbound.asgi:app``.
 
 It serves only ``POST /dip/webhooks/<token>`` (and ``/dip/webhooks/status/<token>``), plus
 ``/healthz`` and ``/metrics``. No middleware, sessions or templates: the body is read with a hard
@@ -12,7 +12,7 @@ unprocessed backlog is deeper than ``BUSBAR_INGEST_BACKLOG_LIMIT``, the answer i
 that is not stored, and the process never falls over under a flood.
 
 TLS and the DIP's client certificate are checked by the server in front (nginx's mutual-TLS
-server in production, ``uvicorn --ssl-cert-reqs 2 --ssl-ca-certs <DIP CA>`` in development);
+server in production, granian's ``--ssl-ca <DIP CA> --ssl-client-verify`` in development);
 this app checks the message signature of every request.
 """
 
@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import django
@@ -38,6 +39,7 @@ from django.conf import settings  # noqa: E402  (after django.setup())
 from django.db import close_old_connections  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
 
+from core.clientaddr import client_address  # noqa: E402
 from messaging.inbound import backlog, metrics, receive  # noqa: E402
 from messaging.inbound.registration import STATUS_PATH, WEBHOOK_PATH  # noqa: E402
 from messaging.store.services import open_group_connection  # noqa: E402
@@ -66,6 +68,17 @@ def _callback_url(scope: Scope, headers: dict[str, str]) -> str:
     if not base:
         base = f"{scope.get('scheme', 'https')}://{headers.get('host', '')}"
     return base + path
+
+
+def _client_address(scope: Scope, headers: dict[str, str]) -> str | None:
+    """The sender's address: behind nginx, the one it forwarded, believed under the same rule
+    as the web's (``core.clientaddr``: only from a ``BUSBAR_TRUSTED_PROXIES`` peer)."""
+    client = scope.get("client")
+    meta = {
+        "REMOTE_ADDR": client[0] if client else "",
+        "HTTP_X_FORWARDED_FOR": headers.get("x-forwarded-for", ""),
+    }
+    return client_address(SimpleNamespace(META=meta))
 
 
 async def _answer(send: Send, status: int, body: bytes = b"", headers: Any = ()) -> None:
@@ -215,13 +228,76 @@ class GroupCommitter:
             thread.join()
 
 
+class FollowUps:
+    """The processing follow-ups of stored deliveries, sent by one thread after the answers, at
+    most one per tenant for everything stored since the last were sent.
+
+    A follow-up only asks for a round of the tenant's oldest received messages (the round finds
+    every delivery stored before it, and a full round queues the next), so one per tenant covers
+    any number of deliveries committed before it is sent. Publishing a Celery task costs about
+    2 ms of this process's CPU: one per push was the largest single cost of a single-message
+    push. A follow-up that is lost (broker away, process killed) only delays the work until the
+    sweeper finds the received messages.
+    """
+
+    # After sending, the thread waits this long before the next sending, so a busy server
+    # publishes at most a few follow-ups per tenant a second whatever its push rate; the rounds
+    # they start take far longer than this.
+    INTERVAL_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._due: dict[str, int] = {}  # tenant -> the latest stored delivery
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def add(self, tenant_id: str, delivery_id: int) -> None:
+        with self._wake:
+            if self._stopping:
+                return  # shutting down: the sweeper picks it up
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="ingest-follow-ups", daemon=True
+                )
+                self._thread.start()
+            self._due[tenant_id] = max(delivery_id, self._due.get(tenant_id, 0))
+            self._wake.notify()
+
+    def _take(self) -> dict[str, int]:
+        with self._wake:
+            while not self._due and not self._stopping:
+                self._wake.wait()
+            due, self._due = self._due, {}
+            return due
+
+    def _run(self) -> None:
+        while True:
+            due = self._take()
+            if not due:
+                return  # stopping, and every follow-up has been sent
+            for tenant_id, delivery_id in due.items():
+                receive.enqueue_processing(tenant_id, delivery_id)
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait_for(lambda: self._stopping, timeout=self.INTERVAL_SECONDS)
+
+    def stop(self) -> None:
+        """Send what is due, then end the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
 class IngestApp:
     """The ASGI callable. One instance per process."""
 
     def __init__(self) -> None:
         self.concurrency = max(1, settings.BUSBAR_INGEST_CONCURRENCY)
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ingest")
-        self.enqueuer = ThreadPoolExecutor(1, thread_name_prefix="ingest-enqueue")
+        self.follow_ups = FollowUps()
         self.committer = GroupCommitter()
         self.waiting = 0
         self.max_body = settings.BUSBAR_WEBHOOK_MAX_BODY_BYTES
@@ -298,7 +374,6 @@ class IngestApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        client = scope.get("client")
         started = time.perf_counter()
         self.waiting += 1
         try:
@@ -310,7 +385,7 @@ class IngestApp:
                 _callback_url(scope, headers),
                 headers,
                 body,
-                client[0] if client else None,
+                _client_address(scope, headers),
             )
             if isinstance(outcome, receive.Answer):
                 answer = outcome
@@ -321,14 +396,12 @@ class IngestApp:
         metrics.LATENCY.observe(time.perf_counter() - started)
         await _answer(send, answer.status, answer.body, answer.headers)
         if answer.status == 201 and answer.delivery_id is not None and answer.tenant_id:
-            # After the answer, in its own thread: the DIP never waits on the broker, and a
-            # lost enqueue only delays the work until the sweeper finds the delivery.
-            self.enqueuer.submit(receive.enqueue_processing, answer.tenant_id, answer.delivery_id)
+            # After the answer, in its own thread: the DIP never waits on the broker.
+            self.follow_ups.add(answer.tenant_id, answer.delivery_id)
 
     async def _too_large(
         self, send: Send, kind: str, token: str, headers: dict[str, str], scope: Scope
     ) -> None:
-        client = scope.get("client")
         await asyncio.get_running_loop().run_in_executor(
             self.executor,
             receive.refuse_oversized,
@@ -336,7 +409,7 @@ class IngestApp:
             token,
             headers,
             self.max_body,
-            client[0] if client else None,
+            _client_address(scope, headers),
         )
         await _answer(send, 413, headers=[("Connection", "close")])
 
@@ -352,7 +425,7 @@ class IngestApp:
             elif message["type"] == "lifespan.shutdown":
                 self.executor.shutdown(wait=True)
                 self.committer.stop()
-                self.enqueuer.shutdown(wait=True)
+                self.follow_ups.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

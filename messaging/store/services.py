@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+import orjson
 import psycopg
 import zstandard
 from django.db import connection, transaction
@@ -161,6 +162,45 @@ def _rollup_sql(source: str, *, direction_sql: str, state_sql: str, sign: str = 
     )"""
 
 
+# The message rows of an inbound delivery as one JSON document (``_message_rows``), read back by
+# ``json_to_recordset``: encoded by orjson in C, where thirteen parameter arrays cost psycopg a
+# Python call per element (about 7% of the ingest server's CPU per batched message).
+_INBOUND_INPUT_SQL = """input AS (
+        SELECT t.ord, t.dedupe_key, t.transaction_id, t.raw_offset, t.raw_length,
+            decode(t.sha256, 'hex') AS sha256, t.interface_id, t.schema_version, t.event_code,
+            t.sender_unique_reference, t.correlation_id, t.mpan, t.business_key
+        FROM json_to_recordset(%(messages)s::json) AS t(ord int, dedupe_key text,
+            transaction_id text, raw_offset int, raw_length int, sha256 text, interface_id text,
+            schema_version text, event_code text, sender_unique_reference text,
+            correlation_id text, mpan text, business_key text)
+    )"""
+
+
+def _message_rows(messages: Sequence[InboundMessageFacts]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "ord": ord_,
+                "dedupe_key": m.dedupe_key,
+                "transaction_id": _fit("transaction_id", m.transaction_id) or None,
+                "raw_offset": m.offset,
+                "raw_length": m.length,
+                "sha256": m.sha256.hex(),
+                "interface_id": _fit("interface_id", m.interface_id),
+                "schema_version": _fit("schema_version", m.schema_version),
+                "event_code": _fit("event_code", m.event_code),
+                "sender_unique_reference": _fit(
+                    "sender_unique_reference", m.sender_unique_reference
+                ),
+                "correlation_id": _fit("correlation_id", m.correlation_id),
+                "mpan": _fit("mpan", m.mpan),
+                "business_key": _fit("business_key", m.business_key),
+            }
+            for ord_, m in enumerate(messages)
+        ]
+    ).decode()
+
+
 @transaction.atomic
 def store_inbound_delivery(
     *,
@@ -199,30 +239,13 @@ def store_inbound_delivery(
         "connection": connection_id,
         "channel": channel_id,
         "raw": raw_id,
-        "ord": list(range(len(messages))),
-        "keys": keys,
-        "tx": [_fit("transaction_id", m.transaction_id) or None for m in messages],
-        "off": [m.offset for m in messages],
-        "len": [m.length for m in messages],
-        "sha": [m.sha256 for m in messages],
-        "iface": [_fit("interface_id", m.interface_id) for m in messages],
-        "sv": [_fit("schema_version", m.schema_version) for m in messages],
-        "ev": [_fit("event_code", m.event_code) for m in messages],
-        "sur": [_fit("sender_unique_reference", m.sender_unique_reference) for m in messages],
-        "corr": [_fit("correlation_id", m.correlation_id) for m in messages],
-        "mpan": [_fit("mpan", m.mpan) for m in messages],
-        "bkey": [_fit("business_key", m.business_key) for m in messages],
+        "messages": _message_rows(messages),
     }
     sql = (
         """
-    WITH input AS (
-        SELECT * FROM unnest(%(ord)s::int[], %(keys)s::text[], %(tx)s::text[], %(off)s::int[],
-            %(len)s::int[], %(sha)s::bytea[], %(iface)s::text[], %(sv)s::text[], %(ev)s::text[],
-            %(sur)s::text[], %(corr)s::text[], %(mpan)s::text[], %(bkey)s::text[])
-        AS t(ord, dedupe_key, transaction_id, raw_offset, raw_length, sha256, interface_id,
-             schema_version, event_code, sender_unique_reference, correlation_id, mpan,
-             business_key)
-    ), first AS (
+    WITH """
+        + _INBOUND_INPUT_SQL
+        + """, first AS (
         SELECT DISTINCT ON (dedupe_key) * FROM input ORDER BY dedupe_key, ord
     ), claimed AS (
         INSERT INTO messaging_inbound_key (tenant_id, dedupe_key, message_id)
@@ -299,7 +322,8 @@ class DeliveryRefused:
 
 # One statement per delivery: the raw blob, the dedupe keys claimed and the narrow message rows.
 # The rollup counters are left out: the group adds them once, for all its deliveries.
-_GROUP_DELIVERY_SQL = """
+_GROUP_DELIVERY_SQL = (
+    """
     WITH raw AS (
         INSERT INTO messaging_raw (tenant_id, kind, direction, connection_id, channel_id,
             body_zstd, body_sha256, body_size, headers, message_count, response_status,
@@ -307,14 +331,9 @@ _GROUP_DELIVERY_SQL = """
         VALUES (%(tenant)s, 'delivery', 'inbound', %(connection)s, %(channel)s, %(zstd)s,
             %(body_sha)s, %(size)s, %(headers)s, %(count)s, 201, %(response)s)
         RETURNING id
-    ), input AS (
-        SELECT * FROM unnest(%(ord)s::int[], %(keys)s::text[], %(tx)s::text[], %(off)s::int[],
-            %(len)s::int[], %(sha)s::bytea[], %(iface)s::text[], %(sv)s::text[], %(ev)s::text[],
-            %(sur)s::text[], %(corr)s::text[], %(mpan)s::text[], %(bkey)s::text[])
-        AS t(ord, dedupe_key, transaction_id, raw_offset, raw_length, sha256, interface_id,
-             schema_version, event_code, sender_unique_reference, correlation_id, mpan,
-             business_key)
-    ), first AS (
+    ), """
+    + _INBOUND_INPUT_SQL
+    + """, first AS (
         SELECT DISTINCT ON (dedupe_key) * FROM input ORDER BY dedupe_key, ord
     ), claimed AS (
         INSERT INTO messaging_inbound_key (tenant_id, dedupe_key, message_id)
@@ -336,6 +355,7 @@ _GROUP_DELIVERY_SQL = """
             WHERE k.tenant_id = %(tenant)s AND k.dedupe_key = f.dedupe_key)),
         c.message_id IS NOT NULL
     FROM raw r LEFT JOIN (first f LEFT JOIN claimed c USING (dedupe_key)) ON true"""
+)
 
 _GROUP_ROLLUP_SQL = f"""
     WITH counts AS (
@@ -372,19 +392,7 @@ def _delivery_params(delivery: InboundDelivery) -> dict[str, Any]:
         "count": len(messages),
         "response": delivery.response_body,
         "initial": str(INBOUND_INITIAL),
-        "ord": list(range(len(messages))),
-        "keys": [m.dedupe_key for m in messages],
-        "tx": [_fit("transaction_id", m.transaction_id) or None for m in messages],
-        "off": [m.offset for m in messages],
-        "len": [m.length for m in messages],
-        "sha": [m.sha256 for m in messages],
-        "iface": [_fit("interface_id", m.interface_id) for m in messages],
-        "sv": [_fit("schema_version", m.schema_version) for m in messages],
-        "ev": [_fit("event_code", m.event_code) for m in messages],
-        "sur": [_fit("sender_unique_reference", m.sender_unique_reference) for m in messages],
-        "corr": [_fit("correlation_id", m.correlation_id) for m in messages],
-        "mpan": [_fit("mpan", m.mpan) for m in messages],
-        "bkey": [_fit("business_key", m.business_key) for m in messages],
+        "messages": _message_rows(messages),
     }
 
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from messaging.inbound import backlog
-from messaging.inbound.asgi import IngestApp
+from messaging.inbound import backlog, receive
+from messaging.inbound.asgi import FollowUps, IngestApp, _client_address
 
 
 def _call(method: str, path: str, **kwargs):
@@ -80,3 +81,54 @@ def test_an_oversized_body_is_413_without_being_read(settings):
     backlog.set_for_tests(0)
     answer = _call("POST", "/dip/webhooks/unknown", content=b"[" + b" " * 5000 + b"]")
     assert answer.status_code == 413
+
+
+def test_follow_ups_are_one_per_tenant_for_what_was_stored_meanwhile(monkeypatch):
+    """While one follow-up is being published, later deliveries of the same tenant collapse into
+    one follow-up naming the latest (a round processes every received message of the tenant)."""
+    sent: list[tuple[str, int]] = []
+    first_sending = threading.Event()
+    release = threading.Event()
+
+    def enqueue(tenant_id: str, delivery_id: int) -> None:
+        sent.append((tenant_id, delivery_id))
+        first_sending.set()
+        release.wait(10)
+
+    monkeypatch.setattr(receive, "enqueue_processing", enqueue)
+    follow_ups = FollowUps()
+    follow_ups.add("tenant-a", 1)
+    assert first_sending.wait(10)
+    for tenant_id, delivery_id in [("tenant-a", 3), ("tenant-b", 2), ("tenant-a", 5)]:
+        follow_ups.add(tenant_id, delivery_id)
+    release.set()
+    follow_ups.stop()
+    assert sent == [("tenant-a", 1), ("tenant-a", 5), ("tenant-b", 2)]
+
+
+def test_the_backlog_gauge_keeps_one_broker_connection_and_replaces_a_broken_one():
+    backlog.read_backlog()
+    client = backlog._broker["client"]
+    assert backlog.read_backlog() >= 0
+    assert backlog._broker["client"] is client  # not a new connection per reading
+
+    class Broken:
+        def llen(self, key):
+            raise ConnectionError("the broker went away")
+
+    backlog._broker["client"] = Broken()
+    with pytest.raises(ConnectionError):
+        backlog.read_backlog()
+    assert backlog.read_backlog() >= 0  # a new connection, read from the real Redis
+    assert not isinstance(backlog._broker["client"], Broken)
+
+
+def test_the_senders_address_is_forwarded_only_by_a_trusted_proxy(settings):
+    """Behind nginx the DIP's address is the forwarded one, believed as the web believes it."""
+    settings.TRUSTED_PROXIES = ["127.0.0.1/32"]
+    via_nginx = {"client": ("127.0.0.1", 50000)}
+    forwarded = {"x-forwarded-for": "203.0.113.9"}
+    assert _client_address(via_nginx, forwarded) == "203.0.113.9"
+    direct = {"client": ("198.51.100.7", 50000)}
+    assert _client_address(direct, forwarded) == "198.51.100.7"  # anyone can send the header
+    assert _client_address({}, {}) is None

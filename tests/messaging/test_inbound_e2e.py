@@ -1,5 +1,5 @@
 """End to end with the real processes: dipsim pushes over mutual TLS to Busbar's ingest server
-(uvicorn, client certificate required), which stores each push in PostgreSQL; a Celery worker
+(granian, client certificate required), which stores each push in PostgreSQL; a Celery worker
 (Redis broker) validates and normalises. Two tenants, duplicated and reordered pushes: every
 message arrives once, in the right tenant's store, and is processed.
 """

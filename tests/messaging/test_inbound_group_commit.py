@@ -61,7 +61,7 @@ class RunningApp:
         self.thread.join(30)
         self.app.committer.stop()
         self.app.executor.shutdown(wait=True)
-        self.app.enqueuer.shutdown(wait=True)
+        self.app.follow_ups.stop()
 
 
 class Sender:

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging.dip.webhook import DeliveryError, parse_push, refusal_response
+from messaging.dip.webhook import (
+    DeliveryError,
+    _split_exact,
+    _split_fast,
+    parse_push,
+    refusal_response,
+)
 from tests.messaging.inbound_helpers import body_of, pushed_if021
 
 
@@ -113,3 +119,69 @@ def test_fuzz_json_shaped_bodies_never_crash_the_parser(items, pad):
     assert status in (201, 400, 413)
     for m in messages:
         assert json.loads(body[m.offset : m.offset + m.length])["payload"] is not None
+
+
+# Elements shaped like pushed messages, whose strings may hold the very characters the quick
+# split cuts at ('},{"payload":'), with JSON whitespace of any kind between the tokens.
+TRICKY_TEXT = st.sampled_from(['},{"payload":', '} , {"payload" :', "]", "\u00e9\u2013", ""])
+ELEMENT = st.builds(
+    lambda inner, text: {"payload": {"CommonBlock": inner, "note": text}},
+    JSON,
+    st.text(max_size=6) | TRICKY_TEXT,
+)
+WHITESPACE = st.sampled_from(["", " ", "\n", "\t", "\r\n ", "  "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(ELEMENT, JSON), min_size=1, max_size=6),
+    st.lists(WHITESPACE, min_size=14, max_size=14),
+    st.booleans(),
+)
+def test_fuzz_the_quick_split_agrees_with_the_exact_parser(items, pads, ascii_only):
+    """Where the quick split (orjson per cut piece) vouches for a body, its elements and byte
+    ranges are exactly the standard parser's; otherwise it declines and the exact way decides."""
+    parts = [json.dumps(item, ensure_ascii=ascii_only) for item in items]
+    body = pads[0] + "[" + pads[1]
+    for i, part in enumerate(parts):
+        body += (pads[(2 + i) % 14] + "," + pads[(3 + i) % 14] if i else "") + part
+    body = (body + pads[12] + "]" + pads[13]).encode()
+    quick = _split_fast(body)
+    exact = _split_exact(body.decode())
+    assert [value for value, _offset, _size in exact] == items
+    if quick is not None:
+        assert quick == exact
+        for value, offset, size in quick:
+            assert json.loads(body[offset : offset + size]) == value
+
+
+def test_a_string_holding_the_separator_is_not_a_cut():
+    message = pushed_if021()
+    message["payload"]["CommonBlock"]["S1"]["subText"] = '},{"payload": {}}'
+    body = body_of(message, pushed_if021(mpan="1900012374324"))
+    [first, second] = parse_push(body)
+    assert json.loads(body[first.offset : first.offset + first.length]) == message
+    assert second.mpan == "1900012374324"
+
+
+@pytest.mark.parametrize(
+    ("value", "written", "quick"),
+    [
+        (2**70, b"1180591620717411303424", True),  # orjson reads it as a float: not kept
+        (float("nan"), b"NaN", False),  # orjson refuses these: the exact parser decides
+        ("\ud800", b'"\\ud800"', False),
+    ],
+)
+def test_what_orjson_reads_otherwise_than_json_is_accepted_as_before(value, written, quick):
+    """No sender's message is read differently for the change of parser: the facts kept are the
+    same, and the message is kept as its exact bytes, the value as the sender wrote it."""
+    message = pushed_if021()
+    message["payload"]["CommonBlock"]["S1"]["extra"] = "PLACEHOLDER"
+    body = body_of(message).replace(b'"PLACEHOLDER"', written)
+    assert (_split_fast(body) is not None) is quick
+    [parsed] = parse_push(body)
+    assert parsed.transaction_id == message["payload"]["CommonBlock"]["D0"]["transactionID"]
+    kept = body[parsed.offset : parsed.offset + parsed.length]
+    assert written in kept
+    extra = json.loads(kept)["payload"]["CommonBlock"]["S1"]["extra"]
+    assert extra == value or (value != value and extra != extra)  # NaN is not equal to itself

@@ -1,6 +1,6 @@
 """Closing the loop end to end with the real processes: Busbar sends a message to dipsim over
 mutual TLS, the recipient answers on the DIP's status channel with an RCP code, dipsim pushes that
-status to Busbar's status webhook on the real ingest server (uvicorn, client certificate
+status to Busbar's status webhook on the real ingest server (granian, client certificate
 required), the outbound message's state moves, and a Celery worker tells the client system
 through its signed downstream webhook (Standard Webhooks)."""
 
