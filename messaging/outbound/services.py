@@ -760,7 +760,9 @@ def _drain(
             grant = ratelimit.take(connection_id=connection_id, wanted=len(ids), rate=rate)
             ids = ids[: grant.granted]
             # Due now: the wait was the outage's, which is over.
-            Message.objects.filter(id__in=ids).update(next_attempt_at=None)
+            Message.objects.filter(id__in=ids, next_attempt_at__isnull=False).update(
+                next_attempt_at=None
+            )
         if ids:
             before = report.sent + report.rejected + report.failed
             _send_in_flight(tenant_id, ids, pool, report)
