@@ -26,38 +26,45 @@ def partition_batches(
 
     Each batch holds at most ``size`` messages of one channel, in send order. Every message of a
     business key is in one batch, so two requests in flight never carry the same key and its
-    order on the wire is its send order. A message whose key's batch is full (or on another
-    channel) is held, with every later message of its key: held messages are not sent in this
-    round, and the next one finds them after their predecessors' outcome.
+    order on the wire is its send order. A key's messages are placed together, in the first
+    batch with room for all of them (keys in the order their first message comes), so a backlog
+    with several messages per key still fills every batch. Beyond ``size`` messages of one key,
+    or once a key shows on another channel, its later messages are held: not sent in this round,
+    the next one finds them after their predecessors' outcome.
     """
     if size < 1:
         raise ValueError(f"a batch holds at least one message, not {size}")
-    batches: list[list[int]] = []
-    channel_of: list[Hashable] = []
-    filling: dict[Hashable, int] = {}  # the batch each channel is filling
-    batch_of_key: dict[str, int] = {}
-    held_keys: set[str] = set()
+    position: dict[int, int] = {}
+    members_of: dict[Hashable, list[int]] = {}  # in the order of each key's first message
+    channel_of: dict[Hashable, Hashable] = {}
+    closed: set[Hashable] = set()  # keys whose later messages wait for the next round
     held: list[int] = []
-    for message_id, channel, key in rows:
-        if key and key in held_keys:
+    for n, (message_id, channel, key) in enumerate(rows):
+        position[message_id] = n
+        group: Hashable = key if key else ("", message_id)  # no key: a group of its own
+        if group in closed:
             held.append(message_id)
-            continue
-        if key and key in batch_of_key:
-            index = batch_of_key[key]
-            if channel_of[index] == channel and len(batches[index]) < size:
-                batches[index].append(message_id)
-            else:
-                held_keys.add(key)
-                held.append(message_id)
-            continue
-        index = filling.get(channel, -1)
-        if index < 0 or len(batches[index]) >= size:
-            batches.append([])
-            channel_of.append(channel)
-            index = filling[channel] = len(batches) - 1
-        batches[index].append(message_id)
-        if key:
-            batch_of_key[key] = index
+        elif group not in members_of:
+            members_of[group] = [message_id]
+            channel_of[group] = channel
+        elif channel_of[group] == channel and len(members_of[group]) < size:
+            members_of[group].append(message_id)
+        else:
+            closed.add(group)
+            held.append(message_id)
+    batches: list[list[int]] = []
+    batch_channels: list[Hashable] = []
+    for group, members in members_of.items():
+        channel = channel_of[group]
+        for index, batch in enumerate(batches):
+            if batch_channels[index] == channel and len(batch) + len(members) <= size:
+                batch.extend(members)
+                break
+        else:
+            batches.append(list(members))
+            batch_channels.append(channel)
+    for batch in batches:
+        batch.sort(key=position.__getitem__)
     return batches, held
 
 

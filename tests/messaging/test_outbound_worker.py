@@ -296,18 +296,20 @@ def test_partition_keeps_each_business_key_in_one_batch_in_send_order():
         (1, "IF-021", "B"),
         (2, "IF-021", "B"),
         (3, "IF-021", "A"),
-        (4, "IF-021", "A"),  # A's batch is full: held, with every later A
+        (4, "IF-021", "A"),
         (5, "IF-021", "C"),
-        (6, "IF-021", ""),  # no key: never held
+        (6, "IF-021", ""),  # no key: a group of its own
         (7, "IF-021", "A"),
         (8, "IF-022", "C"),  # C is in a request of another channel: held
         (9, "IF-022", "D"),
         (10, "IF-021", "C"),  # held behind 8, though C's batch has room
         (11, "IF-021", ""),
+        (12, "IF-021", "A"),  # a fourth A does not fit one request of 3: held
     ]
     batches, held = partition_batches(rows, 3)
-    assert batches == [[1, 2, 3], [5, 6, 11], [9]]
-    assert held == [4, 7, 8, 10]
+    # Each key whole in the first batch with room for it, every batch in send order.
+    assert batches == [[1, 2, 5], [3, 4, 7], [6, 11], [9]]
+    assert held == [8, 10, 12]
     with pytest.raises(ValueError, match="at least one message"):
         partition_batches(rows, 0)
 
