@@ -384,6 +384,7 @@ def _move(
     reason: str,
     detail: dict[str, Any] | None = None,
     error: str = "",
+    transaction_ids: dict[int, str] | None = None,
 ) -> list[int]:
     moved = store.transition(
         tenant_id=tenant_id,
@@ -396,6 +397,7 @@ def _move(
         direction="outbound",
         error=error,
         reset_attempts=False,
+        transaction_ids=transaction_ids,
     )
     if moved and to_state in (OutboundState.REJECTED, OutboundState.FAILED):
         raise_outbound_exceptions(
@@ -513,13 +515,13 @@ def _apply(
     if pairs:
         # One move for the batch: each message's transaction id is on its row (and on the
         # request's DipExchange); the timeline names the answer that carried it.
-        store.set_transaction_ids(tenant_id=tenant_id, pairs=pairs)
         _move(
             tenant_id,
             [message_id for message_id, _ in pairs],
             OutboundState.SENT,
             "accepted by the DIP",
             base,
+            transaction_ids=dict(pairs),
         )
         report.sent += len(pairs)
 
