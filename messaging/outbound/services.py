@@ -665,8 +665,8 @@ def _send_in_flight(
                 message_ids=[i for batch in batches for i in batch],
             )
         }
-        # A message another worker holds keeps the later ones of its key back (lease given
-        # back, still ready): they must not overtake it.
+        # A message another worker holds keeps the others of its key in the batch back (lease
+        # given back, still ready): none may overtake it.
         going: list[list[int]] = []
         kept_back: list[int] = []
         for batch in batches:
