@@ -84,6 +84,16 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=0, help="messages/s limit (0: off)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument("--profile", action="store_true", help="print where the worker's time goes")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="requests of the connection in flight at once while draining (default: the"
+        " worker's DRAIN_IN_FLIGHT; 1 sends one batch after another)",
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="messages per drain chunk (default: DRAIN_CHUNK)"
+    )
     args = parser.parse_args()
 
     services, env = devenv.prepare(dbname=DBNAME)
@@ -112,6 +122,13 @@ def main() -> None:
     from tenants import certificates
     from tenants import services as tenants
 
+    if args.in_flight is not None:
+        outbound.DRAIN_IN_FLIGHT = args.in_flight
+    if args.chunk is not None:
+        outbound.DRAIN_CHUNK = args.chunk
+    print(
+        f"drain: {outbound.DRAIN_IN_FLIGHT} request(s) in flight, chunks of {outbound.DRAIN_CHUNK}"
+    )
     # The bench runs the workers' steps itself: nothing is handed to a broker.
     tasks.prepare_outbound_task.delay_on_commit = lambda *args: None
 

@@ -13,6 +13,7 @@ a retry time (408/429/5xx/no answer) or failed (credentials refused, or the retr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -45,6 +46,7 @@ from messaging.outbound.enrich import (
     parse_submission,
     submission_from_json,
 )
+from messaging.outbound.inflight import RequestPool, partition_batches
 from messaging.store import services as store
 from messaging.store.services import OutboundMessageFacts
 from messaging.store.states import OutboundState
@@ -350,6 +352,17 @@ class SendReport:
     paced: list[int] = field(default_factory=list)
     paced_wait: float = 0.0
 
+    def merge(self, other: SendReport) -> None:
+        """Add another report's counts (a request sent by another thread) to this one."""
+        self.sent += other.sent
+        self.rejected += other.rejected
+        self.retried += other.retried
+        self.failed += other.failed
+        self.requests += other.requests
+        self.recovered |= other.recovered
+        self.paced += other.paced
+        self.paced_wait = max(self.paced_wait, other.paced_wait)
+
 
 def _bytes_of(messages: Sequence[Message]) -> dict[int, bytes]:
     blobs: dict[int, bytes] = {}
@@ -371,6 +384,7 @@ def _move(
     reason: str,
     detail: dict[str, Any] | None = None,
     error: str = "",
+    transaction_ids: dict[int, str] | None = None,
 ) -> list[int]:
     moved = store.transition(
         tenant_id=tenant_id,
@@ -383,6 +397,7 @@ def _move(
         direction="outbound",
         error=error,
         reset_attempts=False,
+        transaction_ids=transaction_ids,
     )
     if moved and to_state in (OutboundState.REJECTED, OutboundState.FAILED):
         raise_outbound_exceptions(
@@ -500,13 +515,13 @@ def _apply(
     if pairs:
         # One move for the batch: each message's transaction id is on its row (and on the
         # request's DipExchange); the timeline names the answer that carried it.
-        store.set_transaction_ids(tenant_id=tenant_id, pairs=pairs)
         _move(
             tenant_id,
             [message_id for message_id, _ in pairs],
             OutboundState.SENT,
             "accepted by the DIP",
             base,
+            transaction_ids=dict(pairs),
         )
         report.sent += len(pairs)
 
@@ -573,7 +588,10 @@ def send_outbound(
     return report
 
 
-DRAIN_CHUNK = 500
+DRAIN_CHUNK = 800
+# Requests of one connection in flight at once while its backlog drains (each waits for the
+# DIP's answer most of its time).
+DRAIN_IN_FLIGHT = 4
 # Messages per second while a backlog drains; None: the connection's configured rate limit.
 DRAIN_RATE: float | None = None
 
@@ -618,6 +636,71 @@ def _drain_chunk(connection_id: int) -> list[int]:
     return send_order(rows)
 
 
+def _send_in_flight(
+    tenant_id: UUID | str, message_ids: Sequence[int], pool: RequestPool, report: SendReport
+) -> None:
+    """Send a drain chunk (its rate-limit tokens already taken) as up to ``DRAIN_IN_FLIGHT``
+    requests at once: :func:`send_outbound` with the chunk split so no business key is in two
+    requests (see :func:`partition_batches`). What cannot go in this round stays ready, due, for
+    the next chunk. Each request is claimed, sent, recorded and moved as when sent alone."""
+    with tenant_context(tenant_id):
+        allowed = _gate(tenant_id, message_ids, paced=False, report=report)
+        facts = {
+            message_id: (interface_id, key)
+            for message_id, interface_id, key in Message.objects.filter(id__in=allowed).values_list(
+                "id", "interface_id", "business_key"
+            )
+        }
+        batches, _held = partition_batches(
+            ((i, facts[i][0], facts[i][1]) for i in allowed if i in facts), BATCH_MAX
+        )
+        claimed = {
+            c.id
+            for c in store.claim_due(
+                tenant_id=tenant_id,
+                direction="outbound",
+                state=OutboundState.READY,
+                limit=max(sum(len(batch) for batch in batches), 1),
+                lease_seconds=LEASE_SECONDS,
+                message_ids=[i for batch in batches for i in batch],
+            )
+        }
+        # A message another worker holds keeps the others of its key in the batch back (lease
+        # given back, still ready): none may overtake it.
+        going: list[list[int]] = []
+        kept_back: list[int] = []
+        for batch in batches:
+            missing = {facts[i][1] for i in batch if i not in claimed and facts[i][1]}
+            going.append([i for i in batch if i in claimed and facts[i][1] not in missing])
+            kept_back += [i for i in batch if i in claimed and facts[i][1] in missing]
+        store.release(tenant_id=tenant_id, message_ids=kept_back)
+        moved = set(
+            store.transition(
+                tenant_id=tenant_id,
+                message_ids=[i for batch in going for i in batch],
+                from_state=OutboundState.READY,
+                to_state=OutboundState.SENDING,
+                actor=WORKER,
+                reason="claimed for sending",
+                direction="outbound",
+                reset_attempts=False,
+            )
+        )
+        loaded = {
+            m.id: m
+            for m in Message.objects.filter(id__in=moved).select_related("connection__identity")
+        }
+    requests = [[loaded[i] for i in batch if i in loaded] for batch in going]
+
+    def send(messages: list[Message]) -> SendReport:
+        own = SendReport()
+        _send_batch(tenant_id, messages[0].interface_id, messages, own)
+        return own
+
+    for own in pool.run([functools.partial(send, batch) for batch in requests if batch]):
+        report.merge(own)
+
+
 def _drain_progress(connection_id: int, **fields: Any) -> None:
     ConnectionBreaker.objects.filter(connection_id=connection_id).update(**fields)
 
@@ -654,6 +737,19 @@ def drain_connection(
                 drain_backlog=backlog,
                 drain_done=0,
             )
+    with RequestPool(DRAIN_IN_FLIGHT) as pool:
+        return _drain(tenant_id, connection_id, rate, sleep, on_progress, pool, report)
+
+
+def _drain(
+    tenant_id: UUID | str,
+    connection_id: int,
+    rate: float | None,
+    sleep: Callable[[float], None],
+    on_progress: Callable[[SendReport, int], None] | None,
+    pool: RequestPool,
+    report: SendReport,
+) -> SendReport:
     while True:
         with tenant_context(tenant_id):
             current = breaker.get_breaker(connection_id=connection_id)
@@ -666,10 +762,12 @@ def drain_connection(
             grant = ratelimit.take(connection_id=connection_id, wanted=len(ids), rate=rate)
             ids = ids[: grant.granted]
             # Due now: the wait was the outage's, which is over.
-            Message.objects.filter(id__in=ids).update(next_attempt_at=None)
+            Message.objects.filter(id__in=ids, next_attempt_at__isnull=False).update(
+                next_attempt_at=None
+            )
         if ids:
             before = report.sent + report.rejected + report.failed
-            send_outbound(tenant_id=tenant_id, message_ids=ids, report=report, paced=False)
+            _send_in_flight(tenant_id, ids, pool, report)
             done = report.sent + report.rejected + report.failed
             with tenant_context(tenant_id):
                 _drain_progress(connection_id, drain_done=done)
@@ -785,7 +883,12 @@ def _gate(
 def _send_batch(
     tenant_id: UUID | str, interface_id: str, messages: Sequence[Message], report: SendReport
 ) -> None:
+    """Send one request and move its messages by the answer, in one transaction after the answer
+    (the evidence is committed on its own before). Messages to isolate (a batch refused for one
+    bad message) go alone only after that transaction commits: another request may be in flight
+    on this connection, and none holds the breaker row or the feed lock while it waits."""
     connection = messages[0].connection
+    isolated: list[Message] = []
     with tenant_context(tenant_id):
         payloads = _bytes_of(messages)
         report.requests += 1
@@ -819,28 +922,30 @@ def _send_batch(
             report.failed += len(messages)
             return
 
-        def isolate(group: Sequence[Message]) -> None:
-            for one in group:
-                ids = store.transition(
-                    tenant_id=tenant_id,
-                    message_ids=[one.id],
-                    from_state=OutboundState.READY,
-                    to_state=OutboundState.SENDING,
-                    actor=WORKER,
-                    reason="sent alone to find the bad message",
-                    direction="outbound",
-                    reset_attempts=False,
-                )
-                if ids:
-                    _send_batch(tenant_id, interface_id, [one], report)
-
         if result.action is Action.RETRY:
             breaker.record_failure(
                 connection_id=connection.id, error=result.reason, retry_after=result.retry_after
             )
         elif breaker.record_success(connection_id=connection.id):
             report.recovered.add(connection.id)
-        _apply(tenant_id, messages, result, report, isolate)
+        _apply(tenant_id, messages, result, report, isolated.extend)
+    for one in isolated:
+        with tenant_context(tenant_id):
+            alone = store.transition(
+                tenant_id=tenant_id,
+                message_ids=[one.id],
+                from_state=OutboundState.READY,
+                to_state=OutboundState.SENDING,
+                actor=WORKER,
+                reason="sent alone to find the bad message",
+                direction="outbound",
+                reset_attempts=False,
+            )
+        if alone:
+            _send_batch(tenant_id, interface_id, [one], report)
+    if not isolated and all(o.action is not Action.RESEND for o in result.outcomes):
+        return  # every message has its outcome or a retry time: nothing to send again now
+    with tenant_context(tenant_id):
         resend = list(
             Message.objects.filter(
                 id__in=[m.id for m in messages],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -744,12 +744,15 @@ def transition(
     direction: str | None = None,
     error: str = "",
     reset_attempts: bool = True,
+    transaction_ids: Mapping[int, str] | None = None,
 ) -> list[int]:
     """Move the messages still in ``from_state`` to ``to_state``; return the ids that moved.
 
     One statement: the conditional update, the timeline rows and the counters. A message that has
     already moved on is left alone, so a stale or repeated task does nothing. The lease and any
     scheduled retry are cleared; ``attempts`` restarts unless ``reset_attempts`` is False.
+    ``transaction_ids`` (message id to the DIP's transaction id) are written by the same update:
+    one new row version per message sent, not two.
     """
     directions = [direction] if direction else list(TRANSITIONS)
     allowed = [d for d in directions if to_state in TRANSITIONS[d].get(from_state, ())]
@@ -763,7 +766,9 @@ def transition(
         UPDATE messaging_message
         SET state = %(to)s, state_changed_at = now(), lease_until = NULL, next_attempt_at = NULL,
             last_error = %(error)s,
-            attempts = CASE WHEN %(reset)s THEN 0 ELSE attempts END
+            attempts = CASE WHEN %(reset)s THEN 0 ELSE attempts END,
+            transaction_id = coalesce(
+                (%(txs)s::text[])[array_position(%(tx_for)s::bigint[], id)], transaction_id)
         WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) AND state = %(from)s
           AND direction = ANY(%(directions)s)
         RETURNING id, connection_id, interface_id, direction, created_at
@@ -823,6 +828,8 @@ def transition(
         "reset": reset_attempts,
         "directions": allowed,
         "rejection_code": rejection_code(detail),
+        "tx_for": list((transaction_ids or {}).keys()),
+        "txs": list((transaction_ids or {}).values()),
     }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -287,3 +287,121 @@ def test_the_drain_after_the_breaker_closes_is_paced_by_the_rate_limit(
     assert (row.drain_backlog, row.drain_done) == (35, 35)
     assert row.drain_finished_at is not None
     assert row.drain_finished_at - row.drain_started_at == dt.timedelta(seconds=2.5)
+
+
+def test_partition_keeps_each_business_key_in_one_batch_in_send_order():
+    from messaging.outbound.inflight import partition_batches
+
+    rows = [
+        (1, "IF-021", "B"),
+        (2, "IF-021", "B"),
+        (3, "IF-021", "A"),
+        (4, "IF-021", "A"),
+        (5, "IF-021", "C"),
+        (6, "IF-021", ""),  # no key: a group of its own
+        (7, "IF-021", "A"),
+        (8, "IF-022", "C"),  # C is in a request of another channel: held
+        (9, "IF-022", "D"),
+        (10, "IF-021", "C"),  # held behind 8, though C's batch has room
+        (11, "IF-021", ""),
+        (12, "IF-021", "A"),  # a fourth A does not fit one request of 3: held
+    ]
+    batches, held = partition_batches(rows, 3)
+    # Each key whole in the first batch with room for it, every batch in send order.
+    assert batches == [[1, 2, 5], [3, 4, 7], [6, 11], [9]]
+    assert held == [8, 10, 12]
+    with pytest.raises(ValueError, match="at least one message"):
+        partition_batches(rows, 0)
+
+
+def test_the_drain_sends_requests_in_flight_together_keeping_key_order_and_evidence(
+    committed_world, dipsim, monkeypatch
+):
+    """Several requests in flight at once over mutual TLS, one of them losing its answer: no
+    business key is in two requests in flight together, each key reaches the DIP in its order,
+    every request leaves its own evidence, and the lost answer is resent with the same sender
+    reference (the DIP holds every message once)."""
+    import threading
+    import time
+    from collections import Counter
+
+    from messaging.dip import encode_batch
+    from tests.messaging.test_outbound import fault, valid_mpan
+
+    monkeypatch.setattr(outbound, "BATCH_MAX", 3)
+    monkeypatch.setattr(outbound, "DRAIN_IN_FLIGHT", 3)
+    tenant = committed_world.globex.id
+    channel = outbound_channel(tenant, dipsim)
+    a, b, c, d, e, f = (valid_mpan(40 + n) for n in range(6))
+    keys = [a, b, a, c, a, b, a, d, e, f, a]
+    urgency = ["normal"] * len(keys)
+    urgency[5] = "urgent"  # the second b: pulls the first b forward, never overtakes it
+    ids = prepared(
+        tenant,
+        channel,
+        [submission(mpan=key, urgency=u) for key, u in zip(keys, urgency, strict=True)],
+    )
+    reference_of = dict(zip(ids, refs(tenant, ids), strict=True))
+    key_of = {reference_of[i]: key for i, key in zip(ids, keys, strict=True)}
+
+    # Every request waits 0.4 s for its answer (so requests overlap); one answer is lost.
+    fault(dipsim, kind="latency", channel="IF-021", params={"ms": 400})
+    fault(dipsim, kind="drop_after_accept", channel="IF-021", remaining=1)
+    submit = credentials.submit_batch
+    requests: list[tuple[float, float, list[str]]] = []
+    lock = threading.Lock()
+
+    def watched(**kwargs):
+        sent = [r for r in encode_batch(kwargs["messages"])[1] if r]
+        started = time.monotonic()
+        try:
+            return submit(**kwargs)
+        finally:
+            with lock:
+                requests.append((started, time.monotonic(), sent))
+
+    monkeypatch.setattr(credentials, "submit_batch", watched)
+    report = outbound.drain_connection(tenant_id=tenant, connection_id=channel.connection_id)
+
+    assert report.sent == len(ids)
+    assert set(states(tenant, ids)) == {"sent"}
+    held = Counter(m["senderUniqueReference"] for m in held_by_dipsim(dipsim))
+    assert all(held[reference] == 1 for reference in reference_of.values())
+    # Requests were in flight together...
+    overlapping = [
+        (x, y) for x in requests for y in requests if x is not y and x[0] < y[1] and y[0] < x[1]
+    ]
+    assert overlapping
+    # ... but never two carrying one business key.
+    for x, y in overlapping:
+        assert not {key_of[r] for r in x[2]} & {key_of[r] for r in y[2]}
+    # Each key reached the DIP in its order.
+    accepted = accepted_order(dipsim, set(reference_of.values()))
+    for key in set(keys):
+        mine = [reference_of[i] for i, k in zip(ids, keys, strict=True) if k == key]
+        assert [r for r in accepted if r in mine] == mine
+    # One evidence row per request, naming exactly its messages, committed whatever happened.
+    with tenant_context(tenant):
+        exchanges = list(
+            DipExchange.objects.filter(sender_references__overlap=list(reference_of.values()))
+        )
+    assert report.requests == len(requests) == len(exchanges)
+    assert sorted(x.sender_references for x in exchanges) == sorted(r[2] for r in requests)
+    assert all(len(x.sender_references) <= 3 for x in exchanges)
+    # The lost answer: recorded as maybe delivered, resent with the same references, counted
+    # sent as the DIP's duplicate.
+    [lost] = [x for x in exchanges if x.outcome == "maybe_delivered"]
+    for reference in reference_of.values():
+        carriers = sorted(x.id for x in exchanges if reference in x.sender_references)
+        if reference in lost.sender_references:
+            assert len(carriers) == 2
+            assert carriers[0] == lost.id
+        else:
+            assert len(carriers) == 1
+    with tenant_context(tenant):
+        duplicates = set(
+            Transition.objects.filter(
+                message_id__in=ids, to_state="sent", detail__duplicate=True
+            ).values_list("message_id", flat=True)
+        )
+    assert {reference_of[i] for i in duplicates} == set(lost.sender_references)
