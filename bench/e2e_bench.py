@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -252,8 +253,14 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
 
     def start(name: str, command: list[str]) -> None:
         out = (logs / f"{name}.log").open("ab")
+        # Each in a process group of its own, stopped as a group: granian's workers too.
         process = subprocess.Popen(
-            command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         stack.processes.append((name, process))
 
@@ -284,12 +291,14 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
 
 def stop_stack(stack: Stack) -> None:
     for _, process in reversed(stack.processes):
-        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
     for _, process in stack.processes:
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 class Stages:

@@ -221,6 +221,36 @@ def _chain_to_anchor(
     )
 
 
+@dataclass(frozen=True)
+class _TrustedPath:
+    path: tuple[x509.Certificate, ...]  # leaf first, then up to the anchor
+    fingerprint: str  # the leaf's
+    subject: str  # the leaf's
+
+
+@lru_cache(maxsize=256)
+def _trusted_path(header_value: str, trust_anchors: tuple[x509.Certificate, ...]) -> _TrustedPath:
+    """The signing certificate's path to one of ``trust_anchors``, by header value and anchors.
+
+    A sender signs with one certificate for months, and checking its chain (signatures over
+    the certificates, fingerprints) was half of a single-message push's verification; the path
+    depends only on the certificates and the anchors, so it is cached by both. Validity dates
+    are checked against the request's time on every call, and a chain that does not verify is
+    never cached (it raises)."""
+    certificates = _decode_certificates(header_value)
+    if not certificates:
+        raise SignatureError(
+            f"{HEADER_CERTIFICATE} holds no certificate", kind="malformed_certificate"
+        )
+    leaf = certificates[0]
+    path = _chain_to_anchor(leaf, certificates[1:], trust_anchors)
+    return _TrustedPath(
+        path=tuple(path),
+        fingerprint=certificate_fingerprint(leaf),
+        subject=leaf.subject.rfc4514_string(),
+    )
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
@@ -273,26 +303,21 @@ def verify_request(
             f"{HEADER_CONTENT_HASH} does not match the SHA-256 of the body", kind="hash_mismatch"
         )
 
-    certificates = _decode_certificates(certificate_b64)
-    if not certificates:
-        raise SignatureError(
-            f"{HEADER_CERTIFICATE} holds no certificate", kind="malformed_certificate"
-        )
-    leaf = certificates[0]
-    path = _chain_to_anchor(leaf, certificates[1:], trust_anchors)
-    for certificate in path:
-        name = certificate.subject.rfc4514_string()
+    trusted = _trusted_path(certificate_b64, tuple(trust_anchors))
+    for certificate in trusted.path:
         if moment > certificate.not_valid_after_utc:
             raise SignatureError(
-                f"certificate {name} expired at {certificate.not_valid_after_utc.isoformat()}",
+                f"certificate {certificate.subject.rfc4514_string()} expired at "
+                f"{certificate.not_valid_after_utc.isoformat()}",
                 kind="certificate_expired",
             )
         if moment < certificate.not_valid_before_utc:
             raise SignatureError(
-                f"certificate {name} is not valid before "
+                f"certificate {certificate.subject.rfc4514_string()} is not valid before "
                 f"{certificate.not_valid_before_utc.isoformat()}",
                 kind="certificate_not_yet_valid",
             )
+    leaf = trusted.path[0]
 
     try:
         signature = base64.b64decode(signature_b64, validate=True)
@@ -316,8 +341,8 @@ def verify_request(
             kind="bad_signature",
         ) from err
     return VerifiedSignature(
-        fingerprint_sha256=certificate_fingerprint(leaf),
-        subject=leaf.subject.rfc4514_string(),
+        fingerprint_sha256=trusted.fingerprint,
+        subject=trusted.subject,
         serial=leaf.serial_number,
         not_after=leaf.not_valid_after_utc,
         signed_at=signed_at,

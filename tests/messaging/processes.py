@@ -102,18 +102,31 @@ def start_worker(env: dict[str, str], queues: str, log: Path) -> subprocess.Pope
         )  # fmt: skip
 
 
+def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the process, or its whole group when it leads one of its own (started with
+    ``start_new_session``): a server with worker processes (granian) leaves none behind."""
+    try:
+        leads_group = os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:
+        return
+    if leads_group:
+        os.killpg(process.pid, signum)
+    else:
+        os.kill(process.pid, signum)
+
+
 def sigkill(process: subprocess.Popen[bytes]) -> None:
-    os.kill(process.pid, signal.SIGKILL)
+    _signal(process, signal.SIGKILL)
     process.wait(10)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        process.terminate()
+        _signal(process, signal.SIGTERM)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal(process, signal.SIGKILL)
             process.wait()
 
 

@@ -373,3 +373,19 @@ def test_a_lower_case_method_is_verified_upper_cased(pki: Pki) -> None:
     }
 
     assert verify(headers, pki, method="post").subject == "CN=signer"
+
+
+def test_a_remembered_chain_is_trusted_only_with_its_anchors_and_its_dates(pki: Pki) -> None:
+    """The verified path of a signing certificate is remembered between requests, but only for
+    the same trust anchors, and every certificate's dates are still judged at each request."""
+    headers = signed(pki.leaf)
+    assert verify(headers, pki).subject  # remembered now
+    other_ca = pki.other_ca.certificate
+    assert failure(headers, pki, anchors=[other_ca]).kind == "untrusted_certificate"
+    after_expiry = pki.leaf.certificate.not_valid_after_utc + dt.timedelta(minutes=1)
+    late = signed(pki.leaf, now=after_expiry)
+    assert failure(late, pki, now=after_expiry).kind == "certificate_expired"
+    assert (
+        verify(headers, pki).fingerprint_sha256
+        == pki.leaf.certificate.fingerprint(hashes.SHA256()).hex()
+    )

@@ -32,6 +32,7 @@ from tenants import certificates, services
 from tenants.models import Connection
 from tests.conftest import World, build_world
 from tests.messaging.conftest import REPO_ROOT, SDS_DIP_ID, _ready_line, dipsim_cli, run_all
+from tests.messaging.processes import stop
 from tests.messaging.test_dip_client import if021
 
 ACME, GLOBEX = "1000000001", "1000000002"
@@ -53,15 +54,6 @@ class Stack:
     ingest_url: str
     ca_dir: Path
     root: Path
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wire(tenant_id: object, dip_id: str, base_url: str, ca_dir: Path, root: Path) -> None:
@@ -161,6 +153,7 @@ def stack(committed_db, settings, tmp_path) -> Iterator[Stack]:
                 env=env,
                 stdout=logs,
                 stderr=logs,
+                start_new_session=True,  # stopped as a group: granian's workers too
             )
         )
         procs.append(
@@ -197,7 +190,7 @@ def stack(committed_db, settings, tmp_path) -> Iterator[Stack]:
         yield Stack(world, admin.group(1), ingest_url, ca_dir, root)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         logs.close()
 
 

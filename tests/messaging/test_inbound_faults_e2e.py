@@ -139,6 +139,8 @@ def faults(committed_db, settings, tmp_path, dip_parties) -> Iterator[FaultStack
                 env={**env, "REDIS_URL": redis_url},
                 stdout=out,
                 stderr=out,
+                # Its own process group: killing the server kills its worker processes too.
+                start_new_session=True,
             )
         procs.append(proc)
         return proc
