@@ -535,9 +535,10 @@ def store_inbound_group(
 
 
 def open_group_connection(using: str = "default") -> psycopg.Connection[Any]:
-    """A psycopg connection of its own for a group committer (the role and settings of the
-    Django database ``using``), in autocommit mode: the group manages its transaction in its
-    pipeline. Server-side binding, so compressed bodies travel as binary parameters."""
+    """A psycopg connection of its own (the role and settings of the Django database ``using``),
+    in autocommit mode, outside Django's transactions: a group committer manages its transaction
+    in its pipeline, and a long job records its progress where others see it at once.
+    Server-side binding, so compressed bodies travel as binary parameters."""
     from django.db import connections
 
     params = connections[using].get_connection_params()

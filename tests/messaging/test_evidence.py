@@ -636,3 +636,28 @@ def test_a_pack_carries_the_periods_reconciliation_results_and_open_items(
     assert manifest["counts"]["reconciliation_results"] == 2
     assert [(i["interface"], i["status"]) for i in open_items] == [("IF-041", "breach")]
     assert "2 control verdicts" in summary
+
+
+def test_a_packs_progress_is_visible_while_it_is_being_built(
+    committed_db, settled_now, monkeypatch
+) -> None:
+    """The build runs in one transaction; its progress is written where the console sees it
+    during the build, not only once the pack is done."""
+    world = build_world()
+    _traffic(world.acme.id)
+    seen: list[tuple[int, str]] = []
+    certificates = packs._certificates
+
+    def observed():
+        with psycopg.connect(admin_conninfo(connection.settings_dict["NAME"])) as admin:
+            seen.append(
+                admin.execute(
+                    f"SELECT progress, stage FROM {EvidencePack._meta.db_table}"
+                    " WHERE state = 'running'"
+                ).fetchone()
+            )
+        return certificates()
+
+    monkeypatch.setattr(packs, "_certificates", observed)
+    _pack(world)
+    assert seen == [(55, "certificates")]
