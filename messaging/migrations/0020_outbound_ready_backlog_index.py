@@ -8,7 +8,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0018_exception_handling_and_replay"),
+        ("messaging", "0019_rollup_hour_indexes"),
     ]
 
     operations = [
