@@ -9,6 +9,7 @@ model instance and no query per message.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from messaging.store.states import INBOUND_INITIAL, OUTBOUND_INITIAL, TRANSITIONS, check_transition
+
+logger = logging.getLogger(__name__)
 
 # Level 1: DESIGN's calibration (about 260 bytes a 5 KB IF-021 message) at the least CPU per byte.
 ZSTD_LEVEL = 1
@@ -423,8 +426,11 @@ def store_inbound_group(
 ) -> list[StoredDelivery | DeliveryRefused]:
     """Store several deliveries (of any tenants) in one transaction: group commit.
 
-    Each delivery is written under its own savepoint, so one the database refuses is rolled back
-    alone and reported as :class:`DeliveryRefused` while the others are kept; deduplication holds
+    A delivery the database refuses is rolled back alone and reported as :class:`DeliveryRefused`
+    while the others are kept: the group is first written without savepoints (two statements a
+    push fewer, a third of a single-message push's cost in psycopg's pipeline), and only when a
+    statement fails is it rolled back and written again with a savepoint per delivery, which
+    finds the refused one. Deduplication holds
     across the group (a transaction id claimed by an earlier delivery of the same group makes a
     later one a duplicate) and against every earlier group. The rollup counters get one increment
     per (tenant, connection, interface) for the whole group, added last in a fixed order so two
@@ -439,6 +445,21 @@ def store_inbound_group(
     Returns one outcome per delivery, in order, once the transaction has committed. Raises
     psycopg.Error when the group could not be committed: then nothing of it is stored.
     """
+    try:
+        return _store_group(conn, deliveries, savepoints=False)
+    except psycopg.Error as exc:
+        if conn.closed or conn.broken:
+            raise
+        logger.warning("store.group_retried_with_savepoints", extra={"error": str(exc)[:200]})
+        conn.execute("ROLLBACK")
+    return _store_group(conn, deliveries, savepoints=True)
+
+
+def _store_group(
+    conn: psycopg.Connection[Any], deliveries: Sequence[InboundDelivery], *, savepoints: bool
+) -> list[StoredDelivery | DeliveryRefused]:
+    """``store_inbound_group``'s work; without ``savepoints`` any failure raises (nothing of the
+    group is then committed), with them a delivery's own failure refuses that delivery alone."""
     outcomes: list[StoredDelivery | DeliveryRefused | None] = [None] * len(deliveries)
     # Each tenant's deliveries together (arrival order kept within a tenant, which is all that
     # deduplication depends on) so the tenant setting is written once per tenant, not per push.
@@ -457,11 +478,13 @@ def store_inbound_group(
                     _set_tenant(conn, tenant_set)
                 # One name per delivery: rolling back to it after a failure fails loudly (and
                 # with it the group) unless the failure was this delivery's own statement.
-                conn.execute(f"SAVEPOINT delivery_{index}")
+                if savepoints:
+                    conn.execute(f"SAVEPOINT delivery_{index}")
                 cursor = conn.cursor()
                 cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
                 queued.append((index, cursor))
-                conn.execute(f"RELEASE SAVEPOINT delivery_{index}")
+                if savepoints:
+                    conn.execute(f"RELEASE SAVEPOINT delivery_{index}")
             try:
                 pipeline.sync()
                 error: psycopg.Error | None = None
@@ -474,6 +497,8 @@ def store_inbound_group(
                 except psycopg.ProgrammingError:  # no result: the failure was here
                     if error is None:
                         raise
+                    if not savepoints:
+                        raise error from None
                     conn.execute(f"ROLLBACK TO SAVEPOINT delivery_{index}")
                     pipeline.sync()  # raises if the failure was not this delivery's own
                     tenant_set = None
