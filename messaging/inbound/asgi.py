@@ -132,7 +132,38 @@ def _work(
 GROUP_MAX_MESSAGES = 2_000
 
 
-class GroupCommitter:
+class _WorkerThread:
+    """One daemon thread, started by the first piece of work and woken by later ones; ``stop``
+    lets it finish what is queued (its ``_run`` returns once ``_stopping`` is set and nothing
+    is left), then joins it. Subclasses queue work under ``_wake`` and call ``_started``."""
+
+    name = "ingest-worker"
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def _started(self) -> None:
+        """Start the thread if it is not running (call with ``_wake`` held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+class GroupCommitter(_WorkerThread):
     """Group commit: one thread stores every push that arrived while the previous group was
     being committed, in one transaction (a savepoint each), then answers each of them.
 
@@ -141,12 +172,12 @@ class GroupCommitter:
     after the commit that stored it; if that commit fails, every push of the group gets 503.
     """
 
+    name = "ingest-group-commit"
+
     def __init__(self, max_messages: int = GROUP_MAX_MESSAGES) -> None:
+        super().__init__()
         self.max_messages = max_messages
         self._pending: list[tuple[Prepared, Callable[[receive.Answer], None]]] = []
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     @property
     def pending(self) -> int:
@@ -159,11 +190,7 @@ class GroupCommitter:
         with self._wake:
             if self._stopping:
                 raise RuntimeError("the group committer has stopped")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ingest-group-commit", daemon=True
-                )
-                self._thread.start()
+            self._started()
             self._pending.append((push, done))
             self._wake.notify()
 
@@ -218,17 +245,8 @@ class GroupCommitter:
             for (_push, done), answer in zip(group, answers, strict=True):
                 done(answer)
 
-    def stop(self) -> None:
-        """Answer what is queued, then end the thread."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
 
-
-class FollowUps:
+class FollowUps(_WorkerThread):
     """The processing follow-ups of stored deliveries, sent by one thread after the answers, at
     most one per tenant for everything stored since the last were sent.
 
@@ -245,21 +263,17 @@ class FollowUps:
     # they start take far longer than this.
     INTERVAL_SECONDS = 0.05
 
+    name = "ingest-follow-ups"
+
     def __init__(self) -> None:
+        super().__init__()
         self._due: dict[str, int] = {}  # tenant -> the latest stored delivery
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
 
     def add(self, tenant_id: str, delivery_id: int) -> None:
         with self._wake:
             if self._stopping:
                 return  # shutting down: the sweeper picks it up
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ingest-follow-ups", daemon=True
-                )
-                self._thread.start()
+            self._started()
             self._due[tenant_id] = max(delivery_id, self._due.get(tenant_id, 0))
             self._wake.notify()
 
@@ -280,15 +294,6 @@ class FollowUps:
             with self._wake:
                 if not self._stopping:
                     self._wake.wait_for(lambda: self._stopping, timeout=self.INTERVAL_SECONDS)
-
-    def stop(self) -> None:
-        """Send what is due, then end the thread."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
 
 
 class IngestApp:

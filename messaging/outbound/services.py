@@ -537,6 +537,20 @@ def _category(code: str | None) -> str:
     return "data_quality"
 
 
+def _claimed_for_sending(tenant_id: UUID | str, message_ids: Sequence[int]) -> list[int]:
+    """Move claimed ready messages to ``sending`` (committed before the request leaves)."""
+    return store.transition(
+        tenant_id=tenant_id,
+        message_ids=message_ids,
+        from_state=OutboundState.READY,
+        to_state=OutboundState.SENDING,
+        actor=WORKER,
+        reason="claimed for sending",
+        direction="outbound",
+        reset_attempts=False,
+    )
+
+
 def send_outbound(
     *,
     tenant_id: UUID | str,
@@ -564,16 +578,7 @@ def send_outbound(
             lease_seconds=LEASE_SECONDS,
             message_ids=allowed,
         )
-        ids = store.transition(
-            tenant_id=tenant_id,
-            message_ids=[c.id for c in claimed],
-            from_state=OutboundState.READY,
-            to_state=OutboundState.SENDING,
-            actor=WORKER,
-            reason="claimed for sending",
-            direction="outbound",
-            reset_attempts=False,
-        )
+        ids = _claimed_for_sending(tenant_id, [c.id for c in claimed])
         rank = {message_id: n for n, message_id in enumerate(allowed)}
         messages = sorted(
             Message.objects.filter(id__in=ids).select_related("connection__identity"),
@@ -674,18 +679,7 @@ def _send_in_flight(
             going.append([i for i in batch if i in claimed and facts[i][1] not in missing])
             kept_back += [i for i in batch if i in claimed and facts[i][1] in missing]
         store.release(tenant_id=tenant_id, message_ids=kept_back)
-        moved = set(
-            store.transition(
-                tenant_id=tenant_id,
-                message_ids=[i for batch in going for i in batch],
-                from_state=OutboundState.READY,
-                to_state=OutboundState.SENDING,
-                actor=WORKER,
-                reason="claimed for sending",
-                direction="outbound",
-                reset_attempts=False,
-            )
-        )
+        moved = set(_claimed_for_sending(tenant_id, [i for batch in going for i in batch]))
         loaded = {
             m.id: m
             for m in Message.objects.filter(id__in=moved).select_related("connection__identity")

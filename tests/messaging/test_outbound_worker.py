@@ -392,12 +392,18 @@ def test_the_drain_sends_requests_in_flight_together_keeping_key_order_and_evide
     # sent as the DIP's duplicate.
     [lost] = [x for x in exchanges if x.outcome == "maybe_delivered"]
     for reference in reference_of.values():
-        carriers = sorted(x.id for x in exchanges if reference in x.sender_references)
+        carriers = sorted(
+            (x for x in exchanges if reference in x.sender_references), key=lambda x: x.id
+        )
+        # A message goes again only after a request that did not end accepted: the lost one
+        # (whose resend the DIP refuses as a duplicate) or, on a loaded machine, a transient
+        # refusal retried. (Every message ended sent and held once by the DIP: above.)
+        assert all(x.outcome != "accepted" for x in carriers[:-1]), [
+            (x.id, x.outcome) for x in carriers
+        ]
         if reference in lost.sender_references:
-            assert len(carriers) == 2
-            assert carriers[0] == lost.id
-        else:
-            assert len(carriers) == 1
+            assert carriers[0].id == lost.id
+            assert len(carriers) >= 2
     with tenant_context(tenant):
         duplicates = set(
             Transition.objects.filter(
