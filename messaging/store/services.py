@@ -426,11 +426,10 @@ def store_inbound_group(
 ) -> list[StoredDelivery | DeliveryRefused]:
     """Store several deliveries (of any tenants) in one transaction: group commit.
 
-    A delivery the database refuses is rolled back alone and reported as :class:`DeliveryRefused`
-    while the others are kept: the group is first written without savepoints (two statements a
-    push fewer, a third of a single-message push's cost in psycopg's pipeline), and only when a
-    statement fails is it rolled back and written again with a savepoint per delivery, which
-    finds the refused one. Deduplication holds
+    A delivery the database refuses is reported as :class:`DeliveryRefused` while the others are
+    kept: when anything of the group fails, the group is rolled back and each delivery is
+    stored again in a transaction of its own, so the refused one fails alone (rare; the group
+    needs no savepoints on its usual path, two statements a push fewer). Deduplication holds
     across the group (a transaction id claimed by an earlier delivery of the same group makes a
     later one a duplicate) and against every earlier group. The rollup counters get one increment
     per (tenant, connection, interface) for the whole group, added last in a fixed order so two
@@ -439,28 +438,41 @@ def store_inbound_group(
     ``conn`` is a psycopg connection of the runtime role in autocommit mode, used by nobody else
     meanwhile. Everything goes through one pipeline: the deliveries' statements reach the
     server in one go and the rollups with the COMMIT in a second, so a group costs two round
-    trips however many pushes it holds (a refused delivery adds one). On a busy machine a round
+    trips however many pushes it holds. On a busy machine a round
     trip, not the work, is what a small push costs.
 
     Returns one outcome per delivery, in order, once the transaction has committed. Raises
     psycopg.Error when the group could not be committed: then nothing of it is stored.
     """
     try:
-        return _store_group(conn, deliveries, savepoints=False)
+        return list(_store_group(conn, deliveries))
     except psycopg.Error as exc:
-        if conn.closed or conn.broken:
+        if conn.closed or conn.broken or len(deliveries) == 1:
             raise
-        logger.warning("store.group_retried_with_savepoints", extra={"error": str(exc)[:200]})
+        logger.warning("store.group_stored_one_by_one", extra={"error": str(exc)[:200]})
         conn.execute("ROLLBACK")
-    return _store_group(conn, deliveries, savepoints=True)
+    # Something of the group was refused: each delivery again in a transaction of its own, so
+    # the refused one fails alone and its neighbours are stored (rare: a push the database
+    # refuses; the group's speed does not matter here, its neighbours' answers do).
+    outcomes: list[StoredDelivery | DeliveryRefused] = []
+    for delivery in deliveries:
+        try:
+            outcomes += _store_group(conn, [delivery])
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            conn.execute("ROLLBACK")
+            outcomes.append(DeliveryRefused(exc))
+    return outcomes
 
 
 def _store_group(
-    conn: psycopg.Connection[Any], deliveries: Sequence[InboundDelivery], *, savepoints: bool
-) -> list[StoredDelivery | DeliveryRefused]:
-    """``store_inbound_group``'s work; without ``savepoints`` any failure raises (nothing of the
-    group is then committed), with them a delivery's own failure refuses that delivery alone."""
-    outcomes: list[StoredDelivery | DeliveryRefused | None] = [None] * len(deliveries)
+    conn: psycopg.Connection[Any], deliveries: Sequence[InboundDelivery]
+) -> list[StoredDelivery]:
+    """``store_inbound_group``'s work in one transaction; any failure raises (psycopg may raise
+    it from any later statement of the pipeline, not only at a sync), and then nothing of the
+    group is committed."""
+    outcomes: list[StoredDelivery | None] = [None] * len(deliveries)
     # Each tenant's deliveries together (arrival order kept within a tenant, which is all that
     # deduplication depends on) so the tenant setting is written once per tenant, not per push.
     todo = sorted(range(len(deliveries)), key=lambda i: str(deliveries[i].tenant_id))
@@ -469,42 +481,18 @@ def _store_group(
     with conn.pipeline() as pipeline:
         conn.execute("BEGIN")
         tenant_set: str | None = None
-        while todo:
-            queued: list[tuple[int, psycopg.Cursor[Any]]] = []
-            for index in todo:
-                delivery = deliveries[index]
-                if str(delivery.tenant_id) != tenant_set:
-                    tenant_set = str(delivery.tenant_id)
-                    _set_tenant(conn, tenant_set)
-                # One name per delivery: rolling back to it after a failure fails loudly (and
-                # with it the group) unless the failure was this delivery's own statement.
-                if savepoints:
-                    conn.execute(f"SAVEPOINT delivery_{index}")
-                cursor = conn.cursor()
-                cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
-                queued.append((index, cursor))
-                if savepoints:
-                    conn.execute(f"RELEASE SAVEPOINT delivery_{index}")
-            try:
-                pipeline.sync()
-                error: psycopg.Error | None = None
-            except psycopg.Error as exc:
-                error = exc
-            todo = []
-            for position, (index, cursor) in enumerate(queued):
-                try:
-                    results[index] = cursor.fetchall()
-                except psycopg.ProgrammingError:  # no result: the failure was here
-                    if error is None:
-                        raise
-                    if not savepoints:
-                        raise error from None
-                    conn.execute(f"ROLLBACK TO SAVEPOINT delivery_{index}")
-                    pipeline.sync()  # raises if the failure was not this delivery's own
-                    tenant_set = None
-                    outcomes[index] = DeliveryRefused(error)
-                    todo = [later for later, _cursor in queued[position + 1 :]]
-                    break
+        queued: list[tuple[int, psycopg.Cursor[Any]]] = []
+        for index in todo:
+            delivery = deliveries[index]
+            if str(delivery.tenant_id) != tenant_set:
+                tenant_set = str(delivery.tenant_id)
+                _set_tenant(conn, tenant_set)
+            cursor = conn.cursor()
+            cursor.execute(_GROUP_DELIVERY_SQL, _delivery_params(delivery))
+            queued.append((index, cursor))
+        pipeline.sync()
+        for index, cursor in queued:
+            results[index] = cursor.fetchall()
         # A key claimed by a concurrent group after this statement's snapshot was taken has no
         # id in the result; read it now that the claim has committed (rare).
         late_cursors: dict[str, psycopg.Cursor[Any]] = {}
