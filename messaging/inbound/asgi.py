@@ -4,7 +4,7 @@ It serves only ``POST /dip/webhooks/<token>`` (and ``/dip/webhooks/status/<token
 ``/healthz`` and ``/metrics``. No middleware, sessions or templates: the body is read with a hard
 size bound, the work (verify, parse, hash, compress) runs in a fixed pool of threads, and one
 thread stores the pushes with group commit: every push that arrives while a commit is in flight
-joins the next group, stored in one transaction (a savepoint each) and answered after it commits.
+joins the next group, stored in one transaction and answered after it commits.
 
 Back-pressure: when more requests wait for a thread than ``BUSBAR_INGEST_QUEUE_LIMIT``, or the
 unprocessed backlog is deeper than ``BUSBAR_INGEST_BACKLOG_LIMIT``, the answer is 503 with
@@ -165,7 +165,8 @@ class _WorkerThread:
 
 class GroupCommitter(_WorkerThread):
     """Group commit: one thread stores every push that arrived while the previous group was
-    being committed, in one transaction (a savepoint each), then answers each of them.
+    being committed, in one transaction, then answers each of them (a push the database refuses
+    is answered 503 alone: see ``store_inbound_group``).
 
     Concurrent single-message pushes thus share one commit and one WAL flush instead of queueing
     for one each, and the rollup counters get one increment per group. A push is answered only
