@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from messaging.dip import webhook
 from messaging.dip.webhook import (
     DeliveryError,
+    _facts_view,
     _split_exact,
     _split_fast,
     parse_push,
@@ -139,8 +141,9 @@ WHITESPACE = st.sampled_from(["", " ", "\n", "\t", "\r\n ", "  "])
     st.booleans(),
 )
 def test_fuzz_the_quick_split_agrees_with_the_exact_parser(items, pads, ascii_only):
-    """Where the quick split (orjson per cut piece) vouches for a body, its elements and byte
-    ranges are exactly the standard parser's; otherwise it declines and the exact way decides."""
+    """Where the quick split (simdjson per cut piece) vouches for a body, its byte ranges are
+    exactly the standard parser's and it reads the same of each element; otherwise it declines
+    and the exact way decides. Either way parse_push gives the same answer."""
     parts = [json.dumps(item, ensure_ascii=ascii_only) for item in items]
     body = pads[0] + "[" + pads[1]
     for i, part in enumerate(parts):
@@ -150,9 +153,41 @@ def test_fuzz_the_quick_split_agrees_with_the_exact_parser(items, pads, ascii_on
     exact = _split_exact(body.decode())
     assert [value for value, _offset, _size in exact] == items
     if quick is not None:
-        assert quick == exact
-        for value, offset, size in quick:
-            assert json.loads(body[offset : offset + size]) == value
+        assert quick == [(_facts_view(value), offset, size) for value, offset, size in exact]
+        for (value, offset, size), item in zip(exact, items, strict=True):
+            assert json.loads(body[offset : offset + size]) == value == item
+    assert _parsed(body) == _parsed(body, exact_only=True)
+
+
+def _parsed(body: bytes, *, exact_only: bool = False) -> object:
+    """parse_push's messages, or its refusal, optionally with the quick split turned off."""
+    quick = webhook._split_fast
+    if exact_only:
+        webhook._split_fast = lambda _body: None
+    try:
+        return parse_push(body)
+    except DeliveryError as err:
+        return (err.status, err.code, err.reason)
+    finally:
+        webhook._split_fast = quick
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # json keeps the last of repeated keys; simdjson's own look-up finds the first.
+        b'[{"payload": {"CommonBlock": {"D0": {"transactionID": "A", "transactionID": "B"}}}}]',
+        b'[{"payload": {"CommonBlock": {"D0": {"transactionID": "A"}}}, '
+        b'"payload": {"CommonBlock": {"D0": {"transactionID": "B"}}}}]',
+        b'[{"payload": {"CommonBlock": 1, "CommonBlock": {"D0": {"transactionID": "B"}}}}]',
+        b'[{"Payload": {"commonblock": {"d0": {"transactionID": "A"}}}, '
+        b'"payload": {"CommonBlock": {"D0": {"transactionID": "B"}}}}]',
+    ],
+)
+def test_repeated_and_differently_cased_keys_read_as_the_standard_parser_reads_them(body):
+    [message] = parse_push(body)
+    assert message.transaction_id == "B"
+    assert _parsed(body) == _parsed(body, exact_only=True)
 
 
 def test_a_string_holding_the_separator_is_not_a_cut():
@@ -167,12 +202,15 @@ def test_a_string_holding_the_separator_is_not_a_cut():
 @pytest.mark.parametrize(
     ("value", "written", "quick"),
     [
-        (2**70, b"1180591620717411303424", True),  # orjson reads it as a float: not kept
-        (float("nan"), b"NaN", False),  # orjson refuses these: the exact parser decides
+        # simdjson refuses these where json reads them: the exact parser decides.
+        (2**70, b"1180591620717411303424", False),
+        (float("inf"), b"1e400", False),
+        (float("nan"), b"NaN", False),
         ("\ud800", b'"\\ud800"', False),
+        (2**63 - 1, b"9223372036854775807", True),
     ],
 )
-def test_what_orjson_reads_otherwise_than_json_is_accepted_as_before(value, written, quick):
+def test_what_simdjson_reads_otherwise_than_json_is_accepted_as_before(value, written, quick):
     """No sender's message is read differently for the change of parser: the facts kept are the
     same, and the message is kept as its exact bytes, the value as the sender wrote it."""
     message = pushed_if021()
