@@ -243,6 +243,41 @@ def server_cpu_seconds(server: subprocess.Popen) -> float:
     return total
 
 
+class DatabaseCpu:
+    """CPU time (user + system) of the PostgreSQL backends serving the benchmark database: the
+    third party on the two cores, beside the server and the load generator. Backends are read
+    at the start and end of a phase (the ingest server's connections live through it)."""
+
+    def __init__(self, admin: str, dbname: str) -> None:
+        self.admin, self.dbname = admin, dbname
+        self.start = self._times()
+
+    def _times(self) -> dict[int, float]:
+        import psutil
+        import psycopg
+
+        with psycopg.connect(self.admin) as conn:
+            pids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (self.dbname,),
+                )
+            ]
+        times = {}
+        for pid in pids:
+            try:
+                cpu = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            times[pid] = cpu.user + cpu.system
+        return times
+
+    def used(self) -> float:
+        end = self._times()
+        return sum(seconds - self.start.get(pid, 0.0) for pid, seconds in end.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -330,11 +365,13 @@ def main() -> None:
             )  # fmt: skip
             time.sleep(1)  # py-spy attaches
         if args.only != "single":
+            database = DatabaseCpu(admin, args.database)
             cpu = server_cpu_seconds(server), time.process_time()
             elapsed, latencies, failures = asyncio.run(
                 send_all(endpoint, batched, args.batch_senders)
             )
             cpu = server_cpu_seconds(server) - cpu[0], time.process_time() - cpu[1]
+            database_cpu = database.used()
             rate = args.messages / elapsed
             p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
             print(
@@ -342,14 +379,17 @@ def main() -> None:
                 f" {args.batch_senders} senders (p99 {p99 * 1000:.0f} ms, {failures} not 201);"
                 f" ratio to raw batched inserts {rate / baseline.batched_rows_per_second:.2f};"
                 f" CPU per message: server {cpu[0] / args.messages * 1e6:.0f} us,"
+                f" PostgreSQL {database_cpu / args.messages * 1e6:.0f} us,"
                 f" client {cpu[1] / args.messages * 1e6:.0f} us"
             )
         if args.only != "batched":
+            database = DatabaseCpu(admin, args.database)
             cpu = server_cpu_seconds(server), time.process_time()
             elapsed, latencies, failures = asyncio.run(
                 send_all(endpoint, single, args.single_senders)
             )
             cpu = server_cpu_seconds(server) - cpu[0], time.process_time() - cpu[1]
+            database_cpu = database.used()
             rate = len(single) / elapsed
             cuts = statistics.quantiles(latencies, n=100)
             print(
@@ -357,6 +397,7 @@ def main() -> None:
                 f" {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms ({failures} not 201);"
                 f" ratio to raw single-row commits {rate / baseline.single_rows_per_second:.2f};"
                 f" CPU per request: server {cpu[0] / len(single) * 1e3:.2f} ms,"
+                f" PostgreSQL {database_cpu / len(single) * 1e3:.2f} ms,"
                 f" client {cpu[1] / len(single) * 1e3:.2f} ms"
             )
         if args.profile:

@@ -63,11 +63,18 @@ class Tenant(models.Model):
         return self.name
 
 
-def tenant_key(*, on_delete: Callable[..., None] = models.PROTECT) -> models.ForeignKey:
+def tenant_key(
+    *, on_delete: Callable[..., None] = models.PROTECT, db_constraint: bool = True
+) -> models.ForeignKey:
     """The tenant column every tenant table carries: it defaults to the current tenant context
     (raising outside one) and is never taken from user input."""
     return models.ForeignKey(
-        Tenant, on_delete=on_delete, default=current_tenant_id, editable=False, related_name="+"
+        Tenant,
+        on_delete=on_delete,
+        default=current_tenant_id,
+        editable=False,
+        related_name="+",
+        db_constraint=db_constraint,
     )
 
 

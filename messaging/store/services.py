@@ -551,12 +551,19 @@ def open_group_connection(using: str = "default") -> psycopg.Connection[Any]:
     """A psycopg connection of its own (the role and settings of the Django database ``using``),
     in autocommit mode, outside Django's transactions: a group committer manages its transaction
     in its pipeline, and a long job records its progress where others see it at once.
-    Server-side binding, so compressed bodies travel as binary parameters."""
+    Server-side binding, so compressed bodies travel as binary parameters.
+
+    Every statement is prepared on its first use (``prepare_threshold = 0``): a group's few
+    statement shapes repeat for the connection's whole life, and planning them again (CTEs over
+    partitioned tables) was half of PostgreSQL's CPU for a single-message push (1.40 against
+    0.73 ms per push, measured on one connection)."""
     from django.db import connections
 
     params = connections[using].get_connection_params()
     params.pop("cursor_factory", None)
-    return psycopg.connect(**params, autocommit=True)
+    conn = psycopg.connect(**params, autocommit=True)
+    conn.prepare_threshold = 0
+    return conn
 
 
 # --- submission ------------------------------------------------------------------------------

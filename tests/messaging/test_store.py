@@ -164,6 +164,57 @@ def test_the_runtime_role_cannot_change_or_remove_raw_bytes(world) -> None:
     )
 
 
+def test_a_message_refers_only_to_its_own_tenants_raw_payloads(world) -> None:
+    """The reference to the raw payload is checked by one query per statement (migration 0021):
+    a payload of another tenant, or none, is refused as a foreign key would refuse it, whether a
+    statement inserts one row or many, and when an update first sets the payload."""
+    globex_raw = _store_for(world.globex, "G-1").raw_id
+    stored = _store(world, "T-1")
+    connection_id, channel_id = _acme_channel(world)
+    insert = (
+        "INSERT INTO messaging_message (tenant_id, direction, connection_id, channel_id,"
+        " raw_id, transaction_id, state) SELECT %s, 'inbound', %s, %s, r, 'X-' || r, 'received'"
+        " FROM unnest(%s::bigint[]) AS r"
+    )
+    acme = str(world.acme.id)
+    for raws in ([globex_raw], [stored.raw_id, globex_raw], [stored.raw_id, 1]):
+        refusal = _refused(insert, [acme, connection_id, channel_id, raws], world.acme.id)
+        assert "that is not its tenant's" in refusal, raws
+    with tenant_context(world.acme.id), connection.cursor() as cursor:
+        cursor.execute(insert, [acme, connection_id, channel_id, [stored.raw_id, stored.raw_id]])
+        assert cursor.rowcount == 2  # its own payload, twice: accepted
+    with tenant_context(world.acme.id):
+        outbound = services.store_outbound_messages(
+            tenant_id=world.acme.id,
+            connection_id=connection_id,
+            channel_id=channel_id,
+            source_body=b"{}",
+            headers={},
+            messages=[services.OutboundMessageFacts(interface_id="IF-021")],
+        )[1][0]
+    refusal = _refused(
+        "UPDATE messaging_message SET raw_id = %s WHERE id = %s",
+        [globex_raw, outbound],
+        world.acme.id,
+    )
+    assert "that is not its tenant's" in refusal
+
+
+def _store_for(tenant, *transaction_ids: str) -> services.StoredDelivery:
+    with tenant_context(tenant.id):
+        conn = Connection.objects.get()
+        channel = Channel.objects.filter(connection=conn).first()
+        body, facts = _delivery(*transaction_ids)
+        return services.store_inbound_delivery(
+            tenant_id=tenant.id,
+            connection_id=conn.id,
+            channel_id=channel.id if channel else None,
+            body=body,
+            headers={},
+            messages=facts,
+        )
+
+
 def test_write_once_columns_take_a_value_once(world) -> None:
     stored = _store(world, "T-1")
     message_id = stored.message_ids[0]
