@@ -91,6 +91,7 @@ class PreparedPush:
     messages: list[PushedMessage]
     signer_fingerprint: str
     answer_body: bytes
+    body_sha256: bytes
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ def prepare_push(
         messages=messages,
         signer_fingerprint=verified.fingerprint_sha256,
         answer_body=accepted_response(messages, responder_dip_id=endpoint.responder_dip_id),
+        body_sha256=verified.body_sha256,
     )
 
 
@@ -405,7 +407,7 @@ def to_delivery(prepared: PreparedPush) -> InboundDelivery:
         connection_id=endpoint.connection_id,
         channel_id=endpoint.channel_id,
         body_zstd=compressor.compress(body),
-        body_sha256=hashlib.sha256(body).digest(),
+        body_sha256=prepared.body_sha256,
         body_size=len(body),
         headers=_kept_headers(prepared.headers, prepared.signer_fingerprint),
         messages=_facts(body, prepared.messages),
