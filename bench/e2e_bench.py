@@ -56,7 +56,7 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import SERVERS, migrate_with_dip_signer  # noqa: E402
+from bench.ingest_bench import SERVERS, DatabaseCpu, migrate_with_dip_signer  # noqa: E402
 from bench.pg_baseline import describe, measure  # noqa: E402
 from core.devenv import bootstrap_database, prepare, with_redis_db  # noqa: E402
 from dipsim import messages as dip  # noqa: E402
@@ -289,6 +289,49 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
     print(f"processes up ({pids}; logs in {logs})", flush=True)
 
 
+class CpuSplit:
+    """CPU time (user + system) per part of the pipeline over a phase: each process group of the
+    stack (its children too: granian's and Celery's workers), PostgreSQL's backends serving the
+    benchmark database, and this process (the load generator and the watcher). On two shared
+    cores the rate is what the parts' CPU adds up to, so the split says where to cut."""
+
+    def __init__(self, stack: Stack, admin: str, dbname: str) -> None:
+        self.stack = stack
+        self.database = DatabaseCpu(admin, dbname)
+        self.start = self._groups()
+        self.own = time.process_time()
+
+    def _groups(self) -> dict[str, float]:
+        import psutil
+
+        used: dict[str, float] = {}
+        for name, process in self.stack.processes:
+            part = name.split("-", 1)[0] if name.startswith("sampleclient") else name
+            try:
+                root = psutil.Process(process.pid)
+                members = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for member in members:
+                try:
+                    times = member.cpu_times()
+                except psutil.Error:
+                    continue
+                used[part] = used.get(part, 0.0) + times.user + times.system
+        return used
+
+    def describe(self, messages: int) -> str:
+        end = self._groups()
+        parts = {name: seconds - self.start.get(name, 0.0) for name, seconds in end.items()}
+        parts["PostgreSQL"] = self.database.used()
+        parts["load generator"] = time.process_time() - self.own
+        total = sum(parts.values())
+        listed = ", ".join(
+            f"{name} {seconds / max(messages, 1) * 1e6:,.0f}" for name, seconds in parts.items()
+        )
+        return f"CPU per message (us): {listed}; in all {total / max(messages, 1) * 1e6:,.0f}"
+
+
 def stop_stack(stack: Stack) -> None:
     for _, process in reversed(stack.processes):
         with contextlib.suppress(ProcessLookupError):
@@ -517,6 +560,7 @@ def main() -> None:
             ),
             daemon=True,
         )
+        cpu = CpuSplit(stack, env["BUSBAR_ADMIN_DATABASE_URL"], dbname)
         started = time.perf_counter()
         sender.start()
         samples = watch(
@@ -542,6 +586,7 @@ def main() -> None:
             f" ({steady_rate / baseline.batched_rows_per_second:.3f} of raw batched inserts)",
             flush=True,
         )
+        print(f"sustained: {cpu.describe(done)}", flush=True)
 
         # 2. burst, with B's trickle
         print(
@@ -563,6 +608,7 @@ def main() -> None:
                     stop_b.wait(args.b_every)
 
         base = received(tenants["a"].port)
+        cpu = CpuSplit(stack, env["BUSBAR_ADMIN_DATABASE_URL"], dbname)
         b_thread = threading.Thread(target=trickle, daemon=True)
         b_thread.start()
         pushing_started = time.perf_counter()
@@ -586,6 +632,7 @@ def main() -> None:
         burst_elapsed = time.perf_counter() - pushing_started
         drain = [(t, c - base) for t, c in drain]
         rates = quarters(drain)
+        burst_cpu = cpu.describe(drain[-1][1])
         print(
             f"burst: {drain[-1][1]:,} of {args.burst:,} delivered in {burst_elapsed:,.1f} s,"
             f" {drain[-1][1] / burst_elapsed:,.0f} messages/s"
@@ -599,6 +646,7 @@ def main() -> None:
             + f"; slowest/fastest {min(rates) / max(max(rates), 1e-9):.2f} (1.00 is linear)",
             flush=True,
         )
+        print(f"burst: {burst_cpu}", flush=True)
         drain_chart(
             drain,
             args.chart,
