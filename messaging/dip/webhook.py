@@ -238,9 +238,9 @@ def _split_fast(body: bytes) -> list[tuple[Any, int, int]] | None:
     The elements are cut at the separators between messages and each is parsed alone with
     simdjson, which validates the whole piece as JSON without building a Python object for every
     value of the message (5 against orjson's 12.5 us per IF-021 message, in-process; orjson had
-    replaced the standard library's per-element ``raw_decode``, a fifth of a push's CPU). If every piece parses as one JSON value, the body is exactly
-    ``[`` piece ``,`` piece ... ``]``: a cut inside a message would leave a piece that is not a
-    whole value. simdjson refuses a few things the standard parser accepts (NaN, lone
+    replaced the standard library's per-element ``raw_decode``, a fifth of a push's CPU). If
+    every piece parses as one JSON value, the body is exactly ``[`` piece ``,`` piece ... ``]``:
+    a cut inside a message would leave a piece that is not a whole value. simdjson refuses a few things the standard parser accepts (NaN, lone
     surrogates, numbers beyond 64 bits or a double): those bodies, like every malformed one, go
     the exact way. The message itself is kept as its exact bytes either way.
     """

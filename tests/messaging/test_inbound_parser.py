@@ -15,6 +15,7 @@ from messaging.dip.webhook import (
     _facts_view,
     _split_exact,
     _split_fast,
+    accepted_response,
     parse_push,
     refusal_response,
 )
@@ -223,3 +224,18 @@ def test_what_simdjson_reads_otherwise_than_json_is_accepted_as_before(value, wr
     assert written in kept
     extra = json.loads(kept)["payload"]["CommonBlock"]["S1"]["extra"]
     assert extra == value or (value != value and extra != extra)  # NaN is not equal to itself
+
+
+def test_the_answer_repeats_what_the_standard_parser_read_even_a_lone_surrogate():
+    """The 201 answer is written by orjson, which cannot write a lone surrogate; the standard
+    parser lets one into a sender reference, so such an answer is written by the standard
+    encoder, with the same entries."""
+    message = pushed_if021()
+    message["payload"]["CommonBlock"]["S1"]["senderUniqueReference"] = "PLACEHOLDER"
+    body = body_of(message).replace(b'"PLACEHOLDER"', b'"S-\\ud800"')
+    [parsed] = parse_push(body)
+    assert parsed.sender_unique_reference == "S-\ud800"
+    [entry] = json.loads(accepted_response([parsed], responder_dip_id="1000000001"))["messageArray"]
+    assert entry["senderUniqueReference"] == "S-\ud800"
+    assert entry["transactionID"] == parsed.transaction_id
+    assert entry["message"] == "RCP0000 - Message Success"
