@@ -1,10 +1,11 @@
 """Group commit in the ingest server, through its real ASGI app against real PostgreSQL.
 
 Pushes that arrive while a group is being committed are stored together in the next group: one
-transaction (its rows share the transaction's ``now()``, their ``created_at``), a savepoint each. To make "arrive while a commit is in
-flight" happen on cue, the test holds an exclusive lock on the rollup table from an administrative
-connection: the group in flight then waits at its rollup increment (after its deliveries, before
-its commit) while the test queues more pushes, and moves on when the lock goes.
+transaction (its rows share the transaction's ``now()``, their ``created_at``). To make "arrive
+while a commit is in flight" happen on cue, the test holds an exclusive lock on the rollup table
+from an administrative connection: the group in flight then waits at its statement, which also
+increments the rollups (before its commit), while the test queues more pushes, and moves on when
+the lock goes.
 """
 
 from __future__ import annotations
@@ -98,9 +99,11 @@ def rollups_locked() -> Iterator[psycopg.Connection]:
 def blocked_group_backend() -> int | None:
     """The backend of a group waiting on the rollup lock, if one is."""
     with _admin() as admin:
+        # From the lock table, not the statement's text: pg_stat_activity keeps only the first
+        # kilobyte of a query, and a group's statement names the rollups further on.
         row = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE '%%messaging_flow_rollup%%' AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_locks WHERE relation = 'messaging_flow_rollup'::regclass"
+            " AND NOT granted AND pid <> pg_backend_pid()"
         ).fetchone()
     return int(row[0]) if row else None
 
