@@ -331,9 +331,12 @@ class DeliveryRefused:
 # the group that repeats it is a duplicate, as it would be in a later group. The result: one row
 # per delivery (its position and raw id), then one per distinct key (its message id and whether
 # this statement claimed it; the id is NULL for a key that a transaction committing after this
-# statement's snapshot claimed first).
-_GROUP_TENANT_SQL = (
-    """
+# statement's snapshot claimed first). Its layout whitespace is squeezed out: psycopg caches the
+# parsing of a query's placeholders only for queries of at most 4 KB, and parsing this one again
+# for every group cost the committer 7% of its time.
+_GROUP_TENANT_SQL = " ".join(
+    (
+        """
     WITH delivery AS MATERIALIZED (
         SELECT busbar_next_id() AS raw_id, d.*
         FROM ROWS FROM (
@@ -351,8 +354,8 @@ _GROUP_TENANT_SQL = (
             body_sha256, body_size, headers::jsonb, message_count, 201, response_body
         FROM delivery ORDER BY ord
     ), """
-    + _INBOUND_INPUT_SQL
-    + """, first AS (
+        + _INBOUND_INPUT_SQL
+        + """, first AS (
         SELECT DISTINCT ON (dedupe_key) * FROM input ORDER BY dedupe_key, delivery, ord
     ), claimed AS (
         INSERT INTO messaging_inbound_key (tenant_id, dedupe_key, message_id)
@@ -370,8 +373,8 @@ _GROUP_TENANT_SQL = (
         FROM claimed c JOIN first f USING (dedupe_key) JOIN delivery d ON d.ord = f.delivery
         RETURNING connection_id, interface_id
     )"""
-    + _rollup_sql("inserted", direction_sql="'inbound'", state_sql="%(initial)s")
-    + """
+        + _rollup_sql("inserted", direction_sql="'inbound'", state_sql="%(initial)s")
+        + """
     SELECT ord, raw_id, NULL::text, NULL::bigint, NULL::boolean FROM delivery
     UNION ALL
     SELECT NULL, NULL, f.dedupe_key,
@@ -379,6 +382,7 @@ _GROUP_TENANT_SQL = (
             WHERE k.tenant_id = %(tenant)s AND k.dedupe_key = f.dedupe_key)),
         c.message_id IS NOT NULL
     FROM first f LEFT JOIN claimed c USING (dedupe_key)"""
+    ).split()
 )
 
 
