@@ -6,6 +6,10 @@ size bound, the work (verify, parse, hash, compress) runs in a fixed pool of thr
 thread stores the pushes with group commit: every push that arrives while a commit is in flight
 joins the next group, stored in one transaction and answered after it commits.
 
+A small message push whose channel was seen in the last half-minute is prepared in the event
+loop instead (no database access, and cheaper than the hand-off to a thread); anything it would
+refuse goes to a pool thread, which checks it again and records the refusal.
+
 Back-pressure: when more requests wait for a thread than ``BUSBAR_INGEST_QUEUE_LIMIT``, or the
 unprocessed backlog is deeper than ``BUSBAR_INGEST_BACKLOG_LIMIT``, the answer is 503 with
 ``Retry-After`` (the DIP retries 503) before anything is read or stored: nothing is acknowledged
@@ -126,6 +130,11 @@ def _work(
         return prepared
     return prepared, receive.to_delivery(prepared)
 
+
+# A push up to this size is prepared in the event loop when its endpoint is cached (a message is
+# about 5 KB); a larger one in a pool thread: a batch of 100 takes a few milliseconds, which in
+# the loop would hold up reading every other request.
+INLINE_MAX_BYTES = 64 * 1024
 
 # A group stops growing at this many messages (a push is never split): big enough that eight
 # senders' batches of 100 share a commit, small enough that one group's transaction stays short.
@@ -421,23 +430,49 @@ class IngestApp:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[receive.Answer] = loop.create_future()
+        url = _callback_url(scope, headers)
         self.waiting += 1
         try:
-            self.executor.submit(
-                self._handle,
-                Reply(loop, answered),
-                kind,
-                token,
-                _callback_url(scope, headers),
-                headers,
-                body,
-                _client_address(scope, headers),
-            )
+            if not self._store_small_push(kind, token, url, headers, body, Reply(loop, answered)):
+                self.executor.submit(
+                    self._handle,
+                    Reply(loop, answered),
+                    kind,
+                    token,
+                    url,
+                    headers,
+                    body,
+                    _client_address(scope, headers),
+                )
             answer = await answered
         finally:
             self.waiting -= 1
         metrics.LATENCY.observe(time.perf_counter() - started)
         await _answer(send, answer.status, answer.body, answer.headers)
+
+    def _store_small_push(
+        self, kind: str, token: str, url: str, headers: dict[str, str], body: bytes, to: Reply
+    ) -> bool:
+        """Prepare a small message push here, in the event loop, and queue it for the group
+        committer; False when it is not one this can do without the database (unknown or
+        uncached token, a body over ``INLINE_MAX_BYTES``, anything that would be refused), and
+        then a pool thread does all of it, recording any refusal.
+
+        A single-message push's work takes about 0.14 ms of CPU; handing it to a pool thread and
+        back cost about as much again (the thread's wake-up, the GIL passing between threads).
+        """
+        if kind != "push" or len(body) > INLINE_MAX_BYTES:
+            return False
+        endpoint = receive.cached_endpoint(token)
+        if endpoint is None:
+            return False
+        prepared = receive.prepare_push_quietly(
+            endpoint=endpoint, url=url, headers=headers, body=body
+        )
+        if prepared is None:
+            return False
+        self.committer.submit((prepared, receive.to_delivery(prepared)), to)
+        return True
 
     def _handle(
         self,
