@@ -29,7 +29,7 @@ from django.db import DatabaseError, transaction
 from core.audit import record_event
 from core.tenancy import tenant_context
 from messaging.dip import SignatureError, verify_request
-from messaging.dip.signing import SIGNATURE_HEADERS
+from messaging.dip.signing import SIGNATURE_HEADERS, VerifiedSignature
 from messaging.dip.webhook import (
     RCP_PROCESSING,
     RCP_SIGNATURE,
@@ -117,10 +117,18 @@ def forget_endpoints() -> None:
         _endpoints.clear()
 
 
-def _load_endpoint(token: str) -> Endpoint | None:
+def cached_endpoint(token: str) -> Endpoint | None:
+    """The endpoint of ``token`` if it is cached and fresh (no database access), else None."""
     with _endpoints_lock:
         cached = _endpoints.get(token)
     if cached is not None and cached.expires > time.monotonic():
+        return cached
+    return None
+
+
+def _load_endpoint(token: str) -> Endpoint | None:
+    cached = cached_endpoint(token)
+    if cached is not None:
         return cached
     resolved = resolve_webhook_token(token=token)
     if resolved is None:
@@ -244,15 +252,7 @@ def prepare_push(
             extra={"token_prefix": token[:4]},
         )
     try:
-        verified = verify_request(
-            method="POST",
-            url=url,
-            body=body,
-            headers=headers,
-            trust_anchors=endpoint.trust_anchors,
-            max_skew=dt.timedelta(seconds=settings.BUSBAR_WEBHOOK_SKEW_SECONDS),
-            now=now,
-        )
+        verified = _verify(endpoint, url, headers, body, now)
     except SignatureError as exc:
         return _refuse(
             action="webhook.bad_signature",
@@ -291,15 +291,57 @@ def prepare_push(
             ),
             extra={"signed_by": verified.fingerprint_sha256},
         )
+    return _prepared(endpoint, headers, body, messages, verified.fingerprint_sha256)
+
+
+def _verify(
+    endpoint: Endpoint,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime | None,
+) -> VerifiedSignature:
+    return verify_request(
+        method="POST",
+        url=url,
+        body=body,
+        headers=headers,
+        trust_anchors=endpoint.trust_anchors,
+        max_skew=dt.timedelta(seconds=settings.BUSBAR_WEBHOOK_SKEW_SECONDS),
+        now=now,
+    )
+
+
+def _prepared(
+    endpoint: Endpoint,
+    headers: Mapping[str, str],
+    body: bytes,
+    messages: list[PushedMessage],
+    signer_fingerprint: str,
+) -> PreparedPush:
     return PreparedPush(
         endpoint=endpoint,
         headers=headers,
         body=body,
         messages=messages,
-        signer_fingerprint=verified.fingerprint_sha256,
+        signer_fingerprint=signer_fingerprint,
         answer_body=accepted_response(messages, responder_dip_id=endpoint.responder_dip_id),
         body_sha256=verified.body_sha256,
     )
+
+
+def prepare_push_quietly(
+    *, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
+) -> PreparedPush | None:
+    """``prepare_push`` for a push whose endpoint is at hand, touching no database and
+    recording nothing: the push ready to store, or None when it would be refused (the caller
+    then hands it to ``prepare_push``, which checks it again and records the refusal)."""
+    try:
+        verified = _verify(endpoint, url, headers, body, None)
+        messages = parse_push(body, max_messages=settings.BUSBAR_WEBHOOK_MAX_MESSAGES)
+    except (SignatureError, DeliveryError):
+        return None
+    return _prepared(endpoint, headers, body, messages, verified.fingerprint_sha256)
 
 
 def receive_push(

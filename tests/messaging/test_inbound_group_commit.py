@@ -1,10 +1,11 @@
 """Group commit in the ingest server, through its real ASGI app against real PostgreSQL.
 
 Pushes that arrive while a group is being committed are stored together in the next group: one
-transaction (its rows share the transaction's ``now()``, their ``created_at``), a savepoint each. To make "arrive while a commit is in
-flight" happen on cue, the test holds an exclusive lock on the rollup table from an administrative
-connection: the group in flight then waits at its rollup increment (after its deliveries, before
-its commit) while the test queues more pushes, and moves on when the lock goes.
+transaction (its rows share the transaction's ``now()``, their ``created_at``). To make "arrive
+while a commit is in flight" happen on cue, the test holds an exclusive lock on the rollup table
+from an administrative connection: the group in flight then waits at its statement, which also
+increments the rollups (before its commit), while the test queues more pushes, and moves on when
+the lock goes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from core.models import AuditEvent
 from core.tenancy import tenant_context
-from messaging.inbound import backlog, receive
+from messaging.inbound import asgi, backlog, receive
 from messaging.inbound.asgi import IngestApp
 from messaging.models import Message, RawBlob
 from tenants import services
@@ -98,9 +100,11 @@ def rollups_locked() -> Iterator[psycopg.Connection]:
 def blocked_group_backend() -> int | None:
     """The backend of a group waiting on the rollup lock, if one is."""
     with _admin() as admin:
+        # From the lock table, not the statement's text: pg_stat_activity keeps only the first
+        # kilobyte of a query, and a group's statement names the rollups further on.
         row = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE '%%messaging_flow_rollup%%' AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_locks WHERE relation = 'messaging_flow_rollup'::regclass"
+            " AND NOT granted AND pid <> pg_backend_pid()"
         ).fetchone()
     return int(row[0]) if row else None
 
@@ -314,3 +318,41 @@ def test_the_group_answer_lists_every_message_of_a_batch(ingest):
         assert blob.response_status == 201
         assert json.loads(bytes(blob.response_body)) == answer.json()
         assert blob.headers["signer_sha256"]
+
+
+def _events(tenant_id, action: str) -> list[AuditEvent]:
+    with tenant_context(tenant_id):
+        return list(AuditEvent.objects.filter(action=action))
+
+
+def test_a_small_push_to_a_cached_channel_is_prepared_without_a_pool_thread(ingest, monkeypatch):
+    world, runner, acme, _globex = ingest
+    m0, m1, m2 = (pushed_if021() for _ in range(3))
+    assert acme.push(m0).result(60).status_code == 201  # the channel is cached from now on
+    handed: list[str] = []
+    original = runner.app.executor.submit
+
+    def submit(fn, *args, **kwargs):
+        handed.append(args[1])  # the kind of request
+        return original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(runner.app.executor, "submit", submit)
+    answer = acme.push(m1).result(60)
+    assert answer.status_code == 201
+    assert _entries(answer) == [(_txn(m1), RCP_SUCCESS)]
+    assert handed == []
+    # A push the loop would refuse goes to a pool thread, which refuses it and records why.
+    body = body_of(m2)
+    headers = acme.signer.headers(acme.url, body + b" ")  # signed over other bytes
+    refused = runner.post(acme.url, body, headers).result(60)
+    assert refused.status_code == 400
+    assert refused.json()["messageArray"][0]["message"] == "RCP9999 - Message Signature Invalid"
+    assert handed == ["push"]
+    [event] = _events(world.acme.id, "webhook.bad_signature")
+    assert event.detail["check"] == "hash_mismatch"
+    # and so does a push over the in-loop size
+    monkeypatch.setattr(asgi, "INLINE_MAX_BYTES", 10)
+    again = acme.push(m2).result(60)
+    assert again.status_code == 201
+    assert handed == ["push", "push"]
+    assert _stored(world.acme.id)[0] == sorted([_txn(m0), _txn(m1), _txn(m2)])
