@@ -291,7 +291,7 @@ def prepare_push(
             ),
             extra={"signed_by": verified.fingerprint_sha256},
         )
-    return _prepared(endpoint, headers, body, messages, verified.fingerprint_sha256)
+    return _prepared(endpoint, headers, body, messages, verified)
 
 
 def _verify(
@@ -317,14 +317,14 @@ def _prepared(
     headers: Mapping[str, str],
     body: bytes,
     messages: list[PushedMessage],
-    signer_fingerprint: str,
+    verified: VerifiedSignature,
 ) -> PreparedPush:
     return PreparedPush(
         endpoint=endpoint,
         headers=headers,
         body=body,
         messages=messages,
-        signer_fingerprint=signer_fingerprint,
+        signer_fingerprint=verified.fingerprint_sha256,
         answer_body=accepted_response(messages, responder_dip_id=endpoint.responder_dip_id),
         body_sha256=verified.body_sha256,
     )
@@ -341,7 +341,7 @@ def prepare_push_quietly(
         messages = parse_push(body, max_messages=settings.BUSBAR_WEBHOOK_MAX_MESSAGES)
     except (SignatureError, DeliveryError):
         return None
-    return _prepared(endpoint, headers, body, messages, verified.fingerprint_sha256)
+    return _prepared(endpoint, headers, body, messages, verified)
 
 
 def receive_push(
