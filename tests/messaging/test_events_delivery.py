@@ -179,6 +179,25 @@ def test_a_delivery_is_parked_after_its_last_attempt(world, settings):
     assert row.last_error.startswith("parked after 2 attempts: HTTP 500")
 
 
+def test_a_request_body_is_the_envelope_as_the_standard_encoder_writes_it(world, settings):
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks")
+    services.publish_event(
+        tenant_id=world.acme.id,
+        type=EventType.OUTBOUND_STATE_CHANGED,
+        payload={"to": "sent"},
+        subject='Zoë "q" \\ \t\x01\x7f\u2028',
+        source="outbound:ü\n",
+    )
+    with tenant_context(world.acme.id):
+        [job] = delivery._jobs(delivery.claim_deliveries(tenant_id=world.acme.id))
+        event = Event.objects.get()
+    head = {k: v for k, v in event_envelope(event).items() if k != "data"}
+    expected = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    # Byte for byte up to the payload, which goes in as PostgreSQL writes it.
+    assert job.body == f'{expected[:-1]},"data":{{"to": "sent"}}}}'.encode()
+
+
 def test_a_round_records_each_try_as_it_happened(world, settings):
     # One statement writes the deliveries' new states and the attempt rows: each attempt keeps
     # its own start (to the microsecond), endpoint and error, in the order of the round, and an
