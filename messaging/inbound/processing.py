@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils.timezone import now
 
+from core.gcpause import collector_paused
 from core.tenancy import tenant_context
 from messaging.events.services import derive_events, record_derived_events
 from messaging.exceptions.models import Category
@@ -586,6 +587,14 @@ def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> Pr
 
 
 def _process_claimed(
+    *, tenant_id: UUID | str, ids: list[int], exhausted: list[int]
+) -> ProcessReport:
+    # The round holds every message it parsed until it commits: see core.gcpause.
+    with collector_paused():
+        return _process_claimed_now(tenant_id=tenant_id, ids=ids, exhausted=exhausted)
+
+
+def _process_claimed_now(
     *, tenant_id: UUID | str, ids: list[int], exhausted: list[int]
 ) -> ProcessReport:
     report = ProcessReport()
