@@ -148,7 +148,7 @@ WITH input AS (
     SELECT %(tenant)s, uid, type, subject, mapping, mapping_version, source_message_id, source,
         supersedes_id, payload, position, now()
     FROM fresh ORDER BY position
-    RETURNING id, uid, type, position, created_at
+    RETURNING id, type, position
 ), owed AS (
     INSERT INTO messaging_delivery (tenant_id, event_id, endpoint_id, state, attempts,
         next_attempt_at, created_at, last_error)
@@ -159,7 +159,7 @@ WITH input AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT id, uid, position, created_at, (SELECT count(*) FROM owed) FROM inserted
+SELECT id, position, (SELECT count(*) FROM owed) FROM inserted
 """
 
 
@@ -244,9 +244,9 @@ def _insert(tenant_id: uuid.UUID, events: list[EventRow]) -> list[int]:
             {"rows": document, "tenant": tenant_id, "wildcard": WILDCARD},
         )
         inserted = cursor.fetchall()
-    if inserted and inserted[0][4]:
+    if inserted and inserted[0][2]:
         request_delivery_round(tenant_id)
-    return [row[0] for row in sorted(inserted, key=lambda row: row[2])]
+    return [row[0] for row in sorted(inserted, key=lambda row: row[1])]
 
 
 @transaction.atomic
