@@ -10,6 +10,7 @@ from itertools import chain
 from typing import Any, NotRequired, TypedDict
 
 import orjson
+import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
@@ -239,11 +240,16 @@ def _insert(tenant_id: uuid.UUID, events: list[EventRow]) -> list[int]:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [FEED_LOCK, str(tenant_id)]
         )
-        cursor.execute(
+    # The document is a bound parameter (server-side binding, a cursor of its own on the same
+    # connection and transaction): Django's client-side cursor quoted its 3 MB into the
+    # statement's text, about 9 us of CPU per event. Errors are Django's, as from its cursors.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+        raw.execute(
             INSERT_EVENTS_SQL,
             {"rows": document, "tenant": tenant_id, "wildcard": WILDCARD},
+            prepare=False,
         )
-        inserted = cursor.fetchall()
+        inserted = raw.fetchall()
     if inserted and inserted[0][2]:
         request_delivery_round(tenant_id)
     return [row[0] for row in sorted(inserted, key=lambda row: row[1])]
