@@ -22,7 +22,6 @@ broken endpoint, one connect or read timeout.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import ssl
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import certifi
 import httpx
+import orjson
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -45,7 +45,7 @@ from core import netguard
 from core.tenancy import current_tenant_id, tenant_context
 from messaging.events import endpoints as endpoint_services
 from messaging.events import signing
-from messaging.events.models import DeliveryAttempt, DeliveryState
+from messaging.events.models import DeliveryState
 from messaging.store import services as store
 from messaging.store.states import InboundState
 from tenants.models import CircuitState, DownstreamEndpoint
@@ -196,7 +196,6 @@ def _jobs(delivery_ids: list[int]) -> list[Job]:
     with connection.cursor() as cursor:
         cursor.execute(JOBS_SQL, [current_tenant_id(), list(delivery_ids)])
         rows = cursor.fetchall()
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
     secrets_by_endpoint: dict[int, list[str]] = {}
     jobs = []
     for (
@@ -209,7 +208,9 @@ def _jobs(delivery_ids: list[int]) -> list[Job]:
                 endpoint_id=endpoint_id
             )
         webhook_id = f"evt_{uid.hex}"
-        head = encoder.encode(
+        # orjson writes these values (text, 64-bit integers, null; text from PostgreSQL holds no
+        # lone surrogate) byte for byte as json.dumps(ensure_ascii=False) does, five times faster.
+        head = orjson.dumps(
             {
                 "id": webhook_id,
                 "type": type_,
@@ -228,7 +229,7 @@ def _jobs(delivery_ids: list[int]) -> list[Job]:
                 endpoint_id=endpoint_id,
                 attempt=attempts + 1,
                 url=url,
-                body=f'{head[:-1]},"data":{payload}}}'.encode(),
+                body=b"".join((head[:-1], b',"data":', payload.encode(), b"}")),
                 webhook_id=webhook_id,
                 secrets=secrets_by_endpoint[endpoint_id],
                 created_at=created_at,
@@ -381,76 +382,79 @@ def backoff(attempts: int) -> timedelta:
 
 
 # One statement for the whole round: per delivery its new state, or (untried) only its lease
-# released. A delivery no longer pending (disabled meanwhile) is left alone.
+# released, and an attempt row per try. A delivery no longer pending (disabled meanwhile) is left
+# alone; its attempt is logged all the same. The rows travel as one JSON document: as parameter
+# arrays and DeliveryAttempt objects they cost psycopg and Django a Python call per value, which
+# was half of a delivery round's CPU.
 RECORD_SQL = """
-UPDATE messaging_delivery d SET
-    state = v.state,
-    attempts = CASE WHEN v.tried THEN v.attempts ELSE d.attempts END,
-    next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
-    delivered_at = v.delivered_at,
-    lease_until = NULL,
-    last_status = CASE WHEN v.tried THEN v.last_status ELSE d.last_status END,
-    last_error = CASE WHEN v.tried THEN v.last_error ELSE d.last_error END
-FROM unnest(%(ids)s::bigint[], %(tried)s::boolean[], %(states)s::text[], %(attempts)s::int[],
-            %(next)s::timestamptz[], %(delivered)s::timestamptz[], %(status)s::int[],
-            %(errors)s::text[])
-    AS v(id, tried, state, attempts, next_attempt_at, delivered_at, last_status, last_error)
-WHERE d.tenant_id = %(tenant)s AND d.id = v.id AND d.state = 'pending'
+WITH v AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json) AS v(
+        ord int, id bigint, endpoint_id bigint, tried boolean, state text, attempts int,
+        next_attempt_at timestamptz, delivered_at timestamptz, last_status int, last_error text,
+        started_at timestamptz, latency_ms int, ok boolean, error text)
+), updated AS (
+    UPDATE messaging_delivery d SET
+        state = v.state,
+        attempts = CASE WHEN v.tried THEN v.attempts ELSE d.attempts END,
+        next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
+        delivered_at = v.delivered_at,
+        lease_until = NULL,
+        last_status = CASE WHEN v.tried THEN v.last_status ELSE d.last_status END,
+        last_error = CASE WHEN v.tried THEN v.last_error ELSE d.last_error END
+    FROM v
+    WHERE d.tenant_id = %(tenant)s AND d.id = v.id AND d.state = 'pending'
+)
+INSERT INTO messaging_deliveryattempt (tenant_id, delivery_id, endpoint_id, attempt, started_at,
+    latency_ms, http_status, ok, error)
+SELECT %(tenant)s, id, endpoint_id, attempts, started_at, latency_ms, last_status, ok, error
+FROM v WHERE tried ORDER BY ord
 """
 
 
 def record_outcomes(*, tenant_id: uuid.UUID | str, outcomes: list[Outcome]) -> None:
     now = timezone.now()
     budget = timedelta(seconds=settings.DOWNSTREAM_BUDGET_SECONDS)
-    rows: dict[str, list[Any]] = {
-        k: []
-        for k in ("ids", "tried", "states", "attempts", "next", "delivered", "status", "errors")
-    }
-    attempts = []
-    for o in outcomes:
+    max_attempts = settings.DOWNSTREAM_MAX_ATTEMPTS
+    rows = []
+    for n, o in enumerate(outcomes):
+        job = o.job
         state, next_at, delivered_at, error = DeliveryState.PENDING, None, None, o.error
         if o.tried:
-            attempts.append(
-                DeliveryAttempt(
-                    tenant_id=tenant_id,
-                    delivery_id=o.job.delivery_id,
-                    endpoint_id=o.job.endpoint_id,
-                    attempt=o.job.attempt,
-                    started_at=o.started_at,
-                    latency_ms=o.latency_ms,
-                    http_status=o.http_status,
-                    ok=o.ok,
-                    error=o.error,
-                )
-            )
             if o.ok:
                 state, delivered_at = DeliveryState.DELIVERED, now
-            elif o.job.attempt >= settings.DOWNSTREAM_MAX_ATTEMPTS or (
-                now - o.job.created_at >= budget
-            ):
+            elif job.attempt >= max_attempts or (now - job.created_at >= budget):
                 state = DeliveryState.PARKED
-                error = f"parked after {o.job.attempt} attempts: {o.error}"[:500]
+                error = f"parked after {job.attempt} attempts: {o.error}"[:500]
                 logger.warning(
                     "delivery.parked",
-                    extra={"delivery_id": o.job.delivery_id, "endpoint_id": o.job.endpoint_id},
+                    extra={"delivery_id": job.delivery_id, "endpoint_id": job.endpoint_id},
                 )
             else:
-                next_at = now + backoff(o.job.attempt)
-        for key, value in (
-            ("ids", o.job.delivery_id),
-            ("tried", o.tried),
-            ("states", str(state)),
-            ("attempts", o.job.attempt),
-            ("next", next_at),
-            ("delivered", delivered_at),
-            ("status", o.http_status),
-            ("errors", error),
-        ):
-            rows[key].append(value)
+                next_at = now + backoff(job.attempt)
+        rows.append(
+            {
+                "ord": n,
+                "id": job.delivery_id,
+                "endpoint_id": job.endpoint_id,
+                "tried": o.tried,
+                "state": state.value,
+                "attempts": job.attempt,
+                "next_attempt_at": next_at,
+                "delivered_at": delivered_at,
+                "last_status": o.http_status,
+                "last_error": error,
+                "started_at": o.started_at,
+                "latency_ms": o.latency_ms,
+                "ok": o.ok,
+                "error": o.error,
+            }
+        )
+    # orjson writes the aware datetimes as RFC 3339 with their microseconds and offset, which
+    # PostgreSQL reads back to the same instant.
+    document = orjson.dumps(rows).decode()
     with tenant_context(tenant_id) as tenant:
         with connection.cursor() as cursor:
-            cursor.execute(RECORD_SQL, {**rows, "tenant": tenant})
-        DeliveryAttempt.objects.bulk_create(attempts)
+            cursor.execute(RECORD_SQL, {"rows": document, "tenant": tenant})
         _update_circuits(outcomes, now)
         _mark_messages_delivered(tenant, [o.job.event_id for o in outcomes if o.ok])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 from uuid import UUID
 
@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils.timezone import now
 
+from core.gcpause import collector_paused
 from core.tenancy import tenant_context
 from messaging.events.services import derive_events, record_derived_events
 from messaging.exceptions.models import Category
@@ -232,16 +233,44 @@ def _context(
     )
 
 
+@dataclass(slots=True)
+class MessageRow:
+    """The columns of a stored message that a round reads. A round reads hundreds of messages
+    twice (to validate, then to normalise): a ``Message`` instance per row and read, with every
+    one of its columns, cost about 40 us of CPU per message."""
+
+    tenant_id: UUID
+    id: int
+    raw_id: int | None
+    raw_offset: int | None
+    raw_length: int | None
+    connection_id: int
+    channel_id: int | None
+    interface_id: str
+    transaction_id: str | None
+    mpan: str
+
+
+_ROW_COLUMNS = tuple(f.name for f in fields(MessageRow))
+
+
+def _message_rows(message_ids: Sequence[int], state: str) -> list[MessageRow]:
+    """The inbound messages among ``message_ids`` still in ``state``, in id order (inside the
+    tenant's context)."""
+    found = (
+        Message.objects.filter(id__in=list(message_ids), state=state)
+        .order_by("id")
+        .values_list(*_ROW_COLUMNS)
+    )
+    return [MessageRow(*values) for values in found]
+
+
 def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> ProcessReport:
     """Validate claimed messages in bulk; move them to ``valid`` or ``invalid`` with their
     findings and exceptions, in one transaction. Messages that moved on meanwhile are skipped."""
     report = ProcessReport()
     with tenant_context(tenant_id):
-        rows = list(
-            Message.objects.filter(id__in=list(message_ids), state=InboundState.RECEIVED).order_by(
-                "id"
-            )
-        )
+        rows = _message_rows(message_ids, InboundState.RECEIVED)
         if not rows:
             return report
         # A round's messages share a connection or two: each is read once, not joined to every
@@ -259,7 +288,7 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
         )
         registry = get_registry(tenant_id=tenant_id)
         bodies: dict[int, bytes] = {}
-        groups: dict[tuple[int, str | None], list[Message]] = defaultdict(list)
+        groups: dict[tuple[int, str | None], list[MessageRow]] = defaultdict(list)
         for row in rows:
             if row.raw_id is not None and row.raw_id not in bodies:
                 bodies[row.raw_id] = raw_body(tenant_id=tenant_id, raw_id=row.raw_id)
@@ -320,7 +349,8 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
             findings=cast("list[tuple[int, FindingLike]]", findings),
             registry_version=registry.name,
         )
-        waiting = _unmet_dependencies([r for r in rows if r.id in set(report.valid)])
+        valid = set(report.valid)
+        waiting = _unmet_dependencies([r for r in rows if r.id in valid])
         report.awaiting = transition(
             tenant_id=tenant_id,
             message_ids=list(waiting),
@@ -340,6 +370,7 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
             direction="inbound",
         )
         by_id = {r.id: r for r in rows}
+        awaiting_now = set(report.awaiting)
         raise_exceptions(
             specs=[
                 ExceptionSpec(
@@ -355,14 +386,13 @@ def validate_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> P
                     dependency_key=key,
                 )
                 for mid, key in waiting.items()
-                if mid in set(report.awaiting)
+                if mid in awaiting_now
             ]
         )
+        moved_valid = set(report.valid)
         report.valid += release_awaiting(
             tenant_id=tenant_id,
-            keys={
-                _dependency_key(r.interface_id, r.mpan) for r in rows if r.id in set(report.valid)
-            },
+            keys={_dependency_key(r.interface_id, r.mpan) for r in rows if r.id in moved_valid},
         )
         report.invalid = transition(
             tenant_id=tenant_id,
@@ -393,7 +423,7 @@ def _dependency_key(interface_id: str, mpan: str) -> str:
     return f"{interface_id}|{mpan}"
 
 
-def _unmet_dependencies(rows: Sequence[Message]) -> dict[int, str]:
+def _unmet_dependencies(rows: Sequence[MessageRow | Message]) -> dict[int, str]:
     """Message id -> the dependency key it waits for, for valid messages whose predecessor (per
     :func:`dependencies`) for the same MPAN is held neither in the store nor in this batch."""
     rules = dependencies()
@@ -453,11 +483,7 @@ def normalise(
     read from their raw bytes."""
     elements = elements or {}
     with tenant_context(tenant_id):
-        rows = list(
-            Message.objects.filter(id__in=list(message_ids), state=InboundState.VALID).order_by(
-                "id"
-            )
-        )
+        rows = _message_rows(message_ids, InboundState.VALID)
         if not rows:
             return []
         bodies: dict[int, bytes] = {}
@@ -563,6 +589,14 @@ def process_messages(*, tenant_id: UUID | str, message_ids: Sequence[int]) -> Pr
 def _process_claimed(
     *, tenant_id: UUID | str, ids: list[int], exhausted: list[int]
 ) -> ProcessReport:
+    # The round holds every message it parsed until it commits: see core.gcpause.
+    with collector_paused():
+        return _process_claimed_now(tenant_id=tenant_id, ids=ids, exhausted=exhausted)
+
+
+def _process_claimed_now(
+    *, tenant_id: UUID | str, ids: list[int], exhausted: list[int]
+) -> ProcessReport:
     report = ProcessReport()
     if exhausted:
         report.parked = park_messages(
@@ -596,7 +630,7 @@ def process_delivery(*, tenant_id: UUID | str, raw_id: int) -> ProcessReport:
     )
 
 
-def message_payload(*, message: Message, body: bytes | None = None) -> dict:
+def message_payload(*, message: MessageRow | Message, body: bytes | None = None) -> dict:
     """The message's payload object, parsed from its exact stored bytes (``{"payload": ...}``)."""
     return payload_of(jsonparse.loads(message_bytes(message, body=body)))
 

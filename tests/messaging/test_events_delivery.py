@@ -179,6 +179,66 @@ def test_a_delivery_is_parked_after_its_last_attempt(world, settings):
     assert row.last_error.startswith("parked after 2 attempts: HTTP 500")
 
 
+def test_a_request_body_is_the_envelope_as_the_standard_encoder_writes_it(world, settings):
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks")
+    services.publish_event(
+        tenant_id=world.acme.id,
+        type=EventType.OUTBOUND_STATE_CHANGED,
+        payload={"to": "sent"},
+        subject='Zoë "q" \\ \t\x01\x7f\u2028',
+        source="outbound:ü\n",
+    )
+    with tenant_context(world.acme.id):
+        [job] = delivery._jobs(delivery.claim_deliveries(tenant_id=world.acme.id))
+        event = Event.objects.get()
+    head = {k: v for k, v in event_envelope(event).items() if k != "data"}
+    expected = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    # Byte for byte up to the payload, which goes in as PostgreSQL writes it.
+    assert job.body == f'{expected[:-1]},"data":{{"to": "sent"}}}}'.encode()
+
+
+def test_a_round_records_each_try_as_it_happened(world, settings):
+    # One statement writes the deliveries' new states and the attempt rows: each attempt keeps
+    # its own start (to the microsecond), endpoint and error, in the order of the round, and an
+    # untried delivery gets no attempt and keeps its state.
+    settings.DOWNSTREAM_MAX_ATTEMPTS = 1
+    settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
+    endpoint = add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks").endpoint
+    record(world.acme.id, count=3)
+    with tenant_context(world.acme.id):
+        claimed = delivery.claim_deliveries(tenant_id=world.acme.id)
+        jobs = delivery._jobs(claimed)
+    started = dt.datetime(2026, 11, 2, 8, 30, 1, 123457, tzinfo=dt.UTC)
+    outcomes = [
+        delivery.Outcome(jobs[0], started, ok=True, tried=True, http_status=204, latency_ms=7),
+        delivery.Outcome(
+            jobs[1], started + timedelta(microseconds=1), ok=False, tried=True,
+            http_status=500, latency_ms=9, error="HTTP 500: no",
+        ),
+        delivery.Outcome(jobs[2], started, ok=False, tried=False),
+    ]  # fmt: skip
+    delivery.record_outcomes(tenant_id=world.acme.id, outcomes=outcomes)
+    with tenant_context(world.acme.id):
+        attempts = list(DeliveryAttempt.objects.order_by("id"))
+        rows = {d.id: d for d in Delivery.objects.all()}
+    assert [
+        (a.delivery_id, a.endpoint_id, a.tenant_id, a.attempt, a.started_at, a.latency_ms,
+         a.http_status, a.ok, a.error)
+        for a in attempts
+    ] == [
+        (jobs[0].delivery_id, endpoint.id, world.acme.id, 1, started, 7, 204, True, ""),
+        (jobs[1].delivery_id, endpoint.id, world.acme.id, 1,
+         started + timedelta(microseconds=1), 9, 500, False, "HTTP 500: no"),
+    ]  # fmt: skip
+    delivered, parked, untried = (rows[j.delivery_id] for j in jobs)
+    assert (delivered.state, delivered.attempts, delivered.last_status) == ("delivered", 1, 204)
+    assert delivered.delivered_at is not None
+    assert delivered.lease_until is None
+    assert (parked.state, parked.last_error) == ("parked", "parked after 1 attempts: HTTP 500: no")
+    assert (untried.state, untried.attempts, untried.lease_until) == ("pending", 0, None)
+
+
 def test_a_delivery_is_parked_once_the_time_budget_is_spent(world, settings):
     settings.DOWNSTREAM_BUDGET_SECONDS = 60
     with running_receiver(statuses=[500]) as receiver:

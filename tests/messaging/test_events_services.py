@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import random
+from decimal import Decimal
 
 import pytest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DataError
 
 from core.tenancy import tenant_context
 from dipsim import messages as dip
@@ -159,6 +163,61 @@ def test_publish_event_for_an_outbound_state_change(world, allow_loopback):
         assert Delivery.objects.filter(event=event).count() == 1
     with pytest.raises(ValueError, match="unknown event type 'nope'"):
         services.publish_event(tenant_id=world.acme.id, type="nope", payload={})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_an_event_with_a_non_finite_number_is_refused_as_before(world, value):
+    # The standard encoder writes NaN and the infinities, which PostgreSQL refuses; orjson would
+    # write null and store the event with a value its message never had.
+    payload = if021(seed=11)
+    payload["CustomBlock"]["B900"]["settlementDayConsumptionPeriods"][0]["consumptionPeriods"][5][
+        "e"
+    ] = value
+    with pytest.raises(DataError, match=r"NaN|Infinity"):
+        services.record_events(tenant_id=world.acme.id, messages=[(12, if021()), (13, payload)])
+    with tenant_context(world.acme.id):
+        assert Event.objects.count() == 0
+
+
+def test_an_integer_beyond_64_bits_is_stored_exactly(world):
+    payload = if021(seed=12)
+    periods = payload["CustomBlock"]["B900"]["settlementDayConsumptionPeriods"][0]
+    periods["consumptionPeriods"][0]["arc"] = 2**70
+    periods["consumptionPeriods"][1]["arc"] = -(2**64)
+    (event_id,) = services.record_events(tenant_id=world.acme.id, messages=[(14, payload)])
+    with tenant_context(world.acme.id):
+        stored = Event.objects.get(id=event_id).payload["periods"]
+    assert [stored[0]["reason_code"], stored[1]["reason_code"]] == [2**70, -(2**64)]
+
+
+def test_a_published_payload_is_encoded_as_django_encodes_it(world):
+    # Dates, Decimals and keys that are not strings take the standard encoder's spelling (orjson
+    # would write the microseconds and "+00:00", and refuse the others).
+    at = dt.datetime(2026, 11, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)
+    event_id = services.publish_event(
+        tenant_id=world.acme.id,
+        type=EventType.OUTBOUND_STATE_CHANGED,
+        payload={"at": at, "on": at.date(), "amount": Decimal("1.10"), "by": {7: "x"}},
+    )
+    with tenant_context(world.acme.id):
+        stored = Event.objects.get(id=event_id).payload
+    assert stored == {
+        "at": "2026-11-01T09:30:15.123Z",
+        "on": "2026-11-01",
+        "amount": "1.10",
+        "by": {"7": "x"},
+    }
+
+
+def test_the_events_document_reads_as_the_standard_encoders(world):
+    payloads = [(n, if021(seed=n, days=2)) for n in range(20, 30)]
+    rows, failures = services.derive_events(tenant_id=world.acme.id, messages=payloads)
+    assert not failures
+    rows[0]["payload"]["small"] = 1e-7
+    rows[0]["payload"]["large"] = [1e300, -0.0, 2**63, True, None]
+    document = services._document(rows)
+    assert "1e-7" in document  # orjson's spelling: this document took the fast path
+    assert json.loads(document) == json.loads(DjangoJSONEncoder().encode(rows))
 
 
 def test_one_tenants_events_are_invisible_to_another(world):

@@ -3,6 +3,8 @@ exceptions, poison messages parked, the sweeper's handler, and refusals reported
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 import pytest
 
@@ -82,6 +84,23 @@ def test_a_delivery_is_validated_in_bulk_and_running_it_twice_changes_nothing(
     assert exception.owner_queue == "market-operations"
     assert exception.detail["rcp"] == "RCP1004"
     assert exception.transaction_id == _txn(wrong_env)
+
+
+def test_a_round_runs_with_the_collector_paused(push, world, monkeypatch):
+    seen = []
+    validate = processing.validate_messages
+
+    def spy(**kwargs):
+        seen.append(gc.isenabled())
+        return validate(**kwargs)
+
+    monkeypatch.setattr(processing, "validate_messages", spy)
+    raw_id = push(pushed_if021())
+    assert gc.isenabled()
+    report = processing.process_delivery(tenant_id=world.acme.id, raw_id=raw_id)
+    assert len(report.normalised) == 1
+    assert seen == [False]
+    assert gc.isenabled()
 
 
 def test_the_task_runs_the_same_service_and_is_idempotent(push, world):

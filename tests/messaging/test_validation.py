@@ -27,6 +27,7 @@ from messaging.validation import (
     Stage,
     TenantRules,
     ValidationContext,
+    stages,
     validate_batch,
     validate_message,
 )
@@ -585,6 +586,45 @@ def test_estimated_share_rule():
     assert codes(validate_message(payload, context=context(rules=rules), registry=REGISTRY)) == [
         "BUS-ESTIMATED-SHARE"
     ]
+
+
+def test_the_if021_rules_in_one_pass_find_what_each_rule_finds_on_its_own():
+    # business() walks an IF-021 message's days once for every rule; stages._check states each
+    # rule on its own and is the reference. Messages with every kind of value the rules look at.
+    rng = random.Random(8)
+    odd = ["-0.000", "0.000", "-1.500", "-0", "1001.000", "5.001", "-.", "x", None, 5, -3, "", "-"]
+    every_rule = {
+        rule_id: RuleSetting(True, Severity.INFO, {"max_kwh": "5.000"} if "MAX" in rule_id else {})
+        for rule_id in stages.BUSINESS_RULES
+    }
+    found: set[str] = set()
+    for seed in range(60):
+        payload = if021(seed=seed, days=2)
+        for day in range(2):
+            values = periods(payload, day)
+            if seed % 5 == 0:
+                for period in values:
+                    period["v"] = rng.choice(["0.000", "-0.000", "0"])
+            if seed % 3 == 0:
+                for period in values[: rng.randint(20, 30)]:
+                    period["q"] = "E"
+            for _ in range(rng.randint(0, 8)):
+                period = rng.choice(values)
+                period[rng.choice(["v", "v", "q", "V"])] = rng.choice([*odd, "E", "A"])
+            if seed % 7 == 0:
+                values[rng.randrange(48)] = rng.choice([None, "x", 3])  # type: ignore[call-overload]
+        for rules in ({}, every_rule):
+            ctx = context(rules=TenantRules(business=rules))
+            expected = [
+                (rule_id, path, text)
+                for rule_id, default in stages.BUSINESS_RULES.items()
+                if (setting := ctx.rules.rule(rule_id, default)).enabled
+                for path, text in stages._check(rule_id, setting, "IF-021", payload)
+            ]
+            got = [(f.code, f.path, f.text) for f in stages.business("IF-021", payload, ctx)]
+            assert got == expected
+            found.update(code for code, _, _ in got)
+    assert found == set(stages.BUSINESS_RULES) - {"BUS-NEGATIVE-READING"}  # each rule found some
 
 
 @pytest.mark.parametrize(
