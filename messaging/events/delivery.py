@@ -292,6 +292,10 @@ def send_request(jobs: list[Job]) -> list[Outcome]:
     clock = time.monotonic()
 
     def outcomes(**kwargs: Any) -> list[Outcome]:
+        # What an endpoint answered is kept as text, and PostgreSQL's text holds no NUL: an
+        # answer carrying one must not make the attempt impossible to record.
+        if "\x00" in kwargs.get("error", ""):
+            kwargs["error"] = kwargs["error"].replace("\x00", "\ufffd")
         return [
             Outcome(j, started, tried=True, first_of_request=n == 0, **kwargs)
             for n, j in enumerate(jobs)

@@ -20,11 +20,13 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers each POST with the next status in ``statuses`` (the last one repeats)."""
+    """Answers each POST with the next status in ``statuses`` (the last one repeats) and the
+    body ``answer``."""
 
     port: int = 0
     statuses: list[int] = field(default_factory=lambda: [200])
     received: list[Received] = field(default_factory=list)
+    answer: bytes = b"ok"
 
     @property
     def url(self) -> str:
@@ -54,9 +56,9 @@ def running_receiver(
                     receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 )
             self.send_response(status)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(receiver.answer)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(receiver.answer)
 
         def log_message(self, *args: object) -> None:
             pass

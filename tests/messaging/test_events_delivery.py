@@ -179,6 +179,21 @@ def test_a_delivery_is_parked_after_its_last_attempt(world, settings):
     assert row.last_error.startswith("parked after 2 attempts: HTTP 500")
 
 
+def test_an_endpoint_answering_a_nul_byte_is_recorded_with_it_replaced(world, settings):
+    """PostgreSQL's text holds no NUL: the endpoint's answer is kept with it replaced, so the
+    attempt is recorded (and retried) instead of the round failing on every try."""
+    with running_receiver(statuses=[500]) as receiver:
+        receiver.answer = b"bad\x00thing"
+        settings.BUSBAR_DOWNSTREAM_ALLOW = receiver.allow
+        add_endpoint(world.acme.id, receiver.url)
+        record(world.acme.id)
+        assert delivery.deliver_due(tenant_id=world.acme.id).claimed == 1
+    with tenant_context(world.acme.id):
+        row = Delivery.objects.get()
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert row.last_error == "HTTP 500: bad\ufffdthing"
+
+
 def test_a_request_body_is_the_envelope_as_the_standard_encoder_writes_it(world, settings):
     settings.BUSBAR_DOWNSTREAM_ALLOW = "127.0.0.1:9"
     add_endpoint(world.acme.id, "http://127.0.0.1:9/hooks")
