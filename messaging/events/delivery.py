@@ -176,16 +176,21 @@ def claim_deliveries(
 
 # The claimed deliveries with what their requests need. The payload comes as the text PostgreSQL
 # stores and goes into the body as it is: decoding it into Python objects and encoding them again
-# was most of a delivery round's CPU in the profile.
+# was most of a delivery round's CPU in the profile. The deliveries are read by their key first
+# (MATERIALIZED): joined directly, the planner could start from the endpoint and walk every
+# delivery it was ever owed, filtering them by id.
 JOBS_SQL = """
+WITH claimed AS MATERIALIZED (
+    SELECT tenant_id, id, event_id, endpoint_id, attempts, created_at, next_attempt_at
+    FROM messaging_delivery WHERE tenant_id = %s AND id = ANY(%s)
+)
 SELECT d.id, d.event_id, d.endpoint_id, d.attempts, d.created_at, p.url, p.events_per_request,
        e.uid, e.type, e.created_at, e.subject, e.mapping, e.mapping_version, e.source_message_id,
        e.source, s.uid, e.payload::text
-FROM messaging_delivery d
+FROM claimed d
 JOIN messaging_event e ON e.tenant_id = d.tenant_id AND e.id = d.event_id
 JOIN tenants_downstreamendpoint p ON p.tenant_id = d.tenant_id AND p.id = d.endpoint_id
 LEFT JOIN messaging_event s ON s.tenant_id = e.tenant_id AND s.id = e.supersedes_id
-WHERE d.tenant_id = %s AND d.id = ANY(%s)
 ORDER BY d.endpoint_id, d.next_attempt_at, d.id
 """
 

@@ -804,6 +804,10 @@ def transition(
         check_transition(directions[0], from_state, to_state)  # raises with the allowed edges
     if not message_ids:
         return []
+    # The messages are found by their key; the state is only a guard, written as a whole that no
+    # index can serve (IS TRUE). As a plain condition, the planner may read every message in
+    # ``from_state`` through the work index and filter them by id (it does whenever its statistics
+    # make the state look rare), so a round over a backlog cost in proportion to the backlog.
     sql = (
         """
     WITH moved AS (
@@ -813,8 +817,8 @@ def transition(
             attempts = CASE WHEN %(reset)s THEN 0 ELSE attempts END,
             transaction_id = coalesce(
                 (%(txs)s::text[])[array_position(%(tx_for)s::bigint[], id)], transaction_id)
-        WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s) AND state = %(from)s
-          AND direction = ANY(%(directions)s)
+        WHERE tenant_id = %(tenant)s AND id = ANY(%(ids)s)
+          AND (state = %(from)s AND direction = ANY(%(directions)s)) IS TRUE
         RETURNING id, connection_id, interface_id, direction, created_at
     ), timeline AS (
         INSERT INTO messaging_transition (tenant_id, message_id, from_state, to_state, actor,
@@ -914,16 +918,20 @@ def claim_due(
     with every claim, which is how a message that kills its worker is recognised and parked.
     Fairness across tenants comes from the callers taking turns (one claim per tenant per round).
     """
-    only = "AND id = ANY(%(ids)s)" if message_ids is not None else ""
+    # Named messages are found by their key, with the state only a guard (as in transition).
+    if message_ids is not None:
+        which = "id = ANY(%(ids)s) AND (direction = %(direction)s AND state = %(state)s) IS TRUE"
+    else:
+        which = "direction = %(direction)s AND state = %(state)s"
     # The candidates are picked once, in a MATERIALIZED CTE: as an IN subquery the planner may
     # rescan it per updated row, and with SKIP LOCKED each rescan takes the next due rows, so one
     # claim could lease far more than ``limit``.
     sql = f"""
     WITH picked AS MATERIALIZED (
         SELECT id FROM messaging_message
-        WHERE tenant_id = %(tenant)s AND direction = %(direction)s AND state = %(state)s
+        WHERE tenant_id = %(tenant)s AND {which}
           AND coalesce(next_attempt_at, '-infinity') <= now()
-          AND coalesce(lease_until, '-infinity') < now() {only}
+          AND coalesce(lease_until, '-infinity') < now()
         ORDER BY id
         LIMIT %(limit)s FOR UPDATE SKIP LOCKED
     )
