@@ -11,7 +11,7 @@ from messaging.evidence import audit_archive, ledger, packs, retention
 from messaging.outbound import services as outbound
 from messaging.reconciliation import services as reconciliation
 from messaging.store import services as store_services
-from messaging.store import sweeper
+from messaging.store import statistics, sweeper
 from tenants.selectors import list_active_tenant_ids
 
 
@@ -35,6 +35,12 @@ def sweep_task() -> dict[str, int]:
 def ensure_partitions_task() -> int:
     """Beat, daily: create the message store's monthly partitions three months ahead."""
     return store_services.ensure_partitions(months_ahead=3)
+
+
+@shared_task
+def keep_statistics_task() -> list[str]:
+    """Beat, every few seconds: analyse the tables whose rows changed fast (as the owner)."""
+    return statistics.keep_statistics().analysed
 
 
 @shared_task
