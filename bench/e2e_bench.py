@@ -267,11 +267,15 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
     port = int(stack.ingest.rsplit(":", 1)[1])
     # fmt: off
     start("ingest", SERVERS["granian"](port, ingest_workers))
-    for family, concurrency in (("inbound", inbound), ("delivery", delivery)):
+    # The maintenance worker and beat as Busbar runs them: the sweepers, the ledger seals and
+    # the planner statistics of the tables the burst fills (messaging.store.statistics).
+    for family, concurrency in (("inbound", inbound), ("delivery", delivery), ("maintenance", 1)):
         start(f"worker-{family}", [sys.executable, "-m", "celery", "-A", "core", "worker",
                                    "-Q", family, "-n", f"bench-{family}-{os.getpid()}@%h",
                                    "--concurrency", str(concurrency), "-l", "WARNING",
                                    "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    start("beat", [sys.executable, "-m", "celery", "-A", "core", "beat", "-l", "WARNING",
+                   "-s", str(logs / "celerybeat-schedule")])
     for t in stack.tenants.values():
         start(f"sampleclient-{t.slug}", [sys.executable, "-m", "sampleclient", "--port",
                                          str(t.port), "--secret", t.secret, "--name", t.slug,
