@@ -2,8 +2,9 @@
 
 Real processes against a fresh benchmark database: the ingest server (granian
 ``messaging.inbound.asgi:app``, plain HTTP on loopback: in production nginx ends TLS in front of
-it), one Celery worker for the ``inbound`` queue and one for ``delivery`` (Redis broker, a
-database and key prefix of their own), PostgreSQL, and one sample client per tenant
+it), one Celery worker for the ``inbound`` queue, one for ``delivery`` and one for
+``maintenance`` with beat, as Busbar runs them (Redis broker, a database and key prefix of their
+own), PostgreSQL, and one sample client per tenant
 (``python -m sampleclient``, verifying every request with ``standardwebhooks`` and deduplicating
 each event on its id). Two supplier tenants, A and B, each with an IF-021 channel and an
 endpoint at its sample client. Every push is signed beforehand (X-DIP-* headers, RSA-2048, as

@@ -1,20 +1,20 @@
 """Fresh planner statistics for the tables Busbar writes fast.
 
-Every round of the pipeline names its rows by id (``id = ANY(%s)`` over a few hundred ids). On a
-table PostgreSQL has never analysed, the planner guesses each of those ids matches 0.5% of the
-rows, so a list of 500 "matches" nine rows in ten, and it reads the whole backlog through another
-index instead: moving 500 messages out of ``received`` walked every received message of the
-tenant, picking 500 deliveries walked every delivery of the endpoint, and recording 500 events
-read every event of the tenant to check their ids. Each round then costs in proportion to the
-backlog, and a burst drains ever slower. With statistics the same statements probe the primary
-key.
+On a table PostgreSQL has never analysed, the planner guesses that a tenant, or a state, holds
+0.5% of the rows: a backlog of 20,000 received messages is planned as a handful, and plans made
+for a handful walk all of it. Measured on a 100,000-message burst (bench/README.md, e2e_bench):
+picking a round's 500 deliveries walked every delivery of the endpoint, and recording 500 events
+read every event of the tenant to check their ids were new, so each round cost in proportion to
+the backlog and the burst drained ever slower. With statistics the same statements probe keys.
 
 Autovacuum analyses a table once a tenth of it has changed, checking once a minute, and only
 where it is on (a server may run with it off). A burst fills a fresh monthly partition faster
 than that. So beat runs ``keep_statistics`` every few seconds: as the owner (only a table's owner
 may analyse it), it analyses each table of Busbar's schema, partitions one by one, whose rows
-changed by more than ``STATISTICS_MIN_CHANGES`` and a tenth of its size since its last analysis.
-ANALYZE reads a fixed sample (30,000 rows at the default target) and blocks no reader or writer.
+changed by more than ``BUSBAR_STATISTICS_MIN_CHANGES`` and a tenth of its size since its last
+analysis. ANALYZE reads a fixed sample (30,000 rows at the default target) and blocks no reader or
+writer. (The store's state moves do not rely on it: they find their rows by key whatever the
+statistics say, see ``services.transition``.)
 """
 
 from __future__ import annotations
