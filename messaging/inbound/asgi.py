@@ -119,16 +119,21 @@ def _work(
     """A request's own work, on a pool thread: for a message push, everything but storing it
     (verify, parse, hash, compress); the group committer stores it."""
     close_old_connections()  # a connection broken by the last request is replaced, not reused
-    if kind == "status":
-        return receive.receive_status_push(
+    try:
+        if kind == "status":
+            return receive.receive_status_push(
+                token=token, url=url, headers=headers, body=body, source_address=client
+            )
+        prepared = receive.prepare_push(
             token=token, url=url, headers=headers, body=body, source_address=client
         )
-    prepared = receive.prepare_push(
-        token=token, url=url, headers=headers, body=body, source_address=client
-    )
-    if isinstance(prepared, receive.Answer):
-        return prepared
-    return prepared, receive.to_delivery(prepared)
+        if isinstance(prepared, receive.Answer):
+            return prepared
+        return prepared, receive.to_delivery(prepared)
+    finally:
+        # Back to the process's pool (what Django's request_finished does for its own views): a
+        # pool thread idle between requests must not hold one of the pool's few connections.
+        close_old_connections()
 
 
 # A push up to this size is prepared in the event loop when its endpoint is cached (a message is

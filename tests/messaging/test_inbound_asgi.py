@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -132,3 +133,30 @@ def test_the_senders_address_is_forwarded_only_by_a_trusted_proxy(settings):
     direct = {"client": ("198.51.100.7", 50000)}
     assert _client_address(direct, forwarded) == "198.51.100.7"  # anyone can send the header
     assert _client_address({}, {}) is None
+
+
+def _checked_out() -> int:
+    """How many of the process's pooled database connections are in use."""
+    from django.db import connections
+
+    stats = connections["default"].pool.get_stats()
+    return stats["pool_size"] - stats["pool_available"]
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_its_request_threads_hand_their_database_connections_back_to_the_pool():
+    """A request thread that sat idle holding a pooled connection starved every other user of
+    the pool (ten connections a process): threads that served a push must give theirs back."""
+
+    def push(n: int) -> int:  # an unknown channel: looked up, refused and recorded
+        return _call("POST", f"/dip/webhooks/unknown-{n}", content=b"[]").status_code
+
+    assert push(0) == 404  # this thread (the event loop's) now holds its own connection
+    before = _checked_out()
+    assert [push(n) for n in range(1, 4)] == [404, 404, 404]
+    # A connection handed back may take the pool a moment to count as available again.
+    for _ in range(50):
+        if _checked_out() <= before:
+            break
+        time.sleep(0.05)
+    assert _checked_out() <= before
