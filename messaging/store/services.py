@@ -325,7 +325,10 @@ class DeliveryRefused:
 
 # One statement per tenant of a group: every delivery's raw blob, the dedupe keys claimed, the
 # narrow message rows and the rollup counters. The deliveries' scalars come as one JSON document
-# (orjson, in C) and their bytes as bytea arrays (binary parameters), zipped by ``ROWS FROM``;
+# (orjson, in C) and their bytes as bytea arrays, zipped by ``ROWS FROM``. The arrays go in binary
+# (``%(name)b``): psycopg's text form of a bytea array is hex, quoted and escaped by a regular
+# expression element by element, which cost 9.4 ms of both sides' CPU for a group of eight
+# pushes of 100 (0.4 ms in binary), about a tenth of the ingest server's time;
 # the raw ids are drawn first (``MATERIALIZED``: once per delivery) so each message row can name
 # its delivery's. A key is claimed by its first message in arrival order, so a later delivery of
 # the group that repeats it is a duplicate, as it would be in a later group. The result: one row
@@ -342,8 +345,8 @@ _GROUP_TENANT_SQL = " ".join(
         FROM ROWS FROM (
             json_to_recordset(%(deliveries)s::json) AS (connection_id bigint, channel_id bigint,
                 body_size int, headers json, message_count int),
-            unnest(%(zstd)s::bytea[]), unnest(%(body_sha)s::bytea[]),
-            unnest(%(response)s::bytea[])
+            unnest(%(zstd)b::bytea[]), unnest(%(body_sha)b::bytea[]),
+            unnest(%(response)b::bytea[])
         ) WITH ORDINALITY AS d(connection_id, channel_id, body_size, headers, message_count,
             body_zstd, body_sha256, response_body, ord)
     ), raw AS (
