@@ -269,7 +269,7 @@ def start_stack(stack: Stack, *, ingest_workers: int, inbound: int, delivery: in
     # fmt: off
     start("ingest", SERVERS["granian"](port, ingest_workers))
     # The maintenance worker and beat as Busbar runs them: the sweepers, the ledger seals and
-    # the planner statistics of the tables the burst fills (messaging.store.statistics).
+    # the upkeep of the tables the burst fills (messaging.store.upkeep).
     for family, concurrency in (("inbound", inbound), ("delivery", delivery), ("maintenance", 1)):
         start(f"worker-{family}", [sys.executable, "-m", "celery", "-A", "core", "worker",
                                    "-Q", family, "-n", f"bench-{family}-{os.getpid()}@%h",

@@ -284,7 +284,7 @@ CELERY_TASK_ROUTES = {
     "messaging.tasks.rotate_certificate_task": {"queue": "maintenance"},
     "messaging.tasks.sweep_task": {"queue": "maintenance"},
     "messaging.tasks.ensure_partitions_task": {"queue": "maintenance"},
-    "messaging.tasks.keep_statistics_task": {"queue": "maintenance"},
+    "messaging.tasks.keep_tables_task": {"queue": "maintenance"},
     "messaging.tasks.seal_ledgers_task": {"queue": "maintenance"},
     "messaging.tasks.verify_ledgers_task": {"queue": "maintenance"},
     "messaging.tasks.generate_evidence_pack_task": {"queue": "maintenance"},
@@ -315,10 +315,10 @@ CELERY_BEAT_SCHEDULE: dict = {
     "purge-payloads": {"task": "messaging.tasks.purge_expired_payloads_task", "schedule": 86400.0},
     "archive-audit": {"task": "messaging.tasks.archive_audit_task", "schedule": 86400.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
-    # Planner statistics of the tables written fast (messaging.store.statistics).
-    "store-statistics": {
-        "task": "messaging.tasks.keep_statistics_task",
-        "schedule": envint("BUSBAR_STATISTICS_SECONDS", 10),
+    # Dead row versions and planner statistics of the tables written fast (messaging.store.upkeep).
+    "store-upkeep": {
+        "task": "messaging.tasks.keep_tables_task",
+        "schedule": envint("BUSBAR_UPKEEP_SECONDS", 10),
     },
     # Reconciliation controls (messaging/reconciliation): every run's results are kept.
     "reconciliation": {
@@ -494,9 +494,10 @@ BUSBAR_INGEST_RETRY_AFTER_SECONDS = envint("BUSBAR_INGEST_RETRY_AFTER_SECONDS", 
 # Outbound: messages per second sent to the DIP per connection (normal sending and the drain
 # after an outage alike); 0 switches the limit off.
 BUSBAR_OUTBOUND_RATE_PER_SECOND = envint("BUSBAR_OUTBOUND_RATE_PER_SECOND", 400)
-# Beat analyses a table (as the owner) once this many of its rows, and a tenth of it, changed
-# since its last analysis (messaging.store.statistics); BUSBAR_STATISTICS_SECONDS is how often.
-BUSBAR_STATISTICS_MIN_CHANGES = envint("BUSBAR_STATISTICS_MIN_CHANGES", 1000)
+# Beat vacuums a table (as the owner) once this many of its row versions, and a tenth of it, are
+# dead, and analyses it once as many changed since its last analysis (messaging.store.upkeep);
+# BUSBAR_UPKEEP_SECONDS is how often it looks.
+BUSBAR_UPKEEP_MIN_CHANGES = envint("BUSBAR_UPKEEP_MIN_CHANGES", 1000)
 # A received DIP message claimed this many times without finishing is parked as an exception.
 BUSBAR_INBOUND_MAX_ATTEMPTS = envint("BUSBAR_INBOUND_MAX_ATTEMPTS", 5)
 # Inbound messages that wait (state "awaiting", an awaiting-dependency exception) until the

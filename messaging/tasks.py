@@ -11,7 +11,7 @@ from messaging.evidence import audit_archive, ledger, packs, retention
 from messaging.outbound import services as outbound
 from messaging.reconciliation import services as reconciliation
 from messaging.store import services as store_services
-from messaging.store import statistics, sweeper
+from messaging.store import sweeper, upkeep
 from tenants.selectors import list_active_tenant_ids
 
 
@@ -38,9 +38,10 @@ def ensure_partitions_task() -> int:
 
 
 @shared_task
-def keep_statistics_task() -> list[str]:
-    """Beat, every few seconds: analyse the tables whose rows changed fast (as the owner)."""
-    return statistics.keep_statistics().analysed
+def keep_tables_task() -> dict[str, list[str]]:
+    """Beat, every few seconds: vacuum and analyse the tables written fast (as the owner)."""
+    report = upkeep.keep_tables()
+    return {"vacuumed": report.vacuumed, "analysed": report.analysed}
 
 
 @shared_task

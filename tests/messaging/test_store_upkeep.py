@@ -1,6 +1,6 @@
-"""Planner statistics kept by beat (messaging.store.statistics): a partition filled faster than
-autovacuum analyses it (this suite's server runs with autovacuum off) gets analysed, and the
-planner then sees the backlog it has to plan for."""
+"""The upkeep of fast-written tables by beat (messaging.store.upkeep): a partition filled faster
+than autovacuum looks (this suite's server runs with autovacuum off) gets analysed, so the planner
+sees the backlog it has to plan for, and vacuumed once its moved messages leave dead versions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.tenancy import tenant_context
-from messaging.store import services, statistics
+from messaging.store import services, upkeep
 from tests.conftest import admin_conninfo, build_world
 
 BACKLOG = 20_000
@@ -79,7 +79,7 @@ def test_a_partition_filled_fast_is_analysed_and_its_backlog_then_seen(committed
         # of 20,000 looks like a handful, and plans made for a handful walk all of it.
         assert _received_expected(admin, world.acme.id) < BACKLOG // 100
 
-        report = statistics.keep_statistics()
+        report = upkeep.keep_tables()
 
         assert partition in report.analysed
         analysed_at = admin.execute(
@@ -90,12 +90,12 @@ def test_a_partition_filled_fast_is_analysed_and_its_backlog_then_seen(committed
         assert _received_expected(admin, world.acme.id) > BACKLOG // 2
 
         # Analysed, its changes start again from nothing: the next run leaves it alone.
-        assert partition not in statistics.keep_statistics().analysed
+        assert partition not in upkeep.keep_tables().analysed
 
 
 def test_a_table_that_changed_little_is_left_alone(committed_db) -> None:
     build_world()  # a few rows in each of the tenancy tables, far below the threshold
-    assert "tenants_tenant" not in statistics.keep_statistics().analysed
+    assert "tenants_tenant" not in upkeep.keep_tables().analysed
 
 
 def _scans(plan: dict) -> list[str]:
@@ -118,7 +118,7 @@ def test_a_state_move_never_walks_the_messages_in_its_state(committed_db, analys
         partition, ids = _received_backlog(admin, world.acme.id)
         admin.execute("DELETE FROM pg_statistic WHERE starelid = %s::regclass", [partition])
         if analysed:
-            statistics.keep_statistics()
+            upkeep.keep_tables()
         with CaptureQueriesContext(connection) as queries, tenant_context(world.acme.id):
             moved = services.transition(
                 tenant_id=world.acme.id,
@@ -134,3 +134,40 @@ def test_a_state_move_never_walks_the_messages_in_its_state(committed_db, analys
         scans = [s for s in _scans(row[0][0]["Plan"]) if "messaging_message_p" in s]
         assert scans, row[0]
         assert not [s for s in scans if "direction_state" in s], scans
+
+
+def test_the_dead_versions_left_by_state_moves_are_vacuumed(committed_db) -> None:
+    world = build_world()
+    with _admin() as admin:
+        partition, ids = _received_backlog(admin, world.acme.id)
+        upkeep.keep_tables()  # the inserts' analysis, out of the way
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+        with tenant_context(world.acme.id):
+            moved = services.transition(
+                tenant_id=world.acme.id,
+                message_ids=ids,
+                from_state="received",
+                to_state="valid",
+                actor="test",
+            )
+        assert len(moved) == BACKLOG
+
+        def dead() -> int:
+            row = admin.execute(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s", [partition]
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        for _ in range(50):  # the moves' counters reach the statistics within a second or so
+            if dead() >= BACKLOG:
+                break
+            time.sleep(0.1)
+        assert dead() >= BACKLOG  # one dead version per message moved
+
+        report = upkeep.keep_tables()
+
+        assert partition in report.vacuumed
+        assert dead() < BACKLOG // 100
+        assert partition not in upkeep.keep_tables().vacuumed
