@@ -316,9 +316,11 @@ CELERY_BEAT_SCHEDULE: dict = {
     "archive-audit": {"task": "messaging.tasks.archive_audit_task", "schedule": 86400.0},
     "message-partitions": {"task": "messaging.tasks.ensure_partitions_task", "schedule": 86400.0},
     # Dead row versions and planner statistics of the tables written fast (messaging.store.upkeep).
+    # A run still queued when the next is due is dropped: a long VACUUM must not pile runs up.
     "store-upkeep": {
         "task": "messaging.tasks.keep_tables_task",
         "schedule": envint("BUSBAR_UPKEEP_SECONDS", 10),
+        "options": {"expires": envint("BUSBAR_UPKEEP_SECONDS", 10)},
     },
     # Reconciliation controls (messaging/reconciliation): every run's results are kept.
     "reconciliation": {
