@@ -296,7 +296,10 @@ def test_alice_rotates_a_certificate_and_the_worker_canaries_it_against_dipsim(
     page.wait_for_url("**/certificates/*/")
     assert "Imported; it is staged" in page.content()
     page.click("button:text-is('Rotate with canary')")
-    assert "Rotation queued" in page.content()
+    # The click posts the form and returns before the redirected page has loaded: wait for it,
+    # or content() reads the page mid-navigation (an empty document).
+    page.get_by_test_id("rotation-queued").wait_for()
+    assert "Rotation queued: a canary request" in page.content()
 
     def active() -> bool:
         page.reload()

@@ -113,6 +113,8 @@ def test_support_works_an_incident_and_break_glass_shows_in_the_tenants_activity
     assert "is failing for 2 of 2 tenants" in page.get_by_test_id("incident-title").inner_text()
     page.get_by_role("link", name="Acme Energy Supply").click()
     page.get_by_role("link", name=str(site.message_id), exact=True).click()
+    # On the message's page (its break-glass form) before looking for what it must not show.
+    page.locator("#id_reason").wait_for()
     assert "1200023305967" not in page.content()
     page.fill("#id_reason", "INC-12 DIP failing for all: checking a payload")
     page.get_by_role("button", name="Open break-glass").click()
