@@ -498,13 +498,21 @@ def tenant_references() -> list[Reference]:
     ]
 
 
-# References checked by a trigger instead of a foreign key (messaging migration 0021: a key to the
-# partitioned payload table cost more per received message than the rest of its checks). Each
+# References checked by a trigger instead of a foreign key (messaging migrations 0021 and 0022:
+# keys checked row by row cost more per received message than the rest of its storing). Each
 # refuses like a foreign key (23503), so the attack below covers them alike.
 TRIGGER_CHECKED = [
     Reference("messaging_message", ("tenant_id", "raw_id"), "messaging_raw", ("tenant_id", "id")),
     Reference(
         "messaging_message", ("tenant_id", "source_raw_id"), "messaging_raw", ("tenant_id", "id")
+    ),
+    *(
+        Reference(table, ("tenant_id", column), target, ("tenant_id", "id"))
+        for table in ("messaging_message", "messaging_raw")
+        for column, target in (
+            ("connection_id", "tenants_connection"),
+            ("channel_id", "tenants_channel"),
+        )
     ),
 ]
 
@@ -512,11 +520,23 @@ TRIGGER_CHECKED = [
 def test_the_trigger_checked_references_have_their_triggers(db):
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'messaging_message'::regclass"
-            " AND tgname LIKE 'messaging_message_raw_%' AND tgenabled = 'O'"
+            "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
+            " WHERE tgrelid IN ('messaging_message'::regclass, 'messaging_raw'::regclass,"
+            " 'messaging_inbound_key'::regclass, 'tenants_connection'::regclass,"
+            " 'tenants_channel'::regclass)"
+            " AND tgname ~ '_(raw|parents|tenant)_(inserted|updated)$|_named$'"
+            " AND tgenabled = 'O'"
         )
-        names = sorted(row[0] for row in cursor.fetchall())
-    assert names == ["messaging_message_raw_inserted", "messaging_message_raw_updated"]
+        names = sorted(cursor.fetchall())
+    assert names == [
+        ("messaging_inbound_key", "messaging_inbound_key_tenant_inserted"),
+        ("messaging_message", "messaging_message_raw_inserted"),
+        ("messaging_message", "messaging_message_raw_updated"),
+        ("messaging_raw", "messaging_raw_parents_inserted"),
+        ("messaging_raw", "messaging_raw_parents_updated"),
+        ("tenants_channel", "tenants_channel_named"),
+        ("tenants_connection", "tenants_connection_named"),
+    ]
 
 
 def test_every_reference_between_tenant_tables_includes_the_tenant(db):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -19,6 +20,7 @@ from messaging.models import Message, RawBlob, Transition
 from messaging.store import selectors, services, sweeper
 from messaging.store.ids import id_floor, id_time, month_start
 from messaging.store.states import TransitionNotAllowed
+from tenants import services as tenant_services
 from tenants.models import Channel, Connection
 from tests.conftest import admin_conninfo, build_world
 
@@ -198,6 +200,123 @@ def test_a_message_refers_only_to_its_own_tenants_raw_payloads(world) -> None:
         world.acme.id,
     )
     assert "that is not its tenant's" in refusal
+
+
+def _refusal(sql: str, params: list, tenant_id) -> tuple[str | None, str]:
+    """The SQLSTATE and message of the database's refusal of ``sql``."""
+    with (
+        pytest.raises(DatabaseError) as caught,
+        tenant_context(tenant_id),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, params)
+    return getattr(caught.value.__cause__, "sqlstate", None), str(caught.value)
+
+
+RAW_INSERT = (
+    "INSERT INTO messaging_raw (tenant_id, kind, direction, connection_id, channel_id,"
+    " body_sha256, body_size) SELECT %s, 'delivery', 'inbound', c, %s, sha256(''::bytea), 0"
+    " FROM unnest(%s::bigint[]) AS c"
+)
+
+
+def test_stored_rows_name_only_their_own_tenants_connection_and_channel(world) -> None:
+    """Messages, raw payloads and dedupe keys are checked once per statement, not by a key per
+    row (migration 0022): another tenant's connection or channel, or a tenant that does not
+    exist, is refused as a key refuses it (23503), in a statement of one row or of many."""
+    stored = _store(world, "T-1")
+    acme = str(world.acme.id)
+    connection_id, channel_id = _acme_channel(world)
+    with tenant_context(world.globex.id):
+        globex_connection = Connection.objects.get().id
+        globex_channel = Channel.objects.get(connection_id=globex_connection).id
+    message_insert = (
+        "INSERT INTO messaging_message (tenant_id, direction, connection_id, channel_id,"
+        " raw_id, transaction_id, state) SELECT %s, 'inbound', c, %s, %s,"
+        " 'X-' || gen_random_uuid(), 'received' FROM unnest(%s::bigint[]) AS c"
+    )
+    for connections_named, channel, expected in (
+        ([globex_connection], channel_id, f"connection {globex_connection} is not a connection"),
+        ([connection_id, globex_connection], channel_id, "is not a connection of tenant"),
+        ([connection_id, connection_id], globex_channel, f"channel {globex_channel} is not"),
+        ([connection_id], 0, "channel 0 is not a channel of tenant"),
+    ):
+        state, text = _refusal(
+            message_insert, [acme, channel, stored.raw_id, connections_named], world.acme.id
+        )
+        assert (state, expected in text) == ("23503", True), text
+        state, text = _refusal(RAW_INSERT, [acme, channel, connections_named], world.acme.id)
+        assert (state, expected in text) == ("23503", True), text
+    with tenant_context(world.acme.id), connection.cursor() as cursor:
+        cursor.execute(
+            message_insert, [acme, channel_id, stored.raw_id, [connection_id, connection_id]]
+        )
+        assert cursor.rowcount == 2  # its own connection and channel: accepted
+        cursor.execute(RAW_INSERT, [acme, None, [connection_id]])
+        assert cursor.rowcount == 1  # a payload with no channel names a connection only
+    nobody = uuid.uuid4()
+    state, text = _refusal(
+        "INSERT INTO messaging_inbound_key (tenant_id, dedupe_key, message_id)"
+        " VALUES (%s, 'T-9', 1), (%s, 'T-10', 2)",
+        [str(nobody), str(nobody)],
+        nobody,
+    )
+    assert (state, f"tenant {nobody} does not exist" in text) == ("23503", True), text
+
+
+def _runtime_session(tenant_id) -> psycopg.Connection:
+    db = settings.DATABASES["default"]
+    conn = psycopg.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+    )
+    conn.execute("SELECT set_config('app.tenant_id', %s, false)", [str(tenant_id)])
+    conn.commit()
+    return conn
+
+
+def test_a_connection_or_channel_named_by_stored_rows_cannot_be_deleted(committed_db) -> None:
+    """The other half of a key: a delete of what stored rows name is refused, and waits for a
+    transaction still inserting rows that name it (they lock it as a key would)."""
+    world = build_world()
+    _store(world, "T-1")
+    connection_id, channel_id = _acme_channel(world)
+    with tenant_context(world.acme.id):
+        identity = Connection.objects.get().identity
+        spare = tenant_services.create_connection(
+            identity=identity, environment="PRD", dip_base_url="https://dip.example"
+        )
+        named_later = tenant_services.create_channel(
+            connection=spare, interface_id="IF-036", direction="inbound"
+        )
+        unnamed = tenant_services.create_channel(
+            connection=spare, interface_id="IF-031", direction="inbound"
+        )
+    deleting, inserting = _runtime_session(world.acme.id), _runtime_session(world.acme.id)
+    try:
+        for table, row in (("tenants_channel", channel_id), ("tenants_connection", connection_id)):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation, match="named by stored"):
+                deleting.execute(f"DELETE FROM {table} WHERE id = %s", [row])
+            deleting.rollback()
+        inserting.execute(RAW_INSERT, [str(world.acme.id), named_later.id, [spare.id]])
+        deleting.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            deleting.execute("DELETE FROM tenants_channel WHERE id = %s", [named_later.id])
+        deleting.rollback()
+        inserting.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="named by stored"):
+            deleting.execute("DELETE FROM tenants_channel WHERE id = %s", [named_later.id])
+        deleting.rollback()
+        deleted = deleting.execute("DELETE FROM tenants_channel WHERE id = %s", [unnamed.id])
+        assert deleted.rowcount == 1  # nothing names it: the guard is not a blanket refusal
+        deleting.commit()
+    finally:
+        deleting.close()
+        inserting.close()
 
 
 def _store_for(tenant, *transaction_ids: str) -> services.StoredDelivery:
