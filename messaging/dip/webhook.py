@@ -49,7 +49,9 @@ class DeliveryError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per message received, and a frozen dataclass's __init__ (each field
+# set through object.__setattr__) took twice as long, 3.1 against 1.5 us for eleven fields.
+@dataclass(slots=True)
 class PushedMessage:
     """One message of a push: where its bytes are in the body and the fields Busbar indexes.
 

@@ -52,7 +52,9 @@ END $$
 """
 
 # Migration 0021's check of the raw payloads a statement's new messages name, and now their
-# connections and channels.
+# connections and channels. (Checking each distinct payload once, with a UNION of raw_id and
+# source_raw_id, measured slower: 2.97-3.96 ms against 2.53-3.35 for a group of eight
+# single-message pushes, and no faster for pushes of 100.)
 MESSAGE_CHECK = """
 CREATE OR REPLACE FUNCTION busbar_message_raw_check() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp AS $$

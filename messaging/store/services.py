@@ -64,7 +64,8 @@ def decompress(blob: bytes) -> bytes:
 # --- receipt ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+# Not frozen, for the same reason as the webhook's PushedMessage: one per message received.
+@dataclass(slots=True)
 class InboundMessageFacts:
     """What the webhook read from one message of a delivery (all optional but the slice).
 
