@@ -1,11 +1,11 @@
 """How fast Busbar's DIP webhook durably acknowledges pushes, as ratios to raw PostgreSQL.
 
-Starts the ingest server (granian's RSGI interface with ``messaging.inbound.asgi:app``, as
-Busbar runs it; ``--server granian-asgi`` or ``--server uvicorn`` to compare), plain HTTP on
-loopback (in production nginx ends TLS in front of it), against a fresh benchmark database, with
-one tenant and one IF-021 inbound channel whose trust anchor signed the requests. Then, with
-every request signed beforehand (X-DIP-* headers, RSA-2048, as the DIP sends them) so the client
-spends the shared CPU on sending only:
+Starts the ingest server (granian with ``messaging.inbound.asgi:app``, as Busbar runs it;
+``--server uvicorn`` to compare), plain HTTP on loopback (in production nginx ends TLS in front
+of it), against a fresh benchmark database, with one tenant and
+one IF-021 inbound channel whose trust anchor signed the requests. Then, with every request
+signed beforehand (X-DIP-* headers, RSA-2048, as the DIP sends them) so the client spends the
+shared CPU on sending only:
 
 1. **batched**: pushes of 100 real IF-021 messages (about 4.8 KB each) from 8 senders; messages
    per second until every push has its 201 (verify, parse, compress, store, dedupe, answer);
@@ -55,11 +55,6 @@ SERVERS = {
         "--log-level", "warning",
     ],
     "granian": lambda port, workers: [
-        str(Path(sys.executable).parent / "granian"), "--interface", "rsgi", "--host",
-        "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-ws",
-        "--log-level", "warning", "messaging.inbound.asgi:app",
-    ],
-    "granian-asgi": lambda port, workers: [
         str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host",
         "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-ws",
         "--log-level", "warning", "messaging.inbound.asgi:app",

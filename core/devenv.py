@@ -672,9 +672,8 @@ def ingest_command(
     """The DIP webhook's server: granian over TLS requiring a client certificate from
     ``client_ca``, as nginx's :8443 server does in production. Granian (HTTP in Rust) rather
     than uvicorn: the ingest benchmark measured about half the server CPU per single-message
-    push and twice the requests per second with it, the same app behind both; and granian's
-    own interface (RSGI) rather than ASGI, which cost more per request (bench/README.md)."""
-    return [str(Path(PYTHON).parent / "granian"), "--interface", "rsgi", "--host", host,
+    push and twice the requests per second with it, the same app behind both."""
+    return [str(Path(PYTHON).parent / "granian"), "--interface", "asgi", "--host", host,
             "--port", str(port), "--ssl-certificate", str(certfile), "--ssl-keyfile", str(keyfile),
             "--ssl-ca", str(client_ca), "--ssl-client-verify", "--ssl-protocol-min", "tls1.2",
             "--workers", str(workers), "--no-ws", "--log-level", "warning",

@@ -1,9 +1,4 @@
-"""The DIP webhook's own lean app: ``granian --interface rsgi messaging.inbound.asgi:app``.
-
-The same app object also speaks ASGI (``granian --interface asgi``, uvicorn, httpx's test
-transport). Busbar runs it under granian's own interface, RSGI: a request's body is one await and
-its answer one call, where ASGI passes message dictionaries through awaited send and receive
-callables (measured in ``bench/README.md``).
+"""The DIP webhook's own lean ASGI app: ``granian --interface asgi messaging.inbound.asgi:app``.
 
 It serves only ``POST /dip/webhooks/<token>`` (and ``/dip/webhooks/status/<token>``), plus
 ``/healthz`` and ``/metrics``. No middleware, sessions or templates: the body is read with a hard
@@ -33,11 +28,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
 import django
 import psycopg
@@ -47,7 +41,6 @@ django.setup()
 
 from django.conf import settings  # noqa: E402  (after django.setup())
 from django.db import close_old_connections  # noqa: E402
-from granian.rsgi import ProtocolClosed as RsgiProtocolClosed  # noqa: E402
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
 
 from core.clientaddr import client_address  # noqa: E402
@@ -61,136 +54,42 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Headers = Sequence[tuple[str, str]]
 
 
-@dataclass(slots=True)
-class Request:
-    """What the app reads of a request, whichever interface brought it."""
-
-    method: str
-    path: str  # as sent, without the query
-    scheme: str
-    headers: dict[str, str]  # names in lower case; a repeated header keeps its last value
-    peer: str | None  # the socket's peer address
-
-
-class TooLarge(Exception):
-    """The body went past the bound while it was read."""
-
-
-class Exchange(Protocol):
-    """A request's body and its answer, as one interface gives and takes them."""
-
-    async def body(self, limit: int) -> bytes | None:
-        """The whole body; None when the client went away; TooLarge past ``limit`` bytes."""
-        ...
-
-    async def answer(self, status: int, body: bytes = b"", headers: Headers = ()) -> None: ...
-
-
-class AsgiExchange:
-    __slots__ = ("receive", "send")
-
-    def __init__(self, receive_: Receive, send: Send) -> None:
-        self.receive = receive_
-        self.send = send
-
-    async def body(self, limit: int) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
-
-    async def answer(self, status: int, body: bytes = b"", headers: Headers = ()) -> None:
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers]
-        raw.append((b"content-length", str(len(body)).encode()))
-        await self.send({"type": "http.response.start", "status": status, "headers": raw})
-        await self.send({"type": "http.response.body", "body": body})
-
-
-class RsgiExchange:
-    """granian's RSGI protocol object: the body in one await when its length is declared within
-    the bound (the server reads no more than it declares), else read in chunks and bounded."""
-
-    __slots__ = ("declared", "proto")
-
-    def __init__(self, proto: Any, declared: int | None) -> None:
-        self.proto = proto
-        self.declared = declared
-
-    async def body(self, limit: int) -> bytes | None:
-        try:
-            if self.declared is not None and self.declared <= limit:
-                return bytes(await self.proto())
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in self.proto:
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except RsgiProtocolClosed:
-            return None
-
-    async def answer(self, status: int, body: bytes = b"", headers: Headers = ()) -> None:
-        self.proto.response_bytes(status, [(k.lower(), v) for k, v in headers], body)
-
-
-def _asgi_request(scope: Scope) -> Request:
+def _headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
-        headers[raw_name.decode("latin-1")] = raw_value.decode("latin-1")
-    client = scope.get("client")
-    return Request(
-        method=scope["method"],
-        path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-        scheme=scope.get("scheme", "https"),
-        headers=headers,
-        peer=client[0] if client else None,
-    )
+        name = raw_name.decode("latin-1")
+        headers[name] = raw_value.decode("latin-1")
+    return headers
 
 
-def _rsgi_request(scope: Any) -> Request:
-    # The peer comes as "host:port" ("[v6 address]:port" for IPv6).
-    host = scope.client.rpartition(":")[0].strip("[]") if scope.client else ""
-    return Request(
-        method=scope.method,
-        path=scope.path,
-        scheme=scope.scheme,
-        headers={name.lower(): value for name, value in scope.headers.items()},
-        peer=host or None,
-    )
-
-
-def _callback_url(request: Request) -> str:
+def _callback_url(scope: Scope, headers: dict[str, str]) -> str:
     """The URL the DIP called, as it signed it: the registered base URL plus the path (a proxy's
     or the socket's idea of the host is not trusted to match what was registered)."""
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
     base = (settings.BUSBAR_WEBHOOK_BASE_URL or "").rstrip("/")
     if not base:
-        base = f"{request.scheme}://{request.headers.get('host', '')}"
-    return base + request.path
+        base = f"{scope.get('scheme', 'https')}://{headers.get('host', '')}"
+    return base + path
 
 
-def _client_address(request: Request) -> str | None:
+def _client_address(scope: Scope, headers: dict[str, str]) -> str | None:
     """The sender's address: behind nginx, the one it forwarded, believed under the same rule
     as the web's (``core.clientaddr``: only from a ``BUSBAR_TRUSTED_PROXIES`` peer)."""
+    client = scope.get("client")
     meta = {
-        "REMOTE_ADDR": request.peer or "",
-        "HTTP_X_FORWARDED_FOR": request.headers.get("x-forwarded-for", ""),
+        "REMOTE_ADDR": client[0] if client else "",
+        "HTTP_X_FORWARDED_FOR": headers.get("x-forwarded-for", ""),
     }
     return client_address(SimpleNamespace(META=meta))
+
+
+async def _answer(send: Send, status: int, body: bytes = b"", headers: Any = ()) -> None:
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _metrics_text() -> bytes:
@@ -451,7 +350,7 @@ class FollowUps(_WorkerThread):
 
 
 class IngestApp:
-    """The app, as an ASGI callable and an RSGI application. One instance per process."""
+    """The ASGI callable. One instance per process."""
 
     def __init__(self) -> None:
         self.concurrency = max(1, settings.BUSBAR_INGEST_CONCURRENCY)
@@ -461,64 +360,16 @@ class IngestApp:
         self.waiting = 0
         self.max_body = settings.BUSBAR_WEBHOOK_MAX_BODY_BYTES
 
-    # --- the interfaces ----------------------------------------------------------------------
-
     async def __call__(self, scope: Scope, receive_: Receive, send: Send) -> None:
-        """ASGI."""
         if scope["type"] == "lifespan":
             await self._lifespan(receive_, send)
             return
         if scope["type"] != "http":
             return
-        await self._serve(_asgi_request(scope), AsgiExchange(receive_, send))
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """RSGI: the worker starts."""
-        self._start()
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """RSGI: the worker stops."""
-        self._stop()
-
-    async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        """RSGI: one request."""
-        if scope.proto != "http":
-            return
-        request = _rsgi_request(scope)
-        declared = request.headers.get("content-length", "")
-        await self._serve(
-            request, RsgiExchange(proto, int(declared) if declared.isdigit() else None)
-        )
-
-    def _start(self) -> None:
-        # Beside the start-up, not before it: the socket opens at once (a slow machine must not
-        # keep the DIP's pushes out), and a push arriving meanwhile waits on the import lock for
-        # what the warm-up is loading rather than loading it twice.
-        threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
-
-    def _stop(self) -> None:
-        """Finish what was accepted: the requests' work, the groups queued, their follow-ups."""
-        self.executor.shutdown(wait=True)
-        self.committer.stop()
-        self.follow_ups.stop()
-
-    async def _lifespan(self, receive_: Receive, send: Send) -> None:
-        while True:
-            message = await receive_()
-            if message["type"] == "lifespan.startup":
-                self._start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self._stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    # --- the requests ------------------------------------------------------------------------
-
-    async def _serve(self, request: Request, exchange: Exchange) -> None:
-        path, method = request.path, request.method
+        path: str = scope["path"]
+        method: str = scope["method"]
         if path == "/healthz":
-            await exchange.answer(200, b'{"status":"ok"}', [("Content-Type", "application/json")])
+            await _answer(send, 200, b'{"status":"ok"}', [("Content-Type", "application/json")])
             return
         if path == "/metrics" and method == "GET":
             # The same rule as the web's /metrics (core.health.metrics): the figures name
@@ -526,55 +377,65 @@ class IngestApp:
             # queries the database (the message-flow collector): in a thread, not in the loop.
             expected = settings.BUSBAR_METRICS_TOKEN
             if not expected:
-                await exchange.answer(403)
+                await _answer(send, 403)
                 return
-            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            scheme, _, presented = _headers(scope).get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 presented.strip().encode(), expected.encode()
             ):
-                await exchange.answer(401, headers=[("WWW-Authenticate", 'Bearer realm="busbar"')])
+                await _answer(send, 401, headers=[("WWW-Authenticate", 'Bearer realm="busbar"')])
                 return
             figures = await asyncio.get_running_loop().run_in_executor(self.executor, _metrics_text)
-            await exchange.answer(200, figures, [("Content-Type", CONTENT_TYPE_LATEST)])
+            await _answer(send, 200, figures, [("Content-Type", CONTENT_TYPE_LATEST)])
             return
         if path.startswith(STATUS_PATH):
             kind, token = "status", path[len(STATUS_PATH) :]
         elif path.startswith(WEBHOOK_PATH):
             kind, token = "push", path[len(WEBHOOK_PATH) :]
         else:
-            await exchange.answer(404)
+            await _answer(send, 404)
             return
         if method != "POST":
-            await exchange.answer(405, headers=[("Allow", "POST")])
+            await _answer(send, 405, headers=[("Allow", "POST")])
             return
-        await self._push(request, exchange, kind, token)
+        await self._push(scope, receive_, send, kind, token)
 
-    async def _push(self, request: Request, exchange: Exchange, kind: str, token: str) -> None:
+    async def _push(
+        self, scope: Scope, receive_: Receive, send: Send, kind: str, token: str
+    ) -> None:
         retry_after = str(settings.BUSBAR_INGEST_RETRY_AFTER_SECONDS)
         if self.waiting >= settings.BUSBAR_INGEST_QUEUE_LIMIT + self.concurrency:
             metrics.shed("queue")
-            await exchange.answer(503, headers=[("Retry-After", retry_after)])
+            await _answer(send, 503, headers=[("Retry-After", retry_after)])
             return
         if backlog.too_deep():
             metrics.shed("backlog")
-            await exchange.answer(503, headers=[("Retry-After", retry_after)])
+            await _answer(send, 503, headers=[("Retry-After", retry_after)])
             return
-        headers = request.headers
+        headers = _headers(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            await self._too_large(exchange, kind, token, request)
+            await self._too_large(send, kind, token, headers, scope)
             return
-        try:
-            body = await exchange.body(self.max_body)
-        except TooLarge:
-            await self._too_large(exchange, kind, token, request)
-            return
-        if body is None:
-            return  # the sender went away
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive_()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_large(send, kind, token, headers, scope)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[receive.Answer] = loop.create_future()
-        url = _callback_url(request)
+        url = _callback_url(scope, headers)
         self.waiting += 1
         try:
             if not self._store_small_push(kind, token, url, headers, body, Reply(loop, answered)):
@@ -586,13 +447,13 @@ class IngestApp:
                     url,
                     headers,
                     body,
-                    _client_address(request),
+                    _client_address(scope, headers),
                 )
             answer = await answered
         finally:
             self.waiting -= 1
         metrics.LATENCY.observe(time.perf_counter() - started)
-        await exchange.answer(answer.status, answer.body, answer.headers)
+        await _answer(send, answer.status, answer.body, answer.headers)
 
     def _store_small_push(
         self, kind: str, token: str, url: str, headers: dict[str, str], body: bytes, to: Reply
@@ -640,17 +501,35 @@ class IngestApp:
         except BaseException as exc:  # the request fails as it would have in the loop
             reply(to, exc)
 
-    async def _too_large(self, exchange: Exchange, kind: str, token: str, request: Request) -> None:
+    async def _too_large(
+        self, send: Send, kind: str, token: str, headers: dict[str, str], scope: Scope
+    ) -> None:
         await asyncio.get_running_loop().run_in_executor(
             self.executor,
             receive.refuse_oversized,
             kind,
             token,
-            request.headers,
+            headers,
             self.max_body,
-            _client_address(request),
+            _client_address(scope, headers),
         )
-        await exchange.answer(413, headers=[("Connection", "close")])
+        await _answer(send, 413, headers=[("Connection", "close")])
+
+    async def _lifespan(self, receive_: Receive, send: Send) -> None:
+        while True:
+            message = await receive_()
+            if message["type"] == "lifespan.startup":
+                # Beside the start-up, not before it: the socket opens at once (a slow machine
+                # must not keep the DIP's pushes out), and a push arriving meanwhile waits on
+                # the import lock for what the warm-up is loading rather than loading it twice.
+                threading.Thread(target=_warm_up, name="ingest-warm-up", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=True)
+                self.committer.stop()
+                self.follow_ups.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 app = IngestApp()
