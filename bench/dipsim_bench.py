@@ -251,7 +251,10 @@ async def main_async(args: argparse.Namespace) -> None:
             # push ratio under 0.8 means that benchmark must drive Busbar with its own load
             # generator: dipsim's pushes alone could not show the goal met.
             baseline = pg_baseline.measure(
-                conninfo=args.pg, body=json.dumps(payloads[0]), rows=min(args.messages, 10_000)
+                conninfo=args.pg,
+                bodies=[json.dumps(payload) for payload in payloads[:10_000]],
+                rows=min(args.messages, 10_000),
+                repeat=3,
             )
             print(pg_baseline.describe(baseline))
             print(

@@ -88,7 +88,6 @@ def main() -> None:
         dip.if021(sender="1000000002", mpan=dip.make_mpan(rng), day=dt.date(2026, 11, 1), rng=rng)
         for _ in range(args.messages)
     ]
-    body = json.dumps({"payload": payloads[0]})
     secret = generate_secret()
     with tempfile.TemporaryDirectory() as scratch:
         client = subprocess.Popen(
@@ -146,7 +145,10 @@ def main() -> None:
     for conn in connections.all():
         conn.close()
     baseline = measure(
-        conninfo=env["BUSBAR_ADMIN_DATABASE_URL"], body=body, rows=max(args.messages, 2000)
+        conninfo=env["BUSBAR_ADMIN_DATABASE_URL"],
+        bodies=[json.dumps({"payload": payload}) for payload in payloads],
+        rows=max(args.messages, 2000),
+        repeat=3,
     )
     print(describe(baseline))
     print(

@@ -215,7 +215,10 @@ def main() -> None:
     payloads = make_payloads(1000)
     bodies = [json.dumps({"payload": p}, separators=(",", ":")).encode() for p in payloads]
     baseline = pg_baseline.measure(
-        conninfo=admin, body=bodies[0].decode(), rows=min(20_000, max(args.messages))
+        conninfo=admin,
+        bodies=[body.decode() for body in bodies],
+        rows=min(20_000, max(args.messages)),
+        repeat=3,
     )
     print(
         f"raw PostgreSQL: {baseline.batched_rows_per_second:,.0f} rows/s in batches of 100"

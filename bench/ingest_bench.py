@@ -287,7 +287,12 @@ def main() -> None:
     parser.add_argument("--batch-senders", type=int, default=8)
     parser.add_argument("--single", type=int, default=2_000, help="single-message requests")
     parser.add_argument("--single-senders", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="ingest server processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ingest server processes (default 1, as make run starts it)",
+    )
     parser.add_argument("--database", default="busbar_bench_ingest")
     parser.add_argument(
         "--profile",
@@ -337,8 +342,9 @@ def main() -> None:
     admin = env["BUSBAR_ADMIN_DATABASE_URL"]
     baseline = measure(
         conninfo=role_conninfo_admin(admin, args.database),
-        body=messages[0].decode(),
+        bodies=[m.decode() for m in messages[:10_000]],
         rows=10_000,
+        repeat=3,
     )
     print(describe(baseline))
 

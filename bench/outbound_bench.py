@@ -159,7 +159,10 @@ def main() -> None:
         print(f"signing key: RSA-{key_bits}")
         if args.pg:
             baseline = pg_baseline.measure(
-                conninfo=args.pg, body=payloads[0].decode(), rows=min(args.messages, 10_000)
+                conninfo=args.pg,
+                bodies=[payload.decode() for payload in payloads[:10_000]],
+                rows=min(args.messages, 10_000),
+                repeat=3,
             )
             print(pg_baseline.describe(baseline))
             print(

@@ -309,7 +309,10 @@ def main() -> None:
     for conn in connections.all():
         conn.close()
     baseline = pg_baseline.measure(
-        conninfo=env["BUSBAR_ADMIN_DATABASE_URL"], body=sample.decode(), rows=10_000
+        conninfo=env["BUSBAR_ADMIN_DATABASE_URL"],
+        bodies=pg_baseline.if021_messages(1_000),
+        rows=10_000,
+        repeat=3,
     )
     print(pg_baseline.describe(baseline))
     print(
