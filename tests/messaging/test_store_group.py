@@ -128,10 +128,34 @@ def test_a_group_of_several_tenants_stores_each_delivery_under_its_own_tenant(st
     assert slices["A2"] == (group[0].messages[1].offset, group[0].messages[1].length)
     assert _counted(world.acme.id) == (3, 3)
     assert _counted(world.globex.id) == (3, 3)
-    # one transaction for all of it
-    with tenant_context(world.acme.id), connection.cursor() as cursor:
-        cursor.execute("SELECT count(DISTINCT created_at) FROM messaging_raw")
-        assert cursor.fetchone()[0] == 1
+    # one transaction for all of it, both tenants' statements included
+    moments = set()
+    for tenant in (world.acme.id, world.globex.id):
+        with tenant_context(tenant), connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT created_at FROM messaging_raw")
+            moments |= {row[0] for row in cursor.fetchall()}
+    assert len(moments) == 1
+    # and nothing of it outlives the group on the connection: no transaction, no tenant
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in ("", None)
+
+
+def test_a_group_refused_in_a_later_statement_stores_nothing_of_the_earlier_ones(store):
+    """The group's statements run in one implicit transaction: when the server refuses the
+    second tenant's, the first tenant's (already executed) is rolled back with it."""
+    world, acme, globex, conn = store
+    gone = services.InboundDelivery(
+        **{**_delivery(world.globex.id, globex, "G9").__dict__, "channel_id": 10**12}
+    )
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        services._store_group(conn, [_delivery(world.acme.id, acme, "A9"), gone])
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert _rows(world.acme.id) == ({}, {})
+    assert _counted(world.acme.id) == (0, 0)
+    # the connection goes on: the next group is stored and counted
+    (outcome,) = services.store_inbound_group(conn, [_delivery(world.acme.id, acme, "A9")])
+    assert isinstance(outcome, services.StoredDelivery)
+    assert set(_rows(world.acme.id)[0]) == {"A9"}
 
 
 def test_duplicates_within_a_delivery_within_a_group_and_across_groups(store):
