@@ -81,6 +81,22 @@ def test_ids_are_time_ordered_and_map_back_to_their_time() -> None:
         id_floor(datetime(2026, 1, 1))  # noqa: DTZ001
 
 
+def test_ids_are_drawn_inline_as_the_runtime_role_under_any_search_path(world) -> None:
+    """``busbar_next_id()`` pins no search_path (messaging migration 0023), so PostgreSQL inlines
+    it into the statements that draw ids, one call per row; its body still resolves under a
+    caller's empty search_path."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN VERBOSE SELECT busbar_next_id()")
+        plan = " ".join(row[0] for row in cursor.fetchall())
+        assert "nextval(" in plan
+        assert "busbar_next_id" not in plan
+        cursor.execute("SET LOCAL search_path = ''")
+        cursor.execute("SELECT public.busbar_next_id(), public.busbar_next_id()")
+        first, second = cursor.fetchone()
+    assert second > first
+    assert abs(id_time(first) - datetime.now(UTC)) < timedelta(minutes=1)
+
+
 def test_it_stores_a_delivery_once_with_exact_bytes(world) -> None:
     stored = _store(world, "T-1", "T-2", "T-3")
     assert stored.duplicate == [False, False, False]
