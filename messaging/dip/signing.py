@@ -255,11 +255,14 @@ def _trusted_path(header_value: str, trust_anchors: tuple[x509.Certificate, ...]
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # Plain dicts are case-sensitive; HTTP header names are not. The ingest server's headers
+    # come lowercased (ASGI), so that spelling is tried before a scan of every name.
     value = headers.get(name)
     if value is None:
-        # Plain dicts are case-sensitive; HTTP header names are not.
         lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+        value = headers.get(lowered)
+        if value is None:
+            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
     return value.strip() if isinstance(value, str) else None
 
 

@@ -62,6 +62,10 @@ def test_a_dip_timestamp_is_25_characters_in_utc_without_millis() -> None:
 
     assert value == "2026-07-01T00:30:15+00:00"
     assert len(value) == 25
+    # four digits of year whatever the year (the platform's strftime drops the leading zero)
+    assert (
+        dip_timestamp(dt.datetime(999, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == "0999-01-02T03:04:05+00:00"
+    )
 
 
 def test_a_naive_datetime_is_refused() -> None:
