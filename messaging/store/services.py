@@ -473,8 +473,8 @@ def store_inbound_group(
 
     ``conn`` is a psycopg connection of the runtime role in autocommit mode, used by nobody else
     meanwhile. Everything goes through one pipeline: per tenant its setting and its statement,
-    one implicit transaction and one round trip for all of it. On a busy machine a round trip, not the
-    work, is what a small push costs.
+    one implicit transaction and one round trip for all of it. On a busy machine a round trip,
+    not the work, is what a small push costs.
 
     Returns one outcome per delivery, in order, once the transaction has committed. Raises
     psycopg.Error when the group could not be committed: then nothing of it is stored. (In one
