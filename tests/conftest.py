@@ -47,6 +47,18 @@ def admin_conninfo(dbname: str | None = None) -> str:
     return make_conninfo(**params)
 
 
+def runtime_conninfo() -> str:
+    """The test database as Django's default connection reaches it: the runtime role."""
+    db = settings.DATABASES["default"]
+    return make_conninfo(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+    )
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     """Create the test database fresh, migrate it as the owner, and hand it to the runtime role."""

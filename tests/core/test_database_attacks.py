@@ -26,7 +26,7 @@ from core.models import AuditEvent
 from core.tenancy import tenant_context
 from tenants import services
 from tenants.models import DipIdentity
-from tests.conftest import admin_conninfo
+from tests.conftest import admin_conninfo, runtime_conninfo
 from tests.tenants.test_isolation import populate
 
 # What app.tenant_id holds in each attack: no tenant, a tenant that does not exist, garbage.
@@ -172,17 +172,6 @@ def test_every_tenant_table_refuses_writes_for_another_tenant(populated):
 
 
 # --- SECURITY DEFINER functions and temporary objects --------------------------------------------
-
-
-def runtime_conninfo() -> str:
-    db = settings.DATABASES["default"]
-    return psycopg.conninfo.make_conninfo(
-        dbname=db["NAME"],
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-    )
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from messaging.store.ids import id_floor, id_time, month_start
 from messaging.store.states import TransitionNotAllowed
 from tenants import services as tenant_services
 from tenants.models import Channel, Connection
-from tests.conftest import admin_conninfo, build_world
+from tests.conftest import admin_conninfo, build_world, runtime_conninfo
 
 
 def _delivery(*transaction_ids: str | None) -> tuple[bytes, list[services.InboundMessageFacts]]:
@@ -151,7 +151,8 @@ def test_another_tenant_sees_nothing_of_the_store(world) -> None:
         assert selectors.state_counts() == {}
 
 
-def _refused(sql: str, params: list, tenant_id) -> str:
+def _refusal(sql: str, params: list, tenant_id) -> tuple[str | None, str]:
+    """The SQLSTATE and message of the database's refusal of ``sql``."""
     with (
         pytest.raises(DatabaseError) as caught,
         tenant_context(tenant_id),
@@ -159,7 +160,12 @@ def _refused(sql: str, params: list, tenant_id) -> str:
         connection.cursor() as cursor,
     ):
         cursor.execute(sql, params)
-    return str(caught.value)
+    return getattr(caught.value.__cause__, "sqlstate", None), str(caught.value)
+
+
+def _refused(sql: str, params: list, tenant_id) -> str:
+    """The message of the database's refusal of ``sql``."""
+    return _refusal(sql, params, tenant_id)[1]
 
 
 def test_the_runtime_role_cannot_change_or_remove_raw_bytes(world) -> None:
@@ -218,18 +224,6 @@ def test_a_message_refers_only_to_its_own_tenants_raw_payloads(world) -> None:
     assert "that is not its tenant's" in refusal
 
 
-def _refusal(sql: str, params: list, tenant_id) -> tuple[str | None, str]:
-    """The SQLSTATE and message of the database's refusal of ``sql``."""
-    with (
-        pytest.raises(DatabaseError) as caught,
-        tenant_context(tenant_id),
-        transaction.atomic(),
-        connection.cursor() as cursor,
-    ):
-        cursor.execute(sql, params)
-    return getattr(caught.value.__cause__, "sqlstate", None), str(caught.value)
-
-
 RAW_INSERT = (
     "INSERT INTO messaging_raw (tenant_id, kind, direction, connection_id, channel_id,"
     " body_sha256, body_size) SELECT %s, 'delivery', 'inbound', c, %s, sha256(''::bytea), 0"
@@ -282,14 +276,7 @@ def test_stored_rows_name_only_their_own_tenants_connection_and_channel(world) -
 
 
 def _runtime_session(tenant_id) -> psycopg.Connection:
-    db = settings.DATABASES["default"]
-    conn = psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-    )
+    conn = psycopg.connect(runtime_conninfo())
     conn.execute("SELECT set_config('app.tenant_id', %s, false)", [str(tenant_id)])
     conn.commit()
     return conn
