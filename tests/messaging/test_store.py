@@ -533,6 +533,32 @@ def test_ensure_partitions_is_idempotent_and_bounded(world) -> None:
         services.ensure_partitions(months_ahead=500)
 
 
+def test_every_raw_partition_keeps_rows_of_a_page_whole_and_new_ones_too(world) -> None:
+    """Migration 0024: every partition of the raw table, those it found and those the partition
+    function makes later, stores a row of up to a page whole instead of toasting it at 2 KB; the
+    other tables' partitions keep PostgreSQL's default. (The partitions made here go with the
+    test's transaction.)"""
+    partitions = (
+        "SELECT c.relname, i.inhparent::regclass::text, c.reloptions FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = ANY(ARRAY['messaging_raw',"
+        " 'messaging_message', 'messaging_transition', 'messaging_finding']::regclass[])"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(partitions)
+        existing = cursor.fetchall()
+        assert services.ensure_partitions(months_ahead=6) == 4 * 3  # three more months each
+        cursor.execute(partitions)
+        every = cursor.fetchall()
+    assert len(every) == len(existing) + 12
+    options = {(table, tuple(reloptions or ())) for _name, table, reloptions in every}
+    assert options == {
+        ("messaging_raw", ("toast_tuple_target=8160",)),
+        ("messaging_message", ()),
+        ("messaging_transition", ()),
+        ("messaging_finding", ()),
+    }
+
+
 def test_outbound_messages_get_final_bytes_once(world) -> None:
     with tenant_context(world.globex.id):
         conn = Connection.objects.get()
