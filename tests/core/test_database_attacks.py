@@ -487,10 +487,15 @@ def tenant_references() -> list[Reference]:
     ]
 
 
-# References checked by a trigger instead of a foreign key (messaging migrations 0021 and 0022:
-# keys checked row by row cost more per received message than the rest of its storing). Each
-# refuses like a foreign key (23503), so the attack below covers them alike.
+# References checked by a trigger instead of a foreign key (messaging migrations 0021, 0022 and
+# 0025: keys checked row by row cost more per received message than the rest of its storing, and
+# most of a state move). Each refuses like a foreign key (23503), so the attack below covers them
+# alike.
 TRIGGER_CHECKED = [
+    *(
+        Reference(table, ("tenant_id", "message_id"), "messaging_message", ("tenant_id", "id"))
+        for table in ("messaging_transition", "messaging_finding")
+    ),
     Reference("messaging_message", ("tenant_id", "raw_id"), "messaging_raw", ("tenant_id", "id")),
     Reference(
         "messaging_message", ("tenant_id", "source_raw_id"), "messaging_raw", ("tenant_id", "id")
@@ -512,17 +517,20 @@ def test_the_trigger_checked_references_have_their_triggers(db):
             "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
             " WHERE tgrelid IN ('messaging_message'::regclass, 'messaging_raw'::regclass,"
             " 'messaging_inbound_key'::regclass, 'tenants_connection'::regclass,"
-            " 'tenants_channel'::regclass)"
+            " 'tenants_channel'::regclass, 'messaging_transition'::regclass,"
+            " 'messaging_finding'::regclass)"
             " AND tgname ~ '_(raw|parents|tenant)_(inserted|updated)$|_named$'"
             " AND tgenabled = 'O'"
         )
         names = sorted(cursor.fetchall())
     assert names == [
+        ("messaging_finding", "messaging_finding_message_named"),
         ("messaging_inbound_key", "messaging_inbound_key_tenant_inserted"),
         ("messaging_message", "messaging_message_raw_inserted"),
         ("messaging_message", "messaging_message_raw_updated"),
         ("messaging_raw", "messaging_raw_parents_inserted"),
         ("messaging_raw", "messaging_raw_parents_updated"),
+        ("messaging_transition", "messaging_transition_message_named"),
         ("tenants_channel", "tenants_channel_named"),
         ("tenants_connection", "tenants_connection_named"),
     ]

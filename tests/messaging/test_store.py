@@ -275,6 +275,74 @@ def test_stored_rows_name_only_their_own_tenants_connection_and_channel(world) -
     assert (state, f"tenant {nobody} does not exist" in text) == ("23503", True), text
 
 
+def test_timeline_rows_and_findings_name_only_their_own_tenants_messages(world) -> None:
+    """A timeline row or a finding is checked against its message once per statement, not by a
+    key per row (migration 0025): one naming a message that does not exist, or another tenant's,
+    is refused as a key refuses it (23503), alone or among rows that are fine."""
+    own = _store(world, "T-1").message_ids[0]
+    globex = _store_for(world.globex, "G-1").message_ids[0]
+    acme = str(world.acme.id)
+    inserts = {
+        "messaging_transition": (
+            "INSERT INTO messaging_transition (tenant_id, message_id, from_state, to_state, actor)"
+            " SELECT %s, m, 'received', 'received', 'test' FROM unnest(%s::bigint[]) AS m"
+        ),
+        "messaging_finding": (
+            "INSERT INTO messaging_finding (tenant_id, message_id, stage, severity, code)"
+            " SELECT %s, m, 'syntactic', 'info', 'TEST' FROM unnest(%s::bigint[]) AS m"
+        ),
+    }
+    for table, insert in inserts.items():
+        for named in ([globex], [own, globex], [own, 1]):
+            state, text = _refusal(insert, [acme, named], world.acme.id)
+            expected = f"{table} row"
+            assert (state, expected in text, "that is not its tenant's" in text) == (
+                "23503",
+                True,
+                True,
+            ), text
+        with tenant_context(world.acme.id), connection.cursor() as cursor:
+            cursor.execute(insert, [acme, [own, own]])
+            assert cursor.rowcount == 2  # its own message, twice: accepted
+
+
+def _tuples_read(table: str) -> int:
+    """Tuples this transaction has read from ``table``'s partitions: by sequential scans of
+    them and by scans of their indexes (each relation's count of tuples returned)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH parts AS (SELECT inhrelid AS oid FROM pg_inherits"
+            "               WHERE inhparent = %s::regclass)"
+            " SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(r.oid)), 0) FROM ("
+            "  SELECT oid FROM parts"
+            "  UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT oid FROM parts)"
+            " ) r",
+            [table],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_stored_messages_payload_is_found_by_its_key_not_among_all_the_tenants(world) -> None:
+    """The check that a delivery's new messages name their tenant's raw payload probes that
+    payload by key, once: its cost does not grow with the payloads the tenant has stored. Before
+    migration 0025 the planner read every one of them for a statement of 100 messages."""
+    connection_id, channel_id = _acme_channel(world)
+    acme = str(world.acme.id)
+    with tenant_context(world.acme.id), connection.cursor() as cursor:
+        cursor.execute(RAW_INSERT, [acme, channel_id, [connection_id] * 400])
+        cursor.execute("SELECT max(id) FROM messaging_raw")
+        newest = cursor.fetchone()[0]
+        before = _tuples_read("messaging_raw")
+        cursor.execute(
+            "INSERT INTO messaging_message (tenant_id, direction, connection_id, channel_id,"
+            " raw_id, transaction_id, state) SELECT %s, 'inbound', %s, %s, %s, 'P-' || n,"
+            " 'received' FROM generate_series(1, 100) AS n",
+            [acme, connection_id, channel_id, newest],
+        )
+        read = _tuples_read("messaging_raw") - before
+    assert 1 <= read <= 5, read  # one probe: before migration 0025, all 400
+
+
 def _runtime_session(tenant_id) -> psycopg.Connection:
     conn = psycopg.connect(runtime_conninfo())
     conn.execute("SELECT set_config('app.tenant_id', %s, false)", [str(tenant_id)])
