@@ -58,18 +58,28 @@ def _hex(value: bytes | memoryview | None) -> str | None:
 
 
 def entries_in_window(
-    *, tenant_id: UUID | str, window_from: datetime, window_to: datetime
+    *,
+    tenant_id: UUID | str,
+    window_from: datetime,
+    window_to: datetime,
+    first: int | None = None,
 ) -> Iterator[Entry]:
     """Every ledger entry of the tenant in ``[window_from, window_to)``, in sealing order: by
-    time, then source, then id. Runs inside the tenant's context (RLS scopes every read)."""
+    time, then source, then id. Runs inside the tenant's context (RLS scopes every read).
+
+    ``first``: read at most that many raw payloads and transitions (the sources a burst fills),
+    the earliest. Every entry of the window earlier than the ``first``-th of the result is then
+    in it; a later one may be missing."""
     tenant = str(tenant_id)
     low, high = id_floor(window_from), id_floor(window_to)
+    # ORDER BY id is time order for these two (time-ordered ids), so a LIMIT keeps a prefix.
+    limit = "" if first is None else f" LIMIT {int(first)}"
     entries: list[Entry] = []
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id, kind, direction, connection_id, channel_id, created_at, body_sha256,"
             " body_size, response_status, sha256(response_body) FROM messaging_raw"
-            " WHERE tenant_id = %s AND id >= %s AND id < %s ORDER BY id",
+            " WHERE tenant_id = %s AND id >= %s AND id < %s ORDER BY id" + limit,
             [tenant, low, high],
         )
         for rid, kind, direction, conn, channel, created, sha, size, status, resp in cursor:
@@ -96,7 +106,8 @@ def entries_in_window(
             )
         cursor.execute(
             "SELECT id, message_id, at, from_state, to_state, actor, reason, detail"
-            " FROM messaging_transition WHERE tenant_id = %s AND id >= %s AND id < %s ORDER BY id",
+            " FROM messaging_transition WHERE tenant_id = %s AND id >= %s AND id < %s ORDER BY id"
+            + limit,
             [tenant, low, high],
         )
         for tid, message_id, at, from_state, to_state, actor, reason, detail in cursor:
@@ -186,16 +197,28 @@ def seal_tenant(*, tenant_id: UUID | str, now: datetime | None = None) -> Seal |
     window_to = (now or timezone.now()) - timedelta(seconds=settings.BUSBAR_EVIDENCE_SETTLE_SECONDS)
     if window_to <= window_from:
         return None
+    # A seal holds at most MAX_ENTRIES_PER_SEAL entries, so only the window's earliest are
+    # read: reading all of a backlog's window for each seal (and again for the next) made the
+    # sealer's work grow with the square of a burst.
     entries = list(
-        entries_in_window(tenant_id=tenant_id, window_from=window_from, window_to=window_to)
+        entries_in_window(
+            tenant_id=tenant_id,
+            window_from=window_from,
+            window_to=window_to,
+            first=MAX_ENTRIES_PER_SEAL + 1,
+        )
     )
     if not entries:
         return None
     if len(entries) > MAX_ENTRIES_PER_SEAL:
         cut = entries[MAX_ENTRIES_PER_SEAL].at
         kept = [e for e in entries if e.at < cut]
-        if kept:  # else every entry shares one instant: seal them all together
+        if kept:
             entries, window_to = kept, cut
+        else:  # every entry read shares one instant: seal the whole window together
+            entries = list(
+                entries_in_window(tenant_id=tenant_id, window_from=window_from, window_to=window_to)
+            )
     leaves = [e.leaf for e in entries]
     seq = previous.seq + 1 if previous else 1
     body: dict[str, Any] = {
@@ -223,8 +246,8 @@ def seal_tenant(*, tenant_id: UUID | str, now: datetime | None = None) -> Seal |
     )
     SealLeaf.objects.bulk_create(
         [
-            SealLeaf(seal_seq=seq, idx=n, source=e.source, ref=e.ref, leaf_hash=e.leaf)
-            for n, e in enumerate(entries)
+            SealLeaf(seal_seq=seq, idx=n, source=e.source, ref=e.ref, leaf_hash=leaf)
+            for n, (e, leaf) in enumerate(zip(entries, leaves, strict=True))
         ],
         batch_size=2000,
     )

@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from core.audit import record_event
@@ -133,6 +134,44 @@ def test_seals_chain_cover_every_source_and_verify(committed_db, settled_now) ->
         assert check.entries_checked == first.size + second.size
     with tenant_context(world.globex.id):
         assert not Seal.objects.exists()  # another tenant's ledger is its own
+
+
+def test_a_window_larger_than_a_seal_is_sealed_in_turn_reading_only_what_each_seal_holds(
+    committed_db, settled_now, monkeypatch
+) -> None:
+    """A backlog's window is sealed a seal at a time, each holding the earliest entries left,
+    and each seal reads only as many raw payloads and transitions as it can hold: every entry
+    is sealed once, and the verification job (which reads each seal's whole window again)
+    finds every seal exactly as its sources are."""
+    monkeypatch.setattr(ledger, "MAX_ENTRIES_PER_SEAL", 4)
+    world = build_world()
+    for _ in range(3):
+        _traffic(world.acme.id)  # 2 raw payloads, 1 transition and audit events each time
+    with tenant_context(world.acme.id):
+        everything = list(
+            ledger.entries_in_window(
+                tenant_id=world.acme.id,
+                window_from=ledger.ID_EPOCH,
+                window_to=datetime.now(UTC),
+            )
+        )
+        with CaptureQueriesContext(connection) as queries:
+            made = ledger.seal_until_current(tenant_id=world.acme.id)
+        seals = list(Seal.objects.order_by("seq"))
+        check = ledger.verify_ledger(tenant_id=world.acme.id)
+    assert made == len(seals) >= 3
+    assert all(seal.size <= 4 for seal in seals)
+    assert sum(seal.size for seal in seals) == len(everything)
+    assert [s.window_from for s in seals[1:]] == [s.window_to for s in seals[:-1]]
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if "FROM messaging_raw" in q["sql"] or "FROM messaging_transition" in q["sql"]
+    ]
+    assert reads
+    assert all(sql.endswith("LIMIT 5") for sql in reads), reads
+    assert check.problems == []
+    assert check.entries_checked == len(everything)
 
 
 def test_the_verification_job_names_an_entry_edited_behind_the_guard(
